@@ -1,0 +1,294 @@
+//! The registry of served kinds. Serving a new built-in kind is one `entry::<T>(...)` line
+//! in [`Registry::builtin`] plus its validation and defaulting.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use k8s_openapi::api::{
+    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
+    core::v1 as core, discovery::v1 as discovery, events::v1 as events, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+/// What the typed (k8s-openapi) form of a kind can do for the generic JSON paths.
+pub trait KindOps: Send + Sync {
+    /// Decodes into the upstream type and encodes again: unknown fields disappear and
+    /// wrong types are refused. The error is serde's message, with its path.
+    fn roundtrip(&self, value: Value) -> Result<Value, String>;
+    /// The kind's OpenAPI schema, with `$ref`s into `generator`'s definitions.
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
+    /// The OpenAPI definition name, e.g. `io.k8s.api.core.v1.Pod`.
+    fn schema_name(&self) -> String;
+}
+
+struct Typed<T>(PhantomData<fn() -> T>);
+
+impl<T> KindOps for Typed<T>
+where
+    T: Serialize + DeserializeOwned + schemars::JsonSchema,
+{
+    fn roundtrip(&self, value: Value) -> Result<Value, String> {
+        let typed: T = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        serde_json::to_value(&typed).map_err(|e| e.to_string())
+    }
+
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<T>()
+    }
+
+    fn schema_name(&self) -> String {
+        T::schema_name().into_owned()
+    }
+}
+
+/// One served resource: everything discovery, routing and storage need to know.
+#[derive(Clone)]
+pub struct ResourceInfo {
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: String,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub namespaced: bool,
+    /// Served subresources, e.g. `status`, `scale`, `binding`.
+    pub subresources: &'static [&'static str],
+    pub ops: Arc<dyn KindOps>,
+}
+
+impl std::fmt::Debug for ResourceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ResourceInfo({}/{} {})", self.group, self.version, self.plural)
+    }
+}
+
+impl ResourceInfo {
+    /// `apiVersion` as written in objects: `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        group_version(self.group, self.version)
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    pub fn has_subresource(&self, sub: &str) -> bool {
+        self.subresources.contains(&sub)
+    }
+
+    /// Store key prefix for all objects of this resource: `/registry/<group>/<plural>/`.
+    /// Every version of a kind shares it (only one is served per kind today).
+    pub fn key_prefix(&self) -> String {
+        if self.group.is_empty() {
+            format!("/registry/core/{}/", self.plural)
+        } else {
+            format!("/registry/{}/{}/", self.group, self.plural)
+        }
+    }
+
+    /// Store key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("{}{ns}/{name}", self.key_prefix()),
+            _ => format!("{}{name}", self.key_prefix()),
+        }
+    }
+
+    /// Key prefix of all objects of this resource in `namespace` (or all namespaces).
+    pub fn namespace_prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("{}{ns}/", self.key_prefix()),
+            _ => self.key_prefix(),
+        }
+    }
+
+    /// The verbs discovery advertises.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    }
+}
+
+pub fn group_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
+/// All served resources, with lookups by path segment and by kind.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    resources: Vec<ResourceInfo>,
+    by_path: HashMap<(String, String, String), usize>,
+    by_kind: HashMap<(String, String), usize>,
+}
+
+struct Entry {
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    subresources: &'static [&'static str],
+}
+
+const NONE: &[&str] = &[];
+const ALL: &[&str] = &["all"];
+const STATUS: &[&str] = &["status"];
+const STATUS_SCALE: &[&str] = &["status", "scale"];
+
+fn entry<T>(e: Entry) -> ResourceInfo
+where
+    T: k8s_openapi::Resource + Serialize + DeserializeOwned + schemars::JsonSchema + 'static,
+    T::Scope: Scope,
+{
+    ResourceInfo {
+        group: T::GROUP,
+        version: T::VERSION,
+        kind: T::KIND,
+        plural: T::URL_PATH_SEGMENT,
+        singular: T::KIND.to_ascii_lowercase(),
+        short_names: e.short_names,
+        categories: e.categories,
+        namespaced: <T::Scope as Scope>::NAMESPACED,
+        subresources: e.subresources,
+        ops: Arc::new(Typed::<T>(PhantomData)),
+    }
+}
+
+/// Maps k8s-openapi's scope marker types to a flag.
+pub trait Scope {
+    const NAMESPACED: bool;
+}
+impl Scope for k8s_openapi::NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+}
+impl Scope for k8s_openapi::ClusterResourceScope {
+    const NAMESPACED: bool = false;
+}
+
+macro_rules! e {
+    ($short:expr, $cat:expr, $sub:expr) => {
+        Entry { short_names: $short, categories: $cat, subresources: $sub }
+    };
+}
+
+impl Registry {
+    /// The built-in kinds krust serves.
+    pub fn builtin() -> Self {
+        let resources = vec![
+            entry::<core::Namespace>(e!(&["ns"], NONE, &["status", "finalize"])),
+            entry::<core::Pod>(e!(&["po"], ALL, &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers", "resize"])),
+            entry::<core::Service>(e!(&["svc"], ALL, &["status", "proxy"])),
+            entry::<core::Endpoints>(e!(&["ep"], NONE, NONE)),
+            entry::<core::ConfigMap>(e!(&["cm"], NONE, NONE)),
+            entry::<core::Secret>(e!(NONE, NONE, NONE)),
+            entry::<core::ServiceAccount>(e!(&["sa"], NONE, &["token"])),
+            entry::<core::Node>(e!(&["no"], NONE, &["status", "proxy"])),
+            entry::<core::Event>(e!(&["ev"], NONE, NONE)),
+            entry::<core::PersistentVolume>(e!(&["pv"], NONE, STATUS)),
+            entry::<core::PersistentVolumeClaim>(e!(&["pvc"], NONE, STATUS)),
+            entry::<core::ReplicationController>(e!(&["rc"], ALL, STATUS_SCALE)),
+            entry::<core::ResourceQuota>(e!(&["quota"], NONE, STATUS)),
+            entry::<core::LimitRange>(e!(&["limits"], NONE, NONE)),
+            entry::<core::PodTemplate>(e!(NONE, NONE, NONE)),
+            entry::<apps::Deployment>(e!(&["deploy"], ALL, STATUS_SCALE)),
+            entry::<apps::ReplicaSet>(e!(&["rs"], ALL, STATUS_SCALE)),
+            entry::<apps::StatefulSet>(e!(&["sts"], ALL, STATUS_SCALE)),
+            entry::<apps::DaemonSet>(e!(&["ds"], ALL, STATUS)),
+            entry::<apps::ControllerRevision>(e!(NONE, NONE, NONE)),
+            entry::<batch::Job>(e!(NONE, ALL, STATUS)),
+            entry::<batch::CronJob>(e!(&["cj"], ALL, STATUS)),
+            entry::<autoscaling::HorizontalPodAutoscaler>(e!(&["hpa"], ALL, STATUS)),
+            entry::<coordination::Lease>(e!(NONE, NONE, NONE)),
+            entry::<discovery::EndpointSlice>(e!(NONE, NONE, NONE)),
+            entry::<events::Event>(e!(&["ev"], NONE, NONE)),
+            entry::<storage::StorageClass>(e!(&["sc"], NONE, NONE)),
+            entry::<scheduling::PriorityClass>(e!(&["pc"], NONE, NONE)),
+            entry::<rbac::Role>(e!(NONE, NONE, NONE)),
+            entry::<rbac::RoleBinding>(e!(NONE, NONE, NONE)),
+            entry::<rbac::ClusterRole>(e!(NONE, NONE, NONE)),
+            entry::<rbac::ClusterRoleBinding>(e!(NONE, NONE, NONE)),
+        ];
+        Self::new(resources)
+    }
+
+    pub fn new(resources: Vec<ResourceInfo>) -> Self {
+        let mut by_path = HashMap::new();
+        let mut by_kind = HashMap::new();
+        for (i, r) in resources.iter().enumerate() {
+            by_path.insert((r.group.to_string(), r.version.to_string(), r.plural.to_string()), i);
+            by_kind.insert((r.api_version(), r.kind.to_string()), i);
+        }
+        Registry { resources, by_path, by_kind }
+    }
+
+    pub fn resources(&self) -> &[ResourceInfo] {
+        &self.resources
+    }
+
+    /// The resource served at `/apis/<group>/<version>/<plural>`.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceInfo> {
+        self.by_path
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .map(|&i| &self.resources[i])
+    }
+
+    /// The resource for an object's `apiVersion` and `kind`.
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceInfo> {
+        self.by_kind.get(&(api_version.to_string(), kind.to_string())).map(|&i| &self.resources[i])
+    }
+
+    /// Served group/versions in discovery order: core first, then groups by name.
+    pub fn group_versions(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+        for r in &self.resources {
+            if !out.contains(&(r.group, r.version)) {
+                out.push((r.group, r.version));
+            }
+        }
+        out.sort_by_key(|(g, _)| (!g.is_empty(), *g));
+        out
+    }
+
+    /// Resources served in one group/version.
+    pub fn in_group_version<'a>(&'a self, group: &'a str, version: &'a str) -> impl Iterator<Item = &'a ResourceInfo> + 'a {
+        self.resources.iter().filter(move |r| r.group == group && r.version == version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_find_served_kinds() {
+        let r = Registry::builtin();
+        let pods = r.lookup("", "v1", "pods").expect("pods served");
+        assert!(pods.namespaced);
+        assert_eq!(pods.kind, "Pod");
+        assert_eq!(pods.key(Some("default"), "web"), "/registry/core/pods/default/web");
+        let deploy = r.by_kind("apps/v1", "Deployment").expect("deployments served");
+        assert_eq!(deploy.plural, "deployments");
+        assert!(deploy.has_subresource("scale"));
+        let nodes = r.lookup("", "v1", "nodes").expect("nodes served");
+        assert!(!nodes.namespaced);
+        assert_eq!(nodes.key(Some("ignored"), "n1"), "/registry/core/nodes/n1");
+        assert!(r.lookup("apps", "v1", "nothing").is_none());
+    }
+
+    #[test]
+    fn roundtrip_drops_unknown_fields() {
+        let r = Registry::builtin();
+        let cm = r.lookup("", "v1", "configmaps").expect("configmaps");
+        let v = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}, "bogus": 1});
+        let out = cm.ops.roundtrip(v).expect("decodes");
+        assert!(out.get("bogus").is_none());
+        assert_eq!(out["data"]["k"], "v");
+        let bad = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": 5});
+        assert!(cm.ops.roundtrip(bad).is_err());
+    }
+}
