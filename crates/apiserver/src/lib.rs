@@ -1,1 +1,27 @@
-//! placeholder
+//! The krust API server: the Kubernetes REST API over HTTPS on a revisioned store.
+//!
+//! - `server`: start-up and the request chain (authentication -> authorization ->
+//!   admission -> REST storage); `tls` and `pki` for HTTPS and the cluster's certificates;
+//!   `auth` for identities and authorizers.
+//! - `request`: API paths and query parameters; `rest`: generic storage for every kind;
+//!   `strategy`: kind-specific rules; `alloc`: Service IPs and node ports.
+//! - `cache`: the watch cache every list and watch is served from; `watch`: watch streams.
+//! - `discovery` and `openapi`: the documents clients learn the API from.
+
+pub mod alloc;
+pub mod auth;
+pub mod body;
+pub mod cache;
+pub mod discovery;
+pub mod glue;
+pub mod managed;
+pub mod openapi;
+pub mod pki;
+pub mod request;
+pub mod rest;
+pub mod server;
+pub mod strategy;
+pub mod tls;
+pub mod watch;
+
+pub use server::{start, Config, Running};

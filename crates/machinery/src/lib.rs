@@ -6,6 +6,7 @@
 //! - `status`: `ApiError`, the typed failures that become Kubernetes `Status` objects.
 //! - `object`: small accessors over JSON objects (metadata, labels, resourceVersion).
 
+pub mod codec;
 pub mod object;
 pub mod registry;
 pub mod status;

@@ -6,9 +6,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
-    core::v1 as core, discovery::v1 as discovery, events::v1 as events, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    events::v1 as events, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -63,7 +63,11 @@ pub struct ResourceInfo {
 
 impl std::fmt::Debug for ResourceInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ResourceInfo({}/{} {})", self.group, self.version, self.plural)
+        write!(
+            f,
+            "ResourceInfo({}/{} {})",
+            self.group, self.version, self.plural
+        )
     }
 }
 
@@ -109,7 +113,16 @@ impl ResourceInfo {
 
     /// The verbs discovery advertises.
     pub fn verbs(&self) -> &'static [&'static str] {
-        &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
     }
 }
 
@@ -172,7 +185,11 @@ impl Scope for k8s_openapi::ClusterResourceScope {
 
 macro_rules! e {
     ($short:expr, $cat:expr, $sub:expr) => {
-        Entry { short_names: $short, categories: $cat, subresources: $sub }
+        Entry {
+            short_names: $short,
+            categories: $cat,
+            subresources: $sub,
+        }
     };
 }
 
@@ -181,7 +198,22 @@ impl Registry {
     pub fn builtin() -> Self {
         let resources = vec![
             entry::<core::Namespace>(e!(&["ns"], NONE, &["status", "finalize"])),
-            entry::<core::Pod>(e!(&["po"], ALL, &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers", "resize"])),
+            entry::<core::Pod>(e!(
+                &["po"],
+                ALL,
+                &[
+                    "status",
+                    "binding",
+                    "eviction",
+                    "log",
+                    "exec",
+                    "attach",
+                    "portforward",
+                    "proxy",
+                    "ephemeralcontainers",
+                    "resize"
+                ]
+            )),
             entry::<core::Service>(e!(&["svc"], ALL, &["status", "proxy"])),
             entry::<core::Endpoints>(e!(&["ep"], NONE, NONE)),
             entry::<core::ConfigMap>(e!(&["cm"], NONE, NONE)),
@@ -220,10 +252,21 @@ impl Registry {
         let mut by_path = HashMap::new();
         let mut by_kind = HashMap::new();
         for (i, r) in resources.iter().enumerate() {
-            by_path.insert((r.group.to_string(), r.version.to_string(), r.plural.to_string()), i);
+            by_path.insert(
+                (
+                    r.group.to_string(),
+                    r.version.to_string(),
+                    r.plural.to_string(),
+                ),
+                i,
+            );
             by_kind.insert((r.api_version(), r.kind.to_string()), i);
         }
-        Registry { resources, by_path, by_kind }
+        Registry {
+            resources,
+            by_path,
+            by_kind,
+        }
     }
 
     pub fn resources(&self) -> &[ResourceInfo] {
@@ -239,7 +282,9 @@ impl Registry {
 
     /// The resource for an object's `apiVersion` and `kind`.
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceInfo> {
-        self.by_kind.get(&(api_version.to_string(), kind.to_string())).map(|&i| &self.resources[i])
+        self.by_kind
+            .get(&(api_version.to_string(), kind.to_string()))
+            .map(|&i| &self.resources[i])
     }
 
     /// Served group/versions in discovery order: core first, then groups by name.
@@ -255,8 +300,14 @@ impl Registry {
     }
 
     /// Resources served in one group/version.
-    pub fn in_group_version<'a>(&'a self, group: &'a str, version: &'a str) -> impl Iterator<Item = &'a ResourceInfo> + 'a {
-        self.resources.iter().filter(move |r| r.group == group && r.version == version)
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'a ResourceInfo> + 'a {
+        self.resources
+            .iter()
+            .filter(move |r| r.group == group && r.version == version)
     }
 }
 
@@ -270,8 +321,13 @@ mod tests {
         let pods = r.lookup("", "v1", "pods").expect("pods served");
         assert!(pods.namespaced);
         assert_eq!(pods.kind, "Pod");
-        assert_eq!(pods.key(Some("default"), "web"), "/registry/core/pods/default/web");
-        let deploy = r.by_kind("apps/v1", "Deployment").expect("deployments served");
+        assert_eq!(
+            pods.key(Some("default"), "web"),
+            "/registry/core/pods/default/web"
+        );
+        let deploy = r
+            .by_kind("apps/v1", "Deployment")
+            .expect("deployments served");
         assert_eq!(deploy.plural, "deployments");
         assert!(deploy.has_subresource("scale"));
         let nodes = r.lookup("", "v1", "nodes").expect("nodes served");

@@ -14,10 +14,18 @@ pub struct Cause {
 
 impl Cause {
     pub fn required(field: impl Into<String>) -> Self {
-        Cause { reason: "FieldValueRequired", message: "Required value".into(), field: field.into() }
+        Cause {
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+            field: field.into(),
+        }
     }
 
-    pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, detail: impl AsRef<str>) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        detail: impl AsRef<str>,
+    ) -> Self {
         Cause {
             reason: "FieldValueInvalid",
             message: format!("Invalid value: \"{value}\": {}", detail.as_ref()),
@@ -26,20 +34,35 @@ impl Cause {
     }
 
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Cause { reason: "FieldValueForbidden", message: format!("Forbidden: {}", detail.into()), field: field.into() }
+        Cause {
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {}", detail.into()),
+            field: field.into(),
+        }
     }
 
-    pub fn not_supported(field: impl Into<String>, value: impl std::fmt::Display, allowed: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        allowed: &[&str],
+    ) -> Self {
         let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
         Cause {
             reason: "FieldValueNotSupported",
-            message: format!("Unsupported value: \"{value}\": supported values: {}", allowed.join(", ")),
+            message: format!(
+                "Unsupported value: \"{value}\": supported values: {}",
+                allowed.join(", ")
+            ),
             field: field.into(),
         }
     }
 
     pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
-        Cause { reason: "FieldValueDuplicate", message: format!("Duplicate value: \"{value}\""), field: field.into() }
+        Cause {
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: \"{value}\""),
+            field: field.into(),
+        }
     }
 
     /// Renders as upstream does in the aggregated message: `field: message`.
@@ -62,23 +85,47 @@ pub enum ApiError {
     #[error("{message}")]
     Forbidden { message: String },
     #[error("{} \"{name}\" not found", qualified(.group, .resource))]
-    NotFound { group: String, resource: String, name: String },
+    NotFound {
+        group: String,
+        resource: String,
+        name: String,
+    },
     /// A path or kind the server does not serve.
     #[error("the server could not find the requested resource")]
     NoRoute,
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
     #[error("{} \"{name}\" already exists", qualified(.group, .resource))]
-    AlreadyExists { group: String, resource: String, name: String },
+    AlreadyExists {
+        group: String,
+        resource: String,
+        name: String,
+    },
     #[error("Operation cannot be fulfilled on {} \"{name}\": {message}", qualified(.group, .resource))]
-    Conflict { group: String, resource: String, name: String, message: String },
+    Conflict {
+        group: String,
+        resource: String,
+        name: String,
+        message: String,
+    },
     /// An apply whose fields are owned by other managers (server-side apply).
     #[error("{message}")]
-    ApplyConflict { group: String, resource: String, name: String, message: String, causes: Vec<Cause> },
+    ApplyConflict {
+        group: String,
+        resource: String,
+        name: String,
+        message: String,
+        causes: Vec<Cause>,
+    },
     #[error("{message}")]
     Gone { message: String },
     #[error("{kind} \"{name}\" is invalid: {}", causes.iter().map(Cause::describe).collect::<Vec<_>>().join(", "))]
-    Invalid { group: String, kind: String, name: String, causes: Vec<Cause> },
+    Invalid {
+        group: String,
+        kind: String,
+        name: String,
+        causes: Vec<Cause>,
+    },
     #[error("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf")]
     UnsupportedMediaType { content_type: String },
     #[error("the server could not provide the requested media type")]
@@ -97,31 +144,55 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::BadRequest { message: message.into() }
+        ApiError::BadRequest {
+            message: message.into(),
+        }
     }
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        ApiError::Internal { message: message.to_string() }
+        ApiError::Internal {
+            message: message.to_string(),
+        }
     }
 
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        ApiError::NotFound { group: group.into(), resource: resource.into(), name: name.into() }
+        ApiError::NotFound {
+            group: group.into(),
+            resource: resource.into(),
+            name: name.into(),
+        }
     }
 
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        ApiError::AlreadyExists { group: group.into(), resource: resource.into(), name: name.into() }
+        ApiError::AlreadyExists {
+            group: group.into(),
+            resource: resource.into(),
+            name: name.into(),
+        }
     }
 
     pub fn conflict(group: &str, resource: &str, name: &str, message: impl Into<String>) -> Self {
-        ApiError::Conflict { group: group.into(), resource: resource.into(), name: name.into(), message: message.into() }
+        ApiError::Conflict {
+            group: group.into(),
+            resource: resource.into(),
+            name: name.into(),
+            message: message.into(),
+        }
     }
 
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        ApiError::Invalid { group: group.into(), kind: kind.into(), name: name.into(), causes }
+        ApiError::Invalid {
+            group: group.into(),
+            kind: kind.into(),
+            name: name.into(),
+            causes,
+        }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        ApiError::Forbidden { message: message.into() }
+        ApiError::Forbidden {
+            message: message.into(),
+        }
     }
 
     pub fn code(&self) -> u16 {
@@ -132,7 +203,9 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::NotAcceptable => 406,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => 409,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => 409,
             ApiError::Gone { .. } => 410,
             ApiError::RequestEntityTooLarge => 413,
             ApiError::UnsupportedMediaType { .. } => 415,
@@ -176,11 +249,35 @@ impl ApiError {
             "code": self.code(),
         });
         let details = match self {
-            ApiError::NotFound { group, resource, name }
-            | ApiError::AlreadyExists { group, resource, name }
-            | ApiError::Conflict { group, resource, name, .. } => Some(details(name, group, resource, &[])),
-            ApiError::ApplyConflict { group, resource, name, causes, .. } => Some(details(name, group, resource, causes)),
-            ApiError::Invalid { group, kind, name, causes } => Some(details(name, group, "", causes)).map(|mut d| {
+            ApiError::NotFound {
+                group,
+                resource,
+                name,
+            }
+            | ApiError::AlreadyExists {
+                group,
+                resource,
+                name,
+            }
+            | ApiError::Conflict {
+                group,
+                resource,
+                name,
+                ..
+            } => Some(details(name, group, resource, &[])),
+            ApiError::ApplyConflict {
+                group,
+                resource,
+                name,
+                causes,
+                ..
+            } => Some(details(name, group, resource, causes)),
+            ApiError::Invalid {
+                group,
+                kind,
+                name,
+                causes,
+            } => Some(details(name, group, "", causes)).map(|mut d| {
                 d["kind"] = json!(kind);
                 d
             }),
@@ -224,12 +321,24 @@ mod tests {
 
     #[test]
     fn invalid_status_carries_causes() {
-        let e = ApiError::invalid("", "Pod", "Bad_Name", vec![Cause::invalid("metadata.name", "Bad_Name", "must be lowercase")]);
+        let e = ApiError::invalid(
+            "",
+            "Pod",
+            "Bad_Name",
+            vec![Cause::invalid(
+                "metadata.name",
+                "Bad_Name",
+                "must be lowercase",
+            )],
+        );
         let s = e.to_status();
         assert_eq!(s["code"], 422);
         assert_eq!(s["reason"], "Invalid");
         assert_eq!(s["details"]["causes"][0]["field"], "metadata.name");
-        assert!(s["message"].as_str().unwrap_or_default().starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value"));
+        assert!(s["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value"));
     }
 
     #[test]

@@ -1,0 +1,774 @@
+//! The generic REST storage: create, get, list, update, patch and delete for every served
+//! kind, on JSON objects. Kind-specific behaviour (status handling, pods' graceful
+//! deletion, Service address allocation) hooks in at named points.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use krust_machinery::codec::{self, FieldValidation};
+use krust_machinery::object::{self, metadata_mut, set_meta};
+use krust_machinery::{ApiError, Cause, Registry, ResourceInfo};
+use krust_store::{KeyValue, Revision, Store, StoreError};
+use serde_json::{json, Map, Value};
+
+use crate::alloc::Allocators;
+use crate::cache::{Cache, CacheError};
+use crate::glue::{self, Selector};
+use crate::request::{Query, ResourcePath};
+
+/// Bodies larger than this are refused, as upstream's 3 MiB request limit.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// What a handler answers: a JSON body with a code, and any `Warning` headers.
+pub struct Reply {
+    pub code: u16,
+    pub body: Bytes,
+    pub warnings: Vec<String>,
+}
+
+impl Reply {
+    pub fn json(code: u16, body: impl Into<Bytes>) -> Reply {
+        Reply {
+            code,
+            body: body.into(),
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn value(code: u16, v: &Value) -> Reply {
+        Reply::json(code, serde_json::to_vec(v).unwrap_or_default())
+    }
+}
+
+/// The caller's view of one write.
+pub struct WriteCtx<'a> {
+    pub query: &'a Query,
+    pub manager: String,
+    pub dry_run: bool,
+    pub validation: FieldValidation,
+}
+
+pub struct Rest {
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<Cache>,
+    pub alloc: Allocators,
+}
+
+pub(crate) fn store_err(info: &ResourceInfo, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::AlreadyExists(_) => ApiError::already_exists(info.group, info.plural, name),
+        StoreError::NotFound(_) => ApiError::not_found(info.group, info.plural, name),
+        StoreError::Conflict { .. } => ApiError::conflict(
+            info.group,
+            info.plural,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ),
+        StoreError::Compacted { requested, oldest } => {
+            ApiError::Gone { message: format!("too old resource version: {requested} ({oldest})") }
+        }
+        StoreError::Unavailable(m) => ApiError::ServiceUnavailable { message: m },
+        StoreError::Backend(m) => ApiError::internal(m),
+    }
+}
+
+/// Decodes a stored value into an object with its resourceVersion.
+pub fn decode_stored(value: &[u8], rv: Revision) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(value).map_err(ApiError::internal)?;
+    set_meta(&mut v, "resourceVersion", rv.to_string());
+    Ok(v)
+}
+
+fn kind_has_spec(obj: &Value) -> bool {
+    obj.get("spec").is_some()
+}
+
+/// The random suffix upstream appends to `generateName`.
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Fields of metadata that only the server sets.
+const SYSTEM_META: &[&str] = &[
+    "uid",
+    "creationTimestamp",
+    "resourceVersion",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+];
+
+impl Rest {
+    fn key(&self, rp: &ResourcePath, name: &str) -> String {
+        rp.info.key(rp.namespace.as_deref(), name)
+    }
+
+    /// Checks and fills `apiVersion`/`kind` against the addressed resource.
+    pub fn check_type(
+        &self,
+        info: &ResourceInfo,
+        obj: &mut Value,
+        expected_kind: &str,
+    ) -> Result<(), ApiError> {
+        let Some(map) = obj.as_object_mut() else {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON or YAML object",
+            ));
+        };
+        let api_version = info.api_version();
+        match map.get("apiVersion").and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert("apiVersion".into(), api_version.clone().into());
+            }
+            Some(v) if v == api_version => {}
+            Some(v) => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                )))
+            }
+        }
+        match map.get("kind").and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert("kind".into(), expected_kind.into());
+            }
+            Some(k) if k == expected_kind => {}
+            Some(k) => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({expected_kind})"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes through the typed form: normalises the object, and reports unknown and
+    /// duplicate fields per `fieldValidation`. Returns the warnings to send.
+    pub fn normalise(
+        &self,
+        info: &ResourceInfo,
+        obj: Value,
+        duplicates: &[String],
+        fv: FieldValidation,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let typed = info.ops.roundtrip(obj.clone()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                info.kind, info.version, info.kind
+            ))
+        })?;
+        let mut problems = Vec::new();
+        if fv != FieldValidation::Ignore {
+            let unknown = codec::unknown_fields(&obj, &typed);
+            if fv == FieldValidation::Strict && (!unknown.is_empty() || !duplicates.is_empty()) {
+                return Err(ApiError::bad_request(codec::strict_error(
+                    &unknown, duplicates,
+                )));
+            }
+            problems.extend(
+                duplicates
+                    .iter()
+                    .map(|d| format!("duplicate field \"{d}\"")),
+            );
+            problems.extend(unknown.iter().map(|u| format!("unknown field \"{u}\"")));
+        }
+        Ok((typed, problems))
+    }
+
+    async fn namespace_admits(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(ns) = namespace.filter(|_| info.namespaced) else {
+            return Ok(());
+        };
+        let ns_info = self
+            .registry
+            .lookup("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("namespaces not served"))?;
+        let kv = self
+            .store
+            .get(&ns_info.key(None, ns))
+            .await
+            .map_err(|e| store_err(ns_info, ns, e))?;
+        let Some(kv) = kv else {
+            return Err(ApiError::not_found("", "namespaces", ns));
+        };
+        let nsobj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+        if object::deletion_timestamp(&nsobj).is_some()
+            || object::path(&nsobj, "status.phase").and_then(Value::as_str) == Some("Terminating")
+        {
+            return Err(ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                krust_machinery::status::qualified(info.group, info.plural),
+                "",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates an object (POST to a collection).
+    pub async fn create(
+        &self,
+        rp: &ResourcePath<'_>,
+        mut obj: Value,
+        ctx: &WriteCtx<'_>,
+    ) -> Result<Reply, ApiError> {
+        let info = rp.info;
+        // Namespace in the body must agree with the path.
+        if info.namespaced {
+            let path_ns = rp.namespace.clone().ok_or(ApiError::NoRoute)?;
+            match object::namespace(&obj) {
+                Some(ns) if ns != path_ns => {
+                    return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"))
+                }
+                _ => set_meta(&mut obj, "namespace", path_ns),
+            }
+        } else {
+            metadata_mut(&mut obj).remove("namespace");
+        }
+        if object::name(&obj).is_none() {
+            match object::meta_str(&obj, "generateName").filter(|g| !g.is_empty()) {
+                Some(prefix) => {
+                    let name = format!("{prefix}{}", random_suffix());
+                    set_meta(&mut obj, "name", name);
+                }
+                None => {
+                    return Err(ApiError::invalid(
+                        info.group,
+                        info.kind,
+                        "",
+                        vec![Cause {
+                            reason: "FieldValueRequired",
+                            message: "Required value: name or generateName is required".into(),
+                            field: "metadata.name".into(),
+                        }],
+                    ))
+                }
+            }
+        }
+        let name = object::name(&obj).unwrap_or_default().to_string();
+        {
+            let meta = metadata_mut(&mut obj);
+            for f in SYSTEM_META {
+                meta.remove(*f);
+            }
+            meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+            meta.insert("creationTimestamp".into(), object::now_rfc3339().into());
+        }
+        if kind_has_spec(&obj) {
+            set_meta(&mut obj, "generation", 1);
+        }
+        crate::strategy::prepare_for_create(info, &mut obj);
+        crate::strategy::normalize(info, &mut obj);
+        glue::apply_defaults(info, &mut obj);
+        let causes = glue::validate_create(info, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(info.group, info.kind, &name, causes));
+        }
+        self.namespace_admits(info, rp.namespace.as_deref()).await?;
+        crate::managed::record_update(info, None, &mut obj, &ctx.manager);
+        let key = self.key(rp, &name);
+        if ctx.dry_run {
+            if self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| store_err(info, &name, e))?
+                .is_some()
+            {
+                return Err(ApiError::already_exists(info.group, info.plural, &name));
+            }
+            return Ok(Reply::json(201, codec::encode(&obj)));
+        }
+        let allocated = self.alloc.allocate(info, &mut obj).await?;
+        let encoded = codec::encode(&obj);
+        match self.store.create(&key, Bytes::from(encoded)).await {
+            Ok(kv) => Ok(Reply::json(
+                201,
+                codec::splice_resource_version(&kv.value, kv.mod_revision),
+            )),
+            Err(e) => {
+                self.alloc.release_list(allocated).await;
+                Err(store_err(info, &name, e))
+            }
+        }
+    }
+
+    /// Reads one object from the store (consistent).
+    pub async fn get_kv(&self, rp: &ResourcePath<'_>, name: &str) -> Result<KeyValue, ApiError> {
+        self.store
+            .get(&self.key(rp, name))
+            .await
+            .map_err(|e| store_err(rp.info, name, e))?
+            .ok_or_else(|| ApiError::not_found(rp.info.group, rp.info.plural, name))
+    }
+
+    pub async fn get(&self, rp: &ResourcePath<'_>, name: &str) -> Result<(Value, Bytes), ApiError> {
+        let kv = self.get_kv(rp, name).await?;
+        let bytes = Bytes::from(codec::splice_resource_version(&kv.value, kv.mod_revision));
+        Ok((decode_stored(&kv.value, kv.mod_revision)?, bytes))
+    }
+
+    /// Waits until the cache holds every acknowledged write, for consistent lists.
+    pub async fn sync_cache(&self, min: Option<Revision>) -> Result<Revision, ApiError> {
+        let target =
+            match min {
+                Some(r) => r,
+                None => self.store.current_revision().await.map_err(|e| {
+                    ApiError::ServiceUnavailable {
+                        message: e.to_string(),
+                    }
+                })?,
+            };
+        self.cache
+            .wait_for(target, Duration::from_secs(3))
+            .await
+            .map_err(|e| match e {
+                CacheError::Timeout(_) => ApiError::Timeout {
+                    message: format!(
+                        "Too large resource version: {target}, current: {}",
+                        self.cache.revision()
+                    ),
+                },
+                CacheError::TooOld { requested, oldest } => ApiError::Gone {
+                    message: format!("too old resource version: {requested} ({oldest})"),
+                },
+            })?;
+        Ok(target)
+    }
+
+    /// Lists objects (from the cache) with selectors and pagination; returns the items
+    /// (resourceVersion spliced in), the list revision and the continue token.
+    pub async fn list(
+        &self,
+        rp: &ResourcePath<'_>,
+        q: &Query,
+    ) -> Result<(Vec<Bytes>, Revision, Option<String>), ApiError> {
+        let info = rp.info;
+        let labels = Selector::labels(q.get("labelSelector"))?;
+        let fields = Selector::fields(info, q.get("fieldSelector"))?;
+        let limit = q.int("limit")?.unwrap_or(0).max(0) as usize;
+        let prefix = info.namespace_prefix(rp.namespace.as_deref());
+        let (start_after, min_rev) = match q.get("continue") {
+            Some(token) => {
+                let (key, rv) = decode_continue(token)?;
+                if !key.starts_with(&prefix) {
+                    return Err(ApiError::bad_request(
+                        "continue key is not valid for this request",
+                    ));
+                }
+                (Some(key), Some(rv))
+            }
+            None => (None, None),
+        };
+        match (q.get("resourceVersion"), min_rev) {
+            (_, Some(rv)) => {
+                self.sync_cache(Some(rv)).await?;
+            }
+            (None, None) => {
+                self.sync_cache(None).await?;
+            }
+            (Some("0"), None) => {}
+            (Some(rv), None) => {
+                let rv: Revision = rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {rv}"))
+                })?;
+                if q.get("resourceVersionMatch") == Some("Exact") && rv != self.cache.revision() {
+                    return Err(ApiError::Gone {
+                        message: format!(
+                            "too old resource version: {rv} ({})",
+                            self.cache.revision()
+                        ),
+                    });
+                }
+                self.sync_cache(Some(rv)).await?;
+            }
+        }
+        let filtering = labels.is_some() || fields.is_some();
+        let snap = self
+            .cache
+            .list(&prefix, start_after.as_deref(), limit, |c| {
+                if !filtering {
+                    return true;
+                }
+                let Ok(v) = serde_json::from_slice::<Value>(&c.value) else {
+                    return false;
+                };
+                labels.as_ref().is_none_or(|s| s.matches_labels(&v))
+                    && fields.as_ref().is_none_or(|s| s.matches_fields(&v))
+            });
+        let items = snap
+            .items
+            .iter()
+            .map(|(_, c)| Bytes::from(codec::splice_resource_version(&c.value, c.mod_revision)))
+            .collect();
+        let cont = snap.next.map(|k| encode_continue(&k, snap.revision));
+        Ok((items, snap.revision, cont))
+    }
+
+    /// Replaces an object (PUT), or its status (PUT to `/status`).
+    pub async fn update(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        mut obj: Value,
+        ctx: &WriteCtx<'_>,
+    ) -> Result<Reply, ApiError> {
+        let info = rp.info;
+        if object::name(&obj).is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                object::name(&obj).unwrap_or_default()
+            )));
+        }
+        set_meta(&mut obj, "name", name.to_string());
+        let current = self.get_kv(rp, name).await?;
+        if let Some(rv) = object::resource_version(&obj) {
+            if rv != current.mod_revision.to_string() {
+                return Err(ApiError::conflict(info.group, info.plural, name, "the object has been modified; please apply your changes to the latest version and try again"));
+            }
+        }
+        let old = decode_stored(&current.value, current.mod_revision)?;
+        self.write_update(rp, name, &current, &old, obj, ctx).await
+    }
+
+    /// The shared tail of update and patch: merge system fields, validate, CAS-write.
+    pub async fn write_update(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        current: &KeyValue,
+        old: &Value,
+        mut obj: Value,
+        ctx: &WriteCtx<'_>,
+    ) -> Result<Reply, ApiError> {
+        let info = rp.info;
+        if info.namespaced {
+            let ns = rp.namespace.clone().unwrap_or_default();
+            if object::namespace(&obj).is_some_and(|n| n != ns) {
+                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            }
+            set_meta(&mut obj, "namespace", ns);
+        }
+        // System fields come from the stored object.
+        {
+            let old_meta = object::metadata(old).cloned().unwrap_or_default();
+            let meta = metadata_mut(&mut obj);
+            for f in SYSTEM_META {
+                match old_meta.get(*f) {
+                    Some(v) => meta.insert(f.to_string(), v.clone()),
+                    None => meta.remove(*f),
+                };
+            }
+            meta.remove("resourceVersion");
+        }
+        match rp.subresource.as_deref() {
+            Some("finalize") => {
+                // Only spec.finalizers changes through a namespace's /finalize.
+                let finalizers = object::path(&obj, "spec.finalizers")
+                    .cloned()
+                    .unwrap_or(json!([]));
+                let mut merged = old.clone();
+                metadata_mut(&mut merged).remove("resourceVersion");
+                merged["spec"]["finalizers"] = finalizers;
+                obj = merged;
+            }
+            Some("status") => {
+                // Only status changes through /status.
+                let status = obj.get("status").cloned();
+                let mut merged = old.clone();
+                metadata_mut(&mut merged).remove("resourceVersion");
+                match status {
+                    Some(s) => merged["status"] = s,
+                    None => {
+                        if let Some(m) = merged.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+                obj = merged;
+            }
+            _ if info.has_subresource("status") => {
+                // The main resource never changes status.
+                match old.get("status") {
+                    Some(s) => obj["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = obj.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        crate::strategy::normalize(info, &mut obj);
+        glue::apply_defaults(info, &mut obj);
+        if old.get("spec") != obj.get("spec") && kind_has_spec(&obj) {
+            let g = object::metadata(old)
+                .and_then(|m| m.get("generation"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            set_meta(&mut obj, "generation", g + 1);
+        }
+        let causes = glue::validate_update(info, &obj, old);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(info.group, info.kind, name, causes));
+        }
+        crate::managed::record_update(info, Some(old), &mut obj, &ctx.manager);
+        // An object being deleted goes once its last finalizer is gone.
+        let finalized = object::deletion_timestamp(&obj).is_some()
+            && object::finalizers(&obj).is_empty()
+            && crate::strategy::namespace_finalizers(&obj).is_empty();
+        if ctx.dry_run {
+            let mut out = obj;
+            set_meta(
+                &mut out,
+                "resourceVersion",
+                current.mod_revision.to_string(),
+            );
+            return Ok(Reply::value(200, &out));
+        }
+        let key = self.key(rp, name);
+        if finalized {
+            let kv = self
+                .store
+                .delete(&key, Some(current.mod_revision))
+                .await
+                .map_err(|e| store_err(info, name, e))?;
+            self.alloc.release(info, old).await;
+            let mut out = obj;
+            set_meta(&mut out, "resourceVersion", kv.mod_revision.to_string());
+            return Ok(Reply::value(200, &out));
+        }
+        let encoded = Bytes::from(codec::encode(&obj));
+        if encoded == current.value {
+            // No change: upstream answers without writing.
+            return Ok(Reply::json(
+                200,
+                codec::splice_resource_version(&current.value, current.mod_revision),
+            ));
+        }
+        let kv = self
+            .store
+            .update(&key, encoded, current.mod_revision)
+            .await
+            .map_err(|e| store_err(info, name, e))?;
+        Ok(Reply::json(
+            200,
+            codec::splice_resource_version(&kv.value, kv.mod_revision),
+        ))
+    }
+
+    /// Deletes an object, honouring preconditions, finalizers, grace periods and the
+    /// propagation policy (recorded as upstream does, with the orphan/foreground finalizers).
+    pub async fn delete(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        opts: &Value,
+        dry_run: bool,
+    ) -> Result<Reply, ApiError> {
+        let info = rp.info;
+        for _attempt in 0..5 {
+            let current = self.get_kv(rp, name).await?;
+            let obj = decode_stored(&current.value, current.mod_revision)?;
+            if let Some(uid) = object::path(opts, "preconditions.uid").and_then(Value::as_str) {
+                if object::uid(&obj) != Some(uid) {
+                    return Err(ApiError::conflict(info.group, info.plural, name, format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&obj).unwrap_or(""))));
+                }
+            }
+            if let Some(rv) =
+                object::path(opts, "preconditions.resourceVersion").and_then(Value::as_str)
+            {
+                if rv != current.mod_revision.to_string() {
+                    return Err(ApiError::conflict(info.group, info.plural, name, format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", current.mod_revision)));
+                }
+            }
+            let policy = opts
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .or_else(
+                    || match opts.get("orphanDependents").and_then(Value::as_bool) {
+                        Some(true) => Some("Orphan"),
+                        Some(false) => Some("Background"),
+                        None => None,
+                    },
+                );
+            let mut finalizers = object::finalizers(&obj);
+            let spec_finalizers = if info.kind == "Namespace" && info.group.is_empty() {
+                crate::strategy::namespace_finalizers(&obj)
+            } else {
+                Vec::new()
+            };
+            match policy {
+                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
+                    finalizers.push("orphan".into())
+                }
+                Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                    finalizers.push("foregroundDeletion".into())
+                }
+                Some("Orphan") | Some("Foreground") | Some("Background") | None => {}
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        info.group,
+                        "DeleteOptions",
+                        "",
+                        vec![Cause::not_supported(
+                            "propagationPolicy",
+                            other,
+                            &["Foreground", "Background", "Orphan"],
+                        )],
+                    ))
+                }
+            }
+            let grace = crate::strategy::grace_period(
+                info,
+                &obj,
+                opts.get("gracePeriodSeconds").and_then(Value::as_i64),
+            );
+            let already_deleting = object::deletion_timestamp(&obj).is_some();
+            if finalizers.is_empty() && spec_finalizers.is_empty() && grace == 0 {
+                if dry_run {
+                    return Ok(Reply::value(200, &obj));
+                }
+                match self
+                    .store
+                    .delete(&self.key(rp, name), Some(current.mod_revision))
+                    .await
+                {
+                    Ok(kv) => {
+                        self.alloc.release(info, &obj).await;
+                        let mut out = obj;
+                        set_meta(&mut out, "resourceVersion", kv.mod_revision.to_string());
+                        return Ok(Reply::value(200, &out));
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_err(info, name, e)),
+                }
+            }
+            // Graceful or finalized deletion: mark the object and keep it.
+            let mut marked = obj.clone();
+            {
+                let meta = metadata_mut(&mut marked);
+                meta.remove("resourceVersion");
+                if !already_deleting {
+                    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(grace);
+                    meta.insert("deletionTimestamp".into(), object::format_time(at).into());
+                    meta.insert("deletionGracePeriodSeconds".into(), grace.into());
+                } else if let Some(g) = meta
+                    .get("deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                {
+                    // A shorter grace period may replace a longer one.
+                    if grace < g {
+                        let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(grace);
+                        meta.insert("deletionTimestamp".into(), object::format_time(at).into());
+                        meta.insert("deletionGracePeriodSeconds".into(), grace.into());
+                    }
+                }
+                if !finalizers.is_empty() {
+                    meta.insert("finalizers".into(), json!(finalizers));
+                }
+            }
+            crate::strategy::prepare_for_delete(info, &mut marked);
+            if dry_run {
+                return Ok(Reply::value(200, &marked));
+            }
+            let encoded = Bytes::from(codec::encode(&marked));
+            if encoded == current.value {
+                return Ok(Reply::json(
+                    200,
+                    codec::splice_resource_version(&current.value, current.mod_revision),
+                ));
+            }
+            match self
+                .store
+                .update(&self.key(rp, name), encoded, current.mod_revision)
+                .await
+            {
+                Ok(kv) => {
+                    return Ok(Reply::json(
+                        200,
+                        codec::splice_resource_version(&kv.value, kv.mod_revision),
+                    ))
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err(info, name, e)),
+            }
+        }
+        Err(ApiError::conflict(
+            info.group,
+            info.plural,
+            name,
+            "the object kept changing during deletion; try again",
+        ))
+    }
+
+    /// Deletes every object a list with the same selectors would return.
+    pub async fn delete_collection(
+        &self,
+        rp: &ResourcePath<'_>,
+        q: &Query,
+        opts: &Value,
+        dry_run: bool,
+    ) -> Result<Reply, ApiError> {
+        let (items, rv, _) = self.list(rp, q).await?;
+        let mut deleted = Vec::new();
+        for raw in items {
+            let obj: Value = serde_json::from_slice(&raw).map_err(ApiError::internal)?;
+            let Some(name) = object::name(&obj).map(str::to_string) else {
+                continue;
+            };
+            let sub = ResourcePath {
+                info: rp.info,
+                namespace: object::namespace(&obj).map(str::to_string),
+                name: Some(name.clone()),
+                subresource: None,
+                legacy_watch: false,
+            };
+            match self.delete(&sub, &name, opts, dry_run).await {
+                Ok(r) => {
+                    deleted.push(serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null))
+                }
+                Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let list = json!({"kind": rp.info.list_kind(), "apiVersion": rp.info.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": deleted});
+        Ok(Reply::value(200, &list))
+    }
+}
+
+/// Continue tokens: base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>"}` as upstream.
+pub fn encode_continue(key: &str, rv: Revision) -> String {
+    use base64::Engine;
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": key});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+pub fn decode_continue(token: &str) -> Result<(String, Revision), ApiError> {
+    use base64::Engine;
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Map<String, Value> = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let key = v
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .to_string();
+    let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    Ok((key, rv))
+}

@@ -1,0 +1,876 @@
+//! The API server: the request chain (authentication -> authorization -> admission ->
+//! REST storage) and its start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use krust_machinery::codec::{self, FieldValidation};
+use krust_machinery::object::{self, set_meta};
+use krust_machinery::{ApiError, Registry, ResourceInfo};
+use krust_store::Store;
+use serde_json::{json, Value};
+
+use crate::alloc::Allocators;
+use crate::auth::{self, Authorizer, Identity};
+use crate::body::{self, Body};
+use crate::cache::Cache;
+use crate::discovery;
+use crate::glue;
+use crate::openapi::{self, OpenApi};
+use crate::request::{parse_path, Query, ResourcePath, Target};
+use crate::rest::{decode_stored, Reply, Rest, WriteCtx, MAX_BODY};
+
+/// The Kubernetes version krust reports; kubectl's dispatcher picks its client by it.
+pub const KUBE_VERSION: &str = "v1.33.0";
+
+pub struct ApiServer {
+    pub rest: Rest,
+    pub registry: Arc<Registry>,
+    authorizer: Box<dyn Authorizer>,
+    openapi: OpenApi,
+    /// `host:port` clients reach this server at, for discovery documents.
+    server_address: String,
+}
+
+fn status_response(
+    code: u16,
+    body: Bytes,
+    content_type: &str,
+    warnings: &[String],
+) -> Response<Body> {
+    let mut b = Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", content_type)
+        .header("cache-control", "no-cache, private");
+    for w in warnings {
+        b = b.header(
+            "warning",
+            format!("299 - {}", serde_json::Value::String(w.clone())),
+        );
+    }
+    b.body(body::full(body))
+        .unwrap_or_else(|_| Response::new(body::empty()))
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let body = serde_json::to_vec(&e.to_status()).unwrap_or_default();
+    status_response(e.code(), Bytes::from(body), "application/json", &[])
+}
+
+fn reply(r: Reply) -> Response<Body> {
+    status_response(r.code, r.body, "application/json", &r.warnings)
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// The field manager of a write: `fieldManager`, else the User-Agent's program name.
+fn manager(q: &Query, headers: &HeaderMap) -> String {
+    if let Some(m) = q.get("fieldManager") {
+        return m.to_string();
+    }
+    headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::RequestEntityTooLarge)
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+    }
+}
+
+/// Decodes a request body by its content type into JSON plus duplicate-field paths.
+fn decode_body(content_type: &str, bytes: &[u8]) -> Result<codec::Parsed, ApiError> {
+    match content_type {
+        "" | "application/json" => codec::parse_json(bytes).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        }),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => codec::parse_yaml(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}"))),
+        other => Err(ApiError::UnsupportedMediaType {
+            content_type: other.to_string(),
+        }),
+    }
+}
+
+impl ApiServer {
+    pub fn new(rest: Rest, authorizer: Box<dyn Authorizer>, server_address: String) -> Self {
+        let openapi = OpenApi::new(rest.registry.clone());
+        ApiServer {
+            registry: rest.registry.clone(),
+            rest,
+            authorizer,
+            openapi,
+            server_address,
+        }
+    }
+
+    /// `/openapi/v2` (a stub kubectl needs before it moves on) and `/openapi/v3[/<gv>]`.
+    fn openapi(&self, rest: &str, q: &Query, accept: &str) -> Result<Response<Body>, ApiError> {
+        if rest == "v2" {
+            if accept.contains("protobuf") {
+                return Ok(status_response(
+                    200,
+                    Bytes::from_static(openapi::openapi_v2_protobuf()),
+                    openapi::CONTENT_TYPE_V2_PROTOBUF,
+                    &[],
+                ));
+            }
+            return Ok(status_response(
+                200,
+                Bytes::from(openapi::openapi_v2_json().to_string()),
+                "application/json",
+                &[],
+            ));
+        }
+        if rest == "v3" || rest == "v3/" {
+            return Ok(status_response(
+                200,
+                Bytes::from(self.openapi.index().to_string()),
+                openapi::CONTENT_TYPE,
+                &[],
+            ));
+        }
+        let gv = rest.strip_prefix("v3/").ok_or(ApiError::NoRoute)?;
+        let doc = self.openapi.group_version(gv).ok_or(ApiError::NoRoute)?;
+        let mut resp = Response::builder()
+            .status(200)
+            .header("content-type", openapi::CONTENT_TYPE)
+            .header("etag", doc.etag());
+        // A request naming the current hash may be cached forever, as upstream allows.
+        resp = if q.get("hash") == Some(doc.hash.as_str()) {
+            resp.header("cache-control", "public, immutable")
+                .header("expires", "Thu, 01 Jan 2099 00:00:00 GMT")
+        } else {
+            resp.header("cache-control", "no-cache, private")
+        };
+        resp.body(body::full(doc.body)).map_err(ApiError::internal)
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        who: Option<Identity>,
+        req: hyper::Request<Incoming>,
+    ) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        if auth::is_public(&path) {
+            return self.public(&path);
+        }
+        let (parts, incoming) = req.into_parts();
+        // The body is read before answering, even to refuse: HTTP/2 clients treat a reply
+        // to a request whose body was never read as a reset stream.
+        let body = if matches!(parts.method, Method::GET | Method::HEAD) {
+            Ok(Bytes::new())
+        } else {
+            read_body(incoming).await
+        };
+        let Some(who) = who else {
+            return error_response(&ApiError::Unauthorized);
+        };
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => return error_response(&e),
+        };
+        match self.dispatch(&who, parts, body).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        }
+    }
+
+    fn public(&self, path: &str) -> Response<Body> {
+        if path == "/version" {
+            let v = json!({"major": "1", "minor": "33", "gitVersion": KUBE_VERSION, "gitCommit": "krust", "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z", "goVersion": "rust", "compiler": "rustc", "platform": "linux/amd64"});
+            return status_response(200, Bytes::from(v.to_string()), "application/json", &[]);
+        }
+        status_response(
+            200,
+            Bytes::from_static(b"ok"),
+            "text/plain; charset=utf-8",
+            &[],
+        )
+    }
+
+    async fn dispatch(
+        &self,
+        who: &Identity,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Result<Response<Body>, ApiError> {
+        let path = parts.uri.path().to_string();
+        let q = Query::parse(parts.uri.query());
+        let json_ok =
+            |v: Value| status_response(200, Bytes::from(v.to_string()), "application/json", &[]);
+        let accept = parts
+            .headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if let Some(rest) = path.strip_prefix("/openapi/") {
+            return self.openapi(rest, &q, &accept);
+        }
+        let target = parse_path(&self.registry, &path)?;
+        let rp = match target {
+            Target::RootCore | Target::RootGroups => {
+                let core = matches!(target, Target::RootCore);
+                if discovery::negotiate(&accept).is_none() {
+                    return Err(ApiError::NotAcceptable);
+                }
+                if let Some((doc, ct)) = discovery::aggregated(&self.registry, core, &accept) {
+                    return Ok(status_response(200, Bytes::from(doc.to_string()), ct, &[]));
+                }
+                let doc = if core {
+                    discovery::api_versions(&self.server_address)
+                } else {
+                    discovery::api_group_list(&self.registry)
+                };
+                return Ok(json_ok(doc));
+            }
+            Target::Group(g) => {
+                return discovery::api_group(&self.registry, &g)
+                    .map(json_ok)
+                    .ok_or(ApiError::NoRoute)
+            }
+            Target::GroupVersion(g, v) => {
+                return discovery::resource_list(&self.registry, &g, &v)
+                    .map(json_ok)
+                    .ok_or(ApiError::NoRoute)
+            }
+            Target::Resource(rp) => rp,
+        };
+        let verb = match (&parts.method, rp.name.is_some()) {
+            (&Method::GET, _) if rp.legacy_watch || q.flag("watch") => "watch",
+            (&Method::GET, true) => "get",
+            (&Method::GET, false) => "list",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, true) => "delete",
+            (&Method::DELETE, false) => "deletecollection",
+            _ => return Err(ApiError::MethodNotAllowed),
+        };
+        if !self
+            .authorizer
+            .allowed(who, verb, rp.info.plural, rp.namespace.as_deref())
+        {
+            return Err(ApiError::forbidden(format!(
+                "User \"{}\" cannot {verb} resource \"{}\"",
+                who.user, rp.info.plural
+            )));
+        }
+        let table = wants_table(&parts.headers);
+        let ct = content_type(&parts.headers);
+        let validation =
+            FieldValidation::parse(q.get("fieldValidation")).map_err(ApiError::bad_request)?;
+        let ctx = WriteCtx {
+            query: &q,
+            manager: manager(&q, &parts.headers),
+            dry_run: q.dry_run()?,
+            validation,
+        };
+        let info = rp.info;
+        let sub = rp.subresource.clone();
+        match (verb, rp.name.clone(), sub.as_deref()) {
+            ("watch", _, _) => self.watch(&rp, &q, table).await,
+            ("list", _, _) => self.list(&rp, &q, table).await,
+            ("get", Some(name), None | Some("status")) => {
+                let (obj, bytes) = self.rest.get(&rp, &name).await?;
+                if table {
+                    let rv = object::resource_version(&obj).unwrap_or("").to_string();
+                    return Ok(json_ok(glue::table(info, &[obj], &rv, None)));
+                }
+                Ok(status_response(200, bytes, "application/json", &[]))
+            }
+            ("get", Some(name), Some("scale")) => {
+                let (obj, _) = self.rest.get(&rp, &name).await?;
+                Ok(json_ok(scale_of(info, &obj)))
+            }
+            ("create", None, None) => {
+                let (obj, warnings) = self.decode_object(info, &ct, &body, validation)?;
+                let mut r = self.rest.create(&rp, obj, &ctx).await?;
+                r.warnings.extend(warnings);
+                Ok(reply(r))
+            }
+            ("create", Some(name), Some("binding")) => {
+                self.bind(&rp, &name, &ct, &body).await.map(reply)
+            }
+            ("update", Some(name), None | Some("status") | Some("finalize")) => {
+                let (obj, warnings) = self.decode_object(info, &ct, &body, validation)?;
+                let mut r = self.rest.update(&rp, &name, obj, &ctx).await?;
+                r.warnings.extend(warnings);
+                Ok(reply(r))
+            }
+            ("update", Some(name), Some("scale")) => {
+                let parsed = decode_body(&ct, &body)?;
+                self.scale(&rp, &name, &ctx, |_| Ok(parsed.value.clone()))
+                    .await
+                    .map(reply)
+            }
+            ("patch", Some(name), Some("scale")) => {
+                let patch_ct = ct.clone();
+                self.scale(&rp, &name, &ctx, |current| {
+                    glue::patch(info, &patch_ct, current, &body)
+                })
+                .await
+                .map(reply)
+            }
+            ("patch", Some(name), None | Some("status")) => {
+                self.patch(&rp, &name, &ct, &body, &ctx).await.map(reply)
+            }
+            ("delete", Some(name), None) => {
+                let opts = delete_options(&q, &body)?;
+                Ok(reply(
+                    self.rest
+                        .delete(&rp, &name, &opts, ctx.dry_run || is_dry_run(&opts))
+                        .await?,
+                ))
+            }
+            ("deletecollection", None, None) => {
+                let opts = delete_options(&q, &body)?;
+                Ok(reply(
+                    self.rest
+                        .delete_collection(&rp, &q, &opts, ctx.dry_run || is_dry_run(&opts))
+                        .await?,
+                ))
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        }
+    }
+
+    /// Body -> normalised object of the addressed kind, with fieldValidation warnings.
+    fn decode_object(
+        &self,
+        info: &ResourceInfo,
+        ct: &str,
+        body: &[u8],
+        fv: FieldValidation,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let parsed = decode_body(ct, body)?;
+        let mut obj = parsed.value;
+        self.rest.check_type(info, &mut obj, info.kind)?;
+        self.rest.normalise(info, obj, &parsed.duplicates, fv)
+    }
+
+    async fn list(
+        &self,
+        rp: &ResourcePath<'_>,
+        q: &Query,
+        table: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let (items, rv, cont) = self.rest.list(rp, q).await?;
+        if table {
+            let objs: Vec<Value> = items
+                .iter()
+                .filter_map(|b| serde_json::from_slice(b).ok())
+                .collect();
+            let t = glue::table(rp.info, &objs, &rv.to_string(), cont.as_deref());
+            return Ok(status_response(
+                200,
+                Bytes::from(t.to_string()),
+                "application/json",
+                &[],
+            ));
+        }
+        // The list is assembled from stored encodings without re-serialising them.
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if let Some(c) = cont {
+            meta["continue"] = json!(c);
+        }
+        let mut out = Vec::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 128);
+        out.extend_from_slice(
+            format!(
+                "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{meta},\"items\":[",
+                rp.info.list_kind(),
+                rp.info.api_version()
+            )
+            .as_bytes(),
+        );
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item);
+        }
+        out.extend_from_slice(b"]}");
+        Ok(status_response(
+            200,
+            Bytes::from(out),
+            "application/json",
+            &[],
+        ))
+    }
+
+    async fn watch(
+        &self,
+        rp: &ResourcePath<'_>,
+        q: &Query,
+        table: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        if q.get("resourceVersion").is_none() {
+            self.rest.sync_cache(None).await?;
+        }
+        let info = rp.info.clone();
+        let rx = crate::watch::start(self.rest.cache.clone(), rp, q)?;
+        let rx = if table { table_events(info, rx) } else { rx };
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header("cache-control", "no-cache, private")
+            .body(body::channel(rx))
+            .map_err(ApiError::internal)
+    }
+
+    async fn patch(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        ct: &str,
+        body: &[u8],
+        ctx: &WriteCtx<'_>,
+    ) -> Result<Reply, ApiError> {
+        let info = rp.info;
+        for _ in 0..8 {
+            let current = self.rest.get_kv(rp, name).await?;
+            let old = decode_stored(&current.value, current.mod_revision)?;
+            let mut new = glue::patch(info, ct, &old, body)?;
+            self.rest.check_type(info, &mut new, info.kind)?;
+            let (new, warnings) = self.rest.normalise(info, new, &[], ctx.validation)?;
+            if let Some(rv) = object::resource_version(&new) {
+                if rv != current.mod_revision.to_string() {
+                    return Err(ApiError::conflict(info.group, info.plural, name, "the object has been modified; please apply your changes to the latest version and try again"));
+                }
+            }
+            if object::name(&new) != Some(name) {
+                return Err(ApiError::bad_request(
+                    "the name of the object does not match the name on the URL",
+                ));
+            }
+            match self
+                .rest
+                .write_update(rp, name, &current, &old, new, ctx)
+                .await
+            {
+                Err(ApiError::Conflict { .. }) if !patch_has_rv(body) => continue,
+                Ok(mut r) => {
+                    r.warnings.extend(warnings);
+                    return Ok(r);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::conflict(
+            info.group,
+            info.plural,
+            name,
+            "too many concurrent changes; try again",
+        ))
+    }
+
+    /// Reads, changes and writes the `scale` of a workload.
+    async fn scale(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        ctx: &WriteCtx<'_>,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Reply, ApiError> {
+        let info = rp.info;
+        let main = ResourcePath {
+            info,
+            namespace: rp.namespace.clone(),
+            name: rp.name.clone(),
+            subresource: None,
+            legacy_watch: false,
+        };
+        for _ in 0..8 {
+            let current = self.rest.get_kv(&main, name).await?;
+            let old = decode_stored(&current.value, current.mod_revision)?;
+            let scale = change(&scale_of(info, &old))?;
+            let replicas = scale
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if replicas < 0 {
+                return Err(ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    name,
+                    vec![krust_machinery::Cause::invalid(
+                        "spec.replicas",
+                        replicas,
+                        "must be greater than or equal to 0",
+                    )],
+                ));
+            }
+            if let Some(rv) = object::resource_version(&scale) {
+                if rv != current.mod_revision.to_string() {
+                    return Err(ApiError::conflict(info.group, info.plural, name, "the object has been modified; please apply your changes to the latest version and try again"));
+                }
+            }
+            let mut new = old.clone();
+            new["spec"]["replicas"] = json!(replicas);
+            match self
+                .rest
+                .write_update(&main, name, &current, &old, new, ctx)
+                .await
+            {
+                Ok(r) => {
+                    let obj: Value = serde_json::from_slice(&r.body).map_err(ApiError::internal)?;
+                    return Ok(Reply::value(200, &scale_of(info, &obj)));
+                }
+                Err(ApiError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::conflict(
+            info.group,
+            info.plural,
+            name,
+            "too many concurrent changes; try again",
+        ))
+    }
+
+    /// `pods/<name>/binding`: assigns the pod to a node, once.
+    async fn bind(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        ct: &str,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        let binding = decode_body(ct, body)?.value;
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "",
+                    "Binding",
+                    name,
+                    vec![krust_machinery::Cause::required("target.name")],
+                )
+            })?;
+        let main = ResourcePath {
+            info: rp.info,
+            namespace: rp.namespace.clone(),
+            name: rp.name.clone(),
+            subresource: None,
+            legacy_watch: false,
+        };
+        for _ in 0..8 {
+            let current = self.rest.get_kv(&main, name).await?;
+            let mut pod = decode_stored(&current.value, current.mod_revision)?;
+            if let Some(existing) = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    name,
+                    format!("pod {name} is already assigned to node \"{existing}\""),
+                ));
+            }
+            if object::deletion_timestamp(&pod).is_some() {
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    name,
+                    format!("pod {name} is being deleted, cannot be assigned to a host"),
+                ));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()});
+            let conds = pod["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut conds: Vec<Value> = conds
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
+            conds.push(cond);
+            pod["status"]["conditions"] = json!(conds);
+            krust_machinery::object::metadata_mut(&mut pod).remove("resourceVersion");
+            let key = rp.info.key(rp.namespace.as_deref(), name);
+            match self
+                .rest
+                .store
+                .update(&key, Bytes::from(codec::encode(&pod)), current.mod_revision)
+                .await
+            {
+                Ok(_) => {
+                    return Ok(Reply::value(
+                        201,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                    ))
+                }
+                Err(krust_store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(crate::rest::store_err(rp.info, name, e)),
+            }
+        }
+        Err(ApiError::conflict(
+            "",
+            "pods",
+            name,
+            "too many concurrent changes; try again",
+        ))
+    }
+}
+
+fn patch_has_rv(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| v.pointer("/metadata/resourceVersion").is_some())
+}
+
+fn is_dry_run(opts: &Value) -> bool {
+    opts.get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v == "All"))
+}
+
+/// DeleteOptions from the body, with query parameters taking precedence.
+fn delete_options(q: &Query, body: &[u8]) -> Result<Value, ApiError> {
+    let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    if !opts.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid DeleteOptions: not an object",
+        ));
+    }
+    if let Some(g) = q.int("gracePeriodSeconds")? {
+        opts["gracePeriodSeconds"] = json!(g);
+    }
+    if let Some(p) = q.get("propagationPolicy") {
+        opts["propagationPolicy"] = json!(p);
+    }
+    if let Some(o) = q.get("orphanDependents") {
+        opts["orphanDependents"] = json!(o == "true");
+    }
+    Ok(opts)
+}
+
+/// The `autoscaling/v1` Scale view of a workload.
+fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
+    let selector = obj.pointer("/spec/selector").map(|s| {
+        // Deployments carry a LabelSelector; ReplicationControllers a plain map.
+        let labels = s.get("matchLabels").unwrap_or(s);
+        labels
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    });
+    let meta = object::metadata(obj).cloned().unwrap_or_default();
+    let keep = [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ];
+    let meta: serde_json::Map<String, Value> = meta
+        .into_iter()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .collect();
+    let mut scale = json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0))}});
+    if let Some(sel) = selector.filter(|s| !s.is_empty()) {
+        scale["status"]["selector"] = json!(sel);
+    }
+    let _ = info;
+    scale
+}
+
+/// Rewrites a watch's events so that each object is a one-row Table (`kubectl get -w`).
+fn table_events(
+    info: ResourceInfo,
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> tokio::sync::mpsc::Receiver<Bytes> {
+    let (tx, out) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            let Ok(mut ev) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            if matches!(ev["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
+                let obj = ev["object"].take();
+                let rv = object::resource_version(&obj).unwrap_or("").to_string();
+                ev["object"] = glue::table(&info, &[obj], &rv, None);
+            }
+            let mut s = ev.to_string();
+            s.push('\n');
+            if tx.send(Bytes::from(s)).await.is_err() {
+                return;
+            }
+        }
+    });
+    out
+}
+
+/// How to run an API server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Where to write the admin kubeconfig.
+    pub kubeconfig_out: PathBuf,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    pub service_cidr: String,
+}
+
+/// A started server: where it listens and the admin kubeconfig it wrote.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts serving on `config.listen` over `store` until `shutdown` resolves.
+pub async fn start(
+    config: Config,
+    store: Arc<dyn Store>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let mut hosts = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ];
+    if !addr.ip().is_unspecified() {
+        hosts.push(addr.ip().to_string());
+    }
+    hosts.extend(config.tls_sans.iter().cloned());
+    let pki = crate::pki::Pki::load_or_create(&config.data_dir.join("tls"), &hosts)?;
+    let alloc = Allocators::new(store.clone(), &config.service_cidr).map_err(anyhow::Error::msg)?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    if let Some(dir) = config.kubeconfig_out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::pki::write_private(
+        &config.kubeconfig_out,
+        &pki.admin_kubeconfig(&format!("https://{host}:{}", addr.port())),
+    )?;
+
+    let cache = Cache::new();
+    cache.fill(&store, "/registry/").await?;
+    tokio::spawn(cache.clone().run(store.clone(), "/registry/".to_string()));
+    let registry = Arc::new(Registry::builtin());
+    let rest = Rest {
+        registry: registry.clone(),
+        store: store.clone(),
+        cache,
+        alloc,
+    };
+    let server = Arc::new(ApiServer::new(
+        rest,
+        Box::new(auth::AllowAllAuthenticated),
+        format!("{host}:{}", addr.port()),
+    ));
+    server.bootstrap().await?;
+    let tls = crate::tls::server_config(&pki)?;
+    let handler = move |who: Option<Identity>, req| server.clone().handle(who, req);
+    let task = tokio::spawn(crate::tls::serve(listener, tls, handler, shutdown));
+    Ok(Running {
+        addr,
+        kubeconfig: config.kubeconfig_out,
+        task,
+    })
+}
+
+impl ApiServer {
+    /// Creates what every cluster has from the start: the system namespaces.
+    async fn bootstrap(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let ns = self
+            .registry
+            .lookup("", "v1", "namespaces")
+            .ok_or_else(|| anyhow::anyhow!("namespaces not served"))?
+            .clone();
+        let rp = ResourcePath {
+            info: &ns,
+            namespace: None,
+            name: None,
+            subresource: None,
+            legacy_watch: false,
+        };
+        let q = Query::default();
+        let ctx = WriteCtx {
+            query: &q,
+            manager: "krust-apiserver".into(),
+            dry_run: false,
+            validation: FieldValidation::Strict,
+        };
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}});
+            set_meta(&mut obj, "name", name);
+            match self.rest.create(&rp, obj, &ctx).await {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => anyhow::bail!("creating namespace {name}: {e}"),
+            }
+        }
+        tracing::debug!("bootstrap took {:?}", started.elapsed());
+        Ok(())
+    }
+}

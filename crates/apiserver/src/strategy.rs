@@ -1,0 +1,153 @@
+//! Kind-specific behaviour of the generic REST storage, as upstream's per-kind strategies:
+//! what a create resets, how long a deletion may take.
+
+use krust_machinery::object;
+use krust_machinery::ResourceInfo;
+use serde_json::{json, Value};
+
+/// Normalisations every write of a kind gets (a Secret's `stringData` folds into `data`).
+pub fn normalize(info: &ResourceInfo, obj: &mut Value) {
+    if (info.group, info.kind) != ("", "Secret") {
+        return;
+    }
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(string_data)) = map.remove("stringData") else {
+        return;
+    };
+    use base64::Engine;
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    for (k, v) in string_data {
+        if let Some(s) = v.as_str() {
+            data[k.as_str()] =
+                json!(base64::engine::general_purpose::STANDARD.encode(s.as_bytes()));
+        }
+    }
+}
+
+/// Resets what clients may not set at creation.
+pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    match (info.group, info.kind) {
+        ("", "Pod") => {
+            map.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": qos_class(map.get("spec"))}),
+            );
+        }
+        ("", "Namespace") => {
+            map.insert("status".into(), json!({"phase": "Active"}));
+        }
+        ("", "Service") => {
+            map.insert("status".into(), json!({"loadBalancer": {}}));
+        }
+        ("", "Node") | ("", "PersistentVolume") | ("", "PersistentVolumeClaim") => {}
+        _ if info.has_subresource("status") => {
+            map.insert("status".into(), json!({}));
+        }
+        _ => {}
+    }
+}
+
+/// The QoS class upstream derives from requests and limits.
+fn qos_class(spec: Option<&Value>) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|f| spec.and_then(|s| s.get(*f)).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        for r in ["cpu", "memory"] {
+            let req = requests.and_then(|m| m.get(r));
+            let lim = limits.and_then(|m| m.get(r));
+            if req.is_some() || lim.is_some() {
+                any = true;
+            }
+            match (req, lim) {
+                (_, None) => guaranteed = false,
+                (Some(a), Some(b)) if a != b => guaranteed = false,
+                _ => {}
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Seconds a deletion waits before the object goes. Only pods on a node wait: their
+/// kubelet must stop the containers first and then deletes with grace 0.
+pub fn grace_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>) -> i64 {
+    if (info.group, info.kind) != ("", "Pod") {
+        return 0;
+    }
+    let scheduled = object::path(obj, "spec.nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        object::path(obj, "status.phase").and_then(Value::as_str),
+        Some("Succeeded") | Some("Failed")
+    );
+    if !scheduled || finished {
+        return 0;
+    }
+    requested
+        .or_else(|| object::path(obj, "spec.terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .unwrap_or(30)
+        .max(0)
+}
+
+/// Changes a deletion makes beyond metadata (a namespace shows it is terminating).
+pub fn prepare_for_delete(info: &ResourceInfo, obj: &mut Value) {
+    if (info.group, info.kind) == ("", "Namespace") {
+        obj["status"] = json!({"phase": "Terminating"});
+    }
+}
+
+/// Namespaces are kept until the namespace controller empties them; the `kubernetes`
+/// finalizer in `spec.finalizers` says so.
+pub fn namespace_finalizers(obj: &Value) -> Vec<String> {
+    object::path(obj, "spec.finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos() {
+        assert_eq!(
+            qos_class(Some(&json!({"containers": [{"name": "a"}]}))),
+            "BestEffort"
+        );
+        assert_eq!(
+            qos_class(Some(
+                &json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]})
+            )),
+            "Burstable"
+        );
+        let g = json!({"containers": [{"resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]});
+        assert_eq!(qos_class(Some(&g)), "Guaranteed");
+    }
+}

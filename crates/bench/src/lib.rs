@@ -1,0 +1,161 @@
+//! Benchmark support: launching `krust server` and etcd on loopback, HTTPS clients with
+//! the admin identity, and percentile arithmetic. The binaries in `src/bin` print figures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A single-member etcd on loopback in `dir`.
+pub fn start_etcd(dir: &Path) -> anyhow::Result<(Proc, String)> {
+    let (client, peer) = (free_port()?, free_port()?);
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("/usr/bin/etcd")
+        .args(["--name", "bench", "--data-dir"])
+        .arg(dir.join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("bench={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting /usr/bin/etcd (apt-get install etcd-server)")?;
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        if Instant::now() > deadline {
+            bail!("etcd did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((proc, url))
+}
+
+/// A running `krust server` and how to reach it.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub dir: PathBuf,
+    /// From spawning the process to the first `ok` from `/readyz`.
+    pub ready_after: Duration,
+}
+
+pub fn krust_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .map(|p| p.join("krust"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("krust"))
+}
+
+pub async fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let url = format!("https://127.0.0.1:{port}");
+    let probe = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(1))
+        .build()?;
+    let started = Instant::now();
+    let child = Command::new(krust_binary())
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting krust (build it with cargo build --release -p krust)")?;
+    let proc = Proc(child);
+    loop {
+        if let Ok(r) = probe.get(format!("{url}/readyz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("krust did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(Server {
+        proc,
+        url,
+        dir: dir.to_path_buf(),
+        ready_after: started.elapsed(),
+    })
+}
+
+impl Server {
+    /// An HTTPS client with the admin identity.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let tls = self.dir.join("tls");
+        let ca = std::fs::read(tls.join("ca.crt"))?;
+        let mut ident = std::fs::read(tls.join("admin.crt"))?;
+        ident.extend(std::fs::read(tls.join("admin.key"))?);
+        Ok(reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .identity(reqwest::Identity::from_pem(&ident)?)
+            .timeout(Duration::from_secs(30))
+            .build()?)
+    }
+
+    /// Resident set size of the server process, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        rss_mib(self.proc.0.id())
+    }
+}
+
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// The p-th percentile (0-100) of unsorted samples.
+pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort();
+    let idx = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[idx.min(samples.len() - 1)]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}

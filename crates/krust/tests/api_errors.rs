@@ -1,0 +1,235 @@
+//! Bad input gets the right Status and changes nothing; credentials are enforced.
+
+mod common;
+
+use common::Server;
+use serde_json::Value;
+
+fn status(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not a Status ({e}): {body}"))
+}
+
+fn configmaps(s: &Server) -> usize {
+    let (code, body) = s.curl("GET", "/api/v1/namespaces/default/configmaps", None, true);
+    assert_eq!(code, 200, "{body}");
+    status(&body)["items"].as_array().map(Vec::len).unwrap_or(0)
+}
+
+#[test]
+fn bad_requests_get_status_errors_and_change_nothing() {
+    let s = Server::start();
+    let path = "/api/v1/namespaces/default/configmaps";
+    let good =
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ok"},"data":{"a":"b"}}"#;
+    let (code, body) = s.curl("POST", path, Some(("application/json", good)), true);
+    assert_eq!(code, 201, "{body}");
+    let before = configmaps(&s);
+
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            "application/json",
+            b"{\"apiVersion\": \"v1\",".to_vec(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "malformed YAML",
+            "application/yaml",
+            b"a: [unclosed\n  b: {".to_vec(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "bad name",
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#.to_vec(),
+            422,
+            "Invalid",
+        ),
+        (
+            "no name",
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#.to_vec(),
+            422,
+            "Invalid",
+        ),
+        (
+            "wrong kind",
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#.to_vec(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "wrong type",
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":7}"#.to_vec(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "duplicate",
+            "application/json",
+            good.to_vec(),
+            409,
+            "AlreadyExists",
+        ),
+        (
+            "unsupported media type",
+            "text/plain",
+            b"hello".to_vec(),
+            415,
+            "UnsupportedMediaType",
+        ),
+    ];
+    for (what, ct, body, code, reason) in cases {
+        let (got, text) = s.curl("POST", path, Some((ct, &body)), true);
+        assert_eq!(got, code, "{what}: {text}");
+        let st = status(&text);
+        assert_eq!(st["kind"], "Status", "{what}: {text}");
+        assert_eq!(st["reason"], reason, "{what}: {text}");
+        assert_eq!(st["code"], code, "{what}: {text}");
+    }
+    let (code, text) = s.curl(
+        "POST",
+        path,
+        Some((
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#,
+        )),
+        true,
+    );
+    assert_eq!(code, 422);
+    assert_eq!(
+        status(&text)["details"]["causes"][0]["field"],
+        "metadata.name",
+        "{text}"
+    );
+
+    // Oversized body: over 3 MiB.
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(3 * 1024 * 1024 + 10)
+    );
+    let (code, text) = s.curl(
+        "POST",
+        path,
+        Some(("application/json", big.as_bytes())),
+        true,
+    );
+    assert_eq!(code, 413, "{text}");
+
+    // Unknown kinds and paths.
+    let (code, text) = s.curl("GET", "/apis/nosuch.example.com/v1/widgets", None, true);
+    assert_eq!(code, 404, "{text}");
+    assert_eq!(status(&text)["reason"], "NotFound");
+    let (code, _) = s.curl(
+        "POST",
+        "/api/v1/namespaces/default/widgets",
+        Some(("application/json", b"{}")),
+        true,
+    );
+    assert_eq!(code, 404);
+    let (code, text) = s.curl(
+        "GET",
+        "/api/v1/namespaces/default/configmaps/missing",
+        None,
+        true,
+    );
+    assert_eq!(
+        (code, status(&text)["reason"].as_str()),
+        (404, Some("NotFound")),
+        "{text}"
+    );
+    assert_eq!(status(&text)["message"], "configmaps \"missing\" not found");
+
+    // Stale resourceVersion on update: 409 Conflict, object unchanged.
+    let stale = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ok","resourceVersion":"1"},"data":{"a":"changed"}}"#;
+    let (code, text) = s.curl(
+        "PUT",
+        &format!("{path}/ok"),
+        Some(("application/json", stale)),
+        true,
+    );
+    assert_eq!(code, 409, "{text}");
+    assert_eq!(status(&text)["reason"], "Conflict");
+    let (_, text) = s.curl("GET", &format!("{path}/ok"), None, true);
+    assert_eq!(status(&text)["data"]["a"], "b");
+
+    // Creating into a namespace that does not exist.
+    let (code, text) = s.curl(
+        "POST",
+        "/api/v1/namespaces/nope/configmaps",
+        Some(("application/json", good)),
+        true,
+    );
+    assert_eq!(code, 404, "{text}");
+
+    assert_eq!(
+        configmaps(&s),
+        before,
+        "failed requests must not change the store"
+    );
+}
+
+#[test]
+fn requests_without_client_certificates_get_401() {
+    let s = Server::start();
+    for path in [
+        "/api",
+        "/apis",
+        "/api/v1/namespaces",
+        "/api/v1/namespaces/default/pods",
+        "/apis/apps/v1/deployments",
+        "/openapi/v3",
+    ] {
+        let (code, body) = s.curl("GET", path, None, false);
+        assert_eq!(code, 401, "{path}: {body}");
+        assert_eq!(status(&body)["reason"], "Unauthorized");
+    }
+    let (code, _) = s.curl(
+        "POST",
+        "/api/v1/namespaces",
+        Some(("application/json", b"{}")),
+        false,
+    );
+    assert_eq!(code, 401);
+    for path in ["/version", "/healthz", "/livez", "/readyz"] {
+        let (code, _) = s.curl("GET", path, None, false);
+        assert_eq!(code, 200, "{path} is public");
+    }
+}
+
+#[test]
+fn certificates_from_another_ca_are_refused_at_the_handshake() {
+    let s = Server::start();
+    let other = Server::start();
+    let (ca, _, _) = s.client_files();
+    let (_, cert, key) = other.client_files();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "--cacert",
+        ])
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg(format!("{}/api", s.url))
+        .output()
+        .expect("curl");
+    assert!(!out.status.success(), "handshake must fail");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "000",
+        "no HTTP response at all"
+    );
+}

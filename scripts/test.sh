@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs what the tests need (Debian packages, the Python
+# kubernetes client), builds once in the release profile, and runs every test. Tests start
+# and stop their own servers and etcd on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_packages etcd-server protobuf-compiler curl ca-certificates
+stop_system_etcd
+python3 -c "import kubernetes" 2>/dev/null || python3 -m pip install -q kubernetes 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes
+
+cargo build --release --workspace --all-targets
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --release --workspace --no-fail-fast "$@"
+else
+  cargo test --release --workspace --no-fail-fast "$@"
+fi
