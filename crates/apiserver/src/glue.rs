@@ -1,118 +1,106 @@
-//! Calls into the API machinery that the REST layer makes on every write or read:
+//! Calls into the API machinery that the REST layer makes on reads and writes:
 //! defaulting, validation, selectors, tables and patches, in one place.
 
-use krust_machinery::{ApiError, Cause, ResourceInfo};
+use krust_machinery::selector::{FieldSelector, Selector};
+use krust_machinery::{defaults, table, validation, ApiError, Cause, ResourceInfo};
 use serde_json::Value;
 
-pub fn apply_defaults(_info: &ResourceInfo, _obj: &mut Value) {}
+pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
+    defaults::apply_defaults(info, obj);
+}
 
 pub fn validate_create(info: &ResourceInfo, obj: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    if let Some(name) = krust_machinery::object::name(obj) {
-        let ok = name.len() <= 253
-            && name.split('.').all(|p| {
-                !p.is_empty()
-                    && p.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            })
-            && !name.starts_with('-')
-            && !name.ends_with('-');
-        if !ok {
-            causes.push(Cause::invalid("metadata.name", name, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"));
-        }
-    }
-    let _ = info;
-    causes
+    validation::validate_create(info, obj)
 }
 
-pub fn validate_update(info: &ResourceInfo, new: &Value, _old: &Value) -> Vec<Cause> {
-    validate_create(info, new)
+/// Validation of a write to the object (`None`) or to one of its subresources.
+pub fn validate_update(
+    info: &ResourceInfo,
+    subresource: Option<&str>,
+    new: &Value,
+    old: &Value,
+) -> Vec<Cause> {
+    match subresource {
+        Some("status") => validation::validate_status_update(info, new, old),
+        Some("finalize") => validation::validate_namespace_finalizers(new),
+        _ => validation::validate_update(info, new, old),
+    }
 }
 
-/// A parsed label or field selector.
-pub struct Selector(Vec<(String, String)>);
+/// Label and field selectors of a list or watch.
+pub struct ObjectFilter {
+    info: ResourceInfo,
+    labels: Option<Selector>,
+    fields: Option<FieldSelector>,
+}
 
-impl Selector {
-    pub fn labels(s: Option<&str>) -> Result<Option<Selector>, ApiError> {
-        Self::parse(s)
-    }
-
-    pub fn fields(_info: &ResourceInfo, s: Option<&str>) -> Result<Option<Selector>, ApiError> {
-        Self::parse(s)
-    }
-
-    fn parse(s: Option<&str>) -> Result<Option<Selector>, ApiError> {
-        let Some(s) = s else { return Ok(None) };
-        let mut out = Vec::new();
-        for part in s.split(',') {
-            let (k, v) = part.split_once('=').ok_or_else(|| {
-                ApiError::bad_request(format!("unable to parse requirement: {part}"))
-            })?;
-            out.push((
-                k.trim().to_string(),
-                v.trim_start_matches('=').trim().to_string(),
-            ));
-        }
-        Ok(Some(Selector(out)))
-    }
-
-    pub fn matches_labels(&self, obj: &Value) -> bool {
-        self.0
-            .iter()
-            .all(|(k, v)| krust_machinery::object::label(obj, k) == Some(v.as_str()))
-    }
-
-    pub fn matches_fields(&self, obj: &Value) -> bool {
-        self.0.iter().all(|(k, v)| {
-            krust_machinery::object::path(obj, k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                == v
+impl ObjectFilter {
+    pub fn new(
+        info: &ResourceInfo,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> Result<ObjectFilter, ApiError> {
+        let labels = labels
+            .map(Selector::parse)
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let fields = fields
+            .map(|f| FieldSelector::parse_for(info, f))
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        Ok(ObjectFilter {
+            info: info.clone(),
+            labels: labels.filter(|l| !l.is_everything()),
+            fields: fields.filter(|f| !f.is_everything()),
         })
     }
+
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_none() && self.fields.is_none()
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.as_ref().is_none_or(|l| l.matches_object(obj))
+            && self
+                .fields
+                .as_ref()
+                .is_none_or(|f| f.matches(&self.info, obj))
+    }
+
+    /// Matches a stored encoding, decoding it only when a selector needs it.
+    pub fn matches_encoded(&self, encoded: &[u8]) -> bool {
+        self.is_everything()
+            || serde_json::from_slice::<Value>(encoded).is_ok_and(|v| self.matches(&v))
+    }
 }
 
-pub fn table(info: &ResourceInfo, objs: &[Value], rv: &str, cont: Option<&str>) -> Value {
-    let _ = info;
-    let rows: Vec<Value> = objs
-        .iter()
-        .map(|o| serde_json::json!({"cells": [krust_machinery::object::name(o).unwrap_or("")], "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.get("metadata").cloned().unwrap_or(Value::Null)}}))
-        .collect();
-    let mut meta = serde_json::json!({"resourceVersion": rv});
-    if let Some(c) = cont {
-        meta["continue"] = c.into();
-    }
-    serde_json::json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
-        "columnDefinitions": [{"name": "Name", "type": "string", "format": "name", "description": "name", "priority": 0}],
-        "rows": rows})
+pub fn table(
+    info: &ResourceInfo,
+    objs: &[Value],
+    include_object: Option<&str>,
+    rv: &str,
+    cont: Option<&str>,
+) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    table::table(
+        info,
+        objs,
+        include_object.unwrap_or("Metadata"),
+        now,
+        Some(rv),
+        cont,
+    )
 }
 
 /// Applies a non-apply patch of `content_type` to `current`.
 pub fn patch(
-    _info: &ResourceInfo,
+    info: &ResourceInfo,
+    name: &str,
     content_type: &str,
     current: &Value,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    let bad = |e: String| ApiError::bad_request(e);
-    match content_type {
-        "application/json-patch+json" => {
-            let p: json_patch::Patch =
-                serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-            let mut out = current.clone();
-            json_patch::patch(&mut out, &p).map_err(|e| ApiError::UnprocessableEntity {
-                message: e.to_string(),
-            })?;
-            Ok(out)
-        }
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            let p: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-            let mut out = current.clone();
-            json_patch::merge(&mut out, &p);
-            Ok(out)
-        }
-        other => Err(ApiError::UnsupportedMediaType {
-            content_type: other.to_string(),
-        }),
-    }
+    use krust_machinery::patch::{patch_object, PatchType};
+    let t = PatchType::from_content_type(content_type).map_err(|e| e.to_api_error(info, name))?;
+    patch_object(info, t, current, body).map_err(|e| e.to_api_error(info, name))
 }

@@ -1,7 +1,22 @@
-//! managedFields bookkeeping on every write.
+//! managedFields bookkeeping on every write that is not itself a server-side apply.
 
+use krust_machinery::object::now_rfc3339;
+use krust_machinery::patch;
 use krust_machinery::ResourceInfo;
 use serde_json::Value;
 
-pub fn record_update(_info: &ResourceInfo, _old: Option<&Value>, _obj: &mut Value, _manager: &str) {
+/// Records the fields `manager` changed from `old` to `obj` (operation Update).
+pub fn record_update(
+    info: &ResourceInfo,
+    subresource: Option<&str>,
+    old: Option<&Value>,
+    obj: &mut Value,
+    manager: &str,
+) {
+    let now = now_rfc3339();
+    let updated = match subresource {
+        Some(sub) => patch::update_managed_fields_subresource(info, sub, old, obj, manager, &now),
+        None => patch::update_managed_fields(info, old, obj, manager, &now),
+    };
+    *obj = updated;
 }

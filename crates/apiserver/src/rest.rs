@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::alloc::Allocators;
 use crate::cache::{Cache, CacheError};
-use crate::glue::{self, Selector};
+use crate::glue::{self, ObjectFilter};
 use crate::request::{Query, ResourcePath};
 
 /// Bodies larger than this are refused, as upstream's 3 MiB request limit.
@@ -47,6 +47,8 @@ pub struct WriteCtx<'a> {
     pub manager: String,
     pub dry_run: bool,
     pub validation: FieldValidation,
+    /// A server-side apply already wrote managedFields; plain writes record them here.
+    pub applied: bool,
 }
 
 pub struct Rest {
@@ -268,14 +270,18 @@ impl Rest {
             set_meta(&mut obj, "generation", 1);
         }
         crate::strategy::prepare_for_create(info, &mut obj);
-        crate::strategy::normalize(info, &mut obj);
+        if (info.group, info.kind) == ("batch", "Job") {
+            krust_machinery::defaults::set_job_selector(&mut obj);
+        }
         glue::apply_defaults(info, &mut obj);
         let causes = glue::validate_create(info, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, &name, causes));
         }
         self.namespace_admits(info, rp.namespace.as_deref()).await?;
-        crate::managed::record_update(info, None, &mut obj, &ctx.manager);
+        if !ctx.applied {
+            crate::managed::record_update(info, None, None, &mut obj, &ctx.manager);
+        }
         let key = self.key(rp, &name);
         if ctx.dry_run {
             if self
@@ -354,8 +360,7 @@ impl Rest {
         q: &Query,
     ) -> Result<(Vec<Bytes>, Revision, Option<String>), ApiError> {
         let info = rp.info;
-        let labels = Selector::labels(q.get("labelSelector"))?;
-        let fields = Selector::fields(info, q.get("fieldSelector"))?;
+        let filter = ObjectFilter::new(info, q.get("labelSelector"), q.get("fieldSelector"))?;
         let limit = q.int("limit")?.unwrap_or(0).max(0) as usize;
         let prefix = info.namespace_prefix(rp.namespace.as_deref());
         let (start_after, min_rev) = match q.get("continue") {
@@ -393,18 +398,10 @@ impl Rest {
                 self.sync_cache(Some(rv)).await?;
             }
         }
-        let filtering = labels.is_some() || fields.is_some();
         let snap = self
             .cache
             .list(&prefix, start_after.as_deref(), limit, |c| {
-                if !filtering {
-                    return true;
-                }
-                let Ok(v) = serde_json::from_slice::<Value>(&c.value) else {
-                    return false;
-                };
-                labels.as_ref().is_none_or(|s| s.matches_labels(&v))
-                    && fields.as_ref().is_none_or(|s| s.matches_fields(&v))
+                filter.matches_encoded(&c.value)
             });
         let items = snap
             .items
@@ -469,8 +466,8 @@ impl Rest {
                     None => meta.remove(*f),
                 };
             }
-            meta.remove("resourceVersion");
         }
+        crate::strategy::prepare_for_update(info, &mut obj, old);
         match rp.subresource.as_deref() {
             Some("finalize") => {
                 // Only spec.finalizers changes through a namespace's /finalize.
@@ -510,7 +507,6 @@ impl Rest {
             }
             _ => {}
         }
-        crate::strategy::normalize(info, &mut obj);
         glue::apply_defaults(info, &mut obj);
         if old.get("spec") != obj.get("spec") && kind_has_spec(&obj) {
             let g = object::metadata(old)
@@ -519,11 +515,26 @@ impl Rest {
                 .unwrap_or(0);
             set_meta(&mut obj, "generation", g + 1);
         }
-        let causes = glue::validate_update(info, &obj, old);
+        // Validation sees the stored resourceVersion, as upstream's does; it is not stored.
+        set_meta(
+            &mut obj,
+            "resourceVersion",
+            current.mod_revision.to_string(),
+        );
+        let causes = glue::validate_update(info, rp.subresource.as_deref(), &obj, old);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, name, causes));
         }
-        crate::managed::record_update(info, Some(old), &mut obj, &ctx.manager);
+        metadata_mut(&mut obj).remove("resourceVersion");
+        if !ctx.applied {
+            crate::managed::record_update(
+                info,
+                rp.subresource.as_deref(),
+                Some(old),
+                &mut obj,
+                &ctx.manager,
+            );
+        }
         // An object being deleted goes once its last finalizer is gone.
         let finalized = object::deletion_timestamp(&obj).is_some()
             && object::finalizers(&obj).is_empty()

@@ -120,6 +120,14 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
 
 /// Decodes a request body by its content type into JSON plus duplicate-field paths.
 fn decode_body(content_type: &str, bytes: &[u8]) -> Result<codec::Parsed, ApiError> {
+    if krust_machinery::proto::is_protobuf(content_type) {
+        let value = krust_machinery::proto::decode(bytes)
+            .map_err(|e| ApiError::bad_request(format!("decoding protobuf body: {e}")))?;
+        return Ok(codec::Parsed {
+            value,
+            duplicates: Vec::new(),
+        });
+    }
     match content_type {
         "" | "application/json" => codec::parse_json(bytes).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
@@ -307,6 +315,7 @@ impl ApiServer {
             manager: manager(&q, &parts.headers),
             dry_run: q.dry_run()?,
             validation,
+            applied: false,
         };
         let info = rp.info;
         let sub = rp.subresource.clone();
@@ -317,7 +326,13 @@ impl ApiServer {
                 let (obj, bytes) = self.rest.get(&rp, &name).await?;
                 if table {
                     let rv = object::resource_version(&obj).unwrap_or("").to_string();
-                    return Ok(json_ok(glue::table(info, &[obj], &rv, None)));
+                    return Ok(json_ok(glue::table(
+                        info,
+                        &[obj],
+                        q.get("includeObject"),
+                        &rv,
+                        None,
+                    )));
                 }
                 Ok(status_response(200, bytes, "application/json", &[]))
             }
@@ -349,7 +364,7 @@ impl ApiServer {
             ("patch", Some(name), Some("scale")) => {
                 let patch_ct = ct.clone();
                 self.scale(&rp, &name, &ctx, |current| {
-                    glue::patch(info, &patch_ct, current, &body)
+                    glue::patch(info, &name, &patch_ct, current, &body)
                 })
                 .await
                 .map(reply)
@@ -403,7 +418,13 @@ impl ApiServer {
                 .iter()
                 .filter_map(|b| serde_json::from_slice(b).ok())
                 .collect();
-            let t = glue::table(rp.info, &objs, &rv.to_string(), cont.as_deref());
+            let t = glue::table(
+                rp.info,
+                &objs,
+                q.get("includeObject"),
+                &rv.to_string(),
+                cont.as_deref(),
+            );
             return Ok(status_response(
                 200,
                 Bytes::from(t.to_string()),
@@ -451,7 +472,11 @@ impl ApiServer {
         }
         let info = rp.info.clone();
         let rx = crate::watch::start(self.rest.cache.clone(), rp, q)?;
-        let rx = if table { table_events(info, rx) } else { rx };
+        let rx = if table {
+            table_events(info, q.get("includeObject").map(str::to_string), rx)
+        } else {
+            rx
+        };
         Response::builder()
             .status(200)
             .header("content-type", "application/json")
@@ -469,10 +494,15 @@ impl ApiServer {
         ctx: &WriteCtx<'_>,
     ) -> Result<Reply, ApiError> {
         let info = rp.info;
+        let patch_type = krust_machinery::patch::PatchType::from_content_type(ct)
+            .map_err(|e| e.to_api_error(info, name))?;
+        if patch_type == krust_machinery::patch::PatchType::Apply {
+            return self.apply(rp, name, body, ctx).await;
+        }
         for _ in 0..8 {
             let current = self.rest.get_kv(rp, name).await?;
             let old = decode_stored(&current.value, current.mod_revision)?;
-            let mut new = glue::patch(info, ct, &old, body)?;
+            let mut new = glue::patch(info, name, ct, &old, body)?;
             self.rest.check_type(info, &mut new, info.kind)?;
             let (new, warnings) = self.rest.normalise(info, new, &[], ctx.validation)?;
             if let Some(rv) = object::resource_version(&new) {
@@ -491,6 +521,92 @@ impl ApiServer {
                 .await
             {
                 Err(ApiError::Conflict { .. }) if !patch_has_rv(body) => continue,
+                Ok(mut r) => {
+                    r.warnings.extend(warnings);
+                    return Ok(r);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::conflict(
+            info.group,
+            info.plural,
+            name,
+            "too many concurrent changes; try again",
+        ))
+    }
+
+    /// Server-side apply: merges the applied configuration into the live object (or
+    /// creates it), with field ownership and conflicts per manager.
+    async fn apply(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        body: &[u8],
+        ctx: &WriteCtx<'_>,
+    ) -> Result<Reply, ApiError> {
+        use krust_machinery::patch;
+        let info = rp.info;
+        if ctx.query.get("fieldManager").is_none() {
+            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requests must have the fieldManager parameter set"));
+        }
+        let force = ctx.query.flag("force");
+        let mut applied = patch::decode_apply_body(body).map_err(|e| e.to_api_error(info, name))?;
+        self.rest.check_type(info, &mut applied, info.kind)?;
+        let (applied, warnings) = self.rest.normalise(info, applied, &[], ctx.validation)?;
+        if object::name(&applied).is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+        let actx = WriteCtx {
+            query: ctx.query,
+            manager: ctx.manager.clone(),
+            dry_run: ctx.dry_run,
+            validation: ctx.validation,
+            applied: true,
+        };
+        let now = object::now_rfc3339();
+        for _ in 0..8 {
+            let current = match self.rest.get_kv(rp, name).await {
+                Ok(kv) => Some(kv),
+                Err(ApiError::NotFound { .. }) if rp.subresource.is_none() => None,
+                Err(e) => return Err(e),
+            };
+            let result = match &current {
+                None => {
+                    let mut obj = patch::apply(info, None, &applied, &ctx.manager, force, &now)
+                        .map_err(|e| e.to_api_error(info, name))?;
+                    set_meta(&mut obj, "name", name.to_string());
+                    let main = ResourcePath {
+                        info,
+                        namespace: rp.namespace.clone(),
+                        name: None,
+                        subresource: None,
+                        legacy_watch: false,
+                    };
+                    self.rest.create(&main, obj, &actx).await
+                }
+                Some(kv) => {
+                    let old = decode_stored(&kv.value, kv.mod_revision)?;
+                    let new = match rp.subresource.as_deref() {
+                        Some(sub) => patch::apply_subresource(
+                            info,
+                            sub,
+                            Some(&old),
+                            &applied,
+                            &ctx.manager,
+                            force,
+                            &now,
+                        ),
+                        None => patch::apply(info, Some(&old), &applied, &ctx.manager, force, &now),
+                    }
+                    .map_err(|e| e.to_api_error(info, name))?;
+                    self.rest.write_update(rp, name, kv, &old, new, &actx).await
+                }
+            };
+            match result {
+                Err(ApiError::Conflict { .. }) | Err(ApiError::AlreadyExists { .. }) => continue,
                 Ok(mut r) => {
                     r.warnings.extend(warnings);
                     return Ok(r);
@@ -737,6 +853,7 @@ fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
 /// Rewrites a watch's events so that each object is a one-row Table (`kubectl get -w`).
 fn table_events(
     info: ResourceInfo,
+    include: Option<String>,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
 ) -> tokio::sync::mpsc::Receiver<Bytes> {
     let (tx, out) = tokio::sync::mpsc::channel(256);
@@ -748,7 +865,7 @@ fn table_events(
             if matches!(ev["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
                 let obj = ev["object"].take();
                 let rv = object::resource_version(&obj).unwrap_or("").to_string();
-                ev["object"] = glue::table(&info, &[obj], &rv, None);
+                ev["object"] = glue::table(&info, &[obj], include.as_deref(), &rv, None);
             }
             let mut s = ev.to_string();
             s.push('\n');
@@ -861,6 +978,7 @@ impl ApiServer {
             manager: "krust-apiserver".into(),
             dry_run: false,
             validation: FieldValidation::Strict,
+            applied: false,
         };
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}});

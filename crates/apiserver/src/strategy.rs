@@ -5,30 +5,6 @@ use krust_machinery::object;
 use krust_machinery::ResourceInfo;
 use serde_json::{json, Value};
 
-/// Normalisations every write of a kind gets (a Secret's `stringData` folds into `data`).
-pub fn normalize(info: &ResourceInfo, obj: &mut Value) {
-    if (info.group, info.kind) != ("", "Secret") {
-        return;
-    }
-    let Some(map) = obj.as_object_mut() else {
-        return;
-    };
-    let Some(Value::Object(string_data)) = map.remove("stringData") else {
-        return;
-    };
-    use base64::Engine;
-    let data = map.entry("data").or_insert_with(|| json!({}));
-    if !data.is_object() {
-        *data = json!({});
-    }
-    for (k, v) in string_data {
-        if let Some(s) = v.as_str() {
-            data[k.as_str()] =
-                json!(base64::engine::general_purpose::STANDARD.encode(s.as_bytes()));
-        }
-    }
-}
-
 /// Resets what clients may not set at creation.
 pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     let Some(map) = obj.as_object_mut() else {
@@ -52,6 +28,48 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
             map.insert("status".into(), json!({}));
         }
         _ => {}
+    }
+}
+
+/// Carries over what an update may leave out: a Service's allocated addresses.
+pub fn prepare_for_update(info: &ResourceInfo, obj: &mut Value, old: &Value) {
+    if (info.group, info.kind) != ("", "Service") {
+        return;
+    }
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        for f in ["clusterIP", "clusterIPs"] {
+            if let Some(v) = old.pointer(&format!("/spec/{f}")) {
+                spec.insert(f.into(), v.clone());
+            }
+        }
+    }
+    let old_ports = old
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut() {
+            if p.get("nodePort")
+                .and_then(Value::as_i64)
+                .is_some_and(|n| n != 0)
+            {
+                continue;
+            }
+            let same = old_ports
+                .iter()
+                .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"));
+            if let Some(n) = same.and_then(|o| o.get("nodePort")) {
+                p["nodePort"] = n.clone();
+            }
+        }
     }
 }
 

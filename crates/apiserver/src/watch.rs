@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::cache::{Cache, Cached, Change, ChangeKind};
-use crate::glue::Selector;
+use crate::glue::ObjectFilter;
 use crate::request::{Query, ResourcePath};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
@@ -26,23 +26,21 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 /// A watcher's filter: key prefix plus selectors.
 pub struct Filter {
     prefix: String,
-    labels: Option<Selector>,
-    fields: Option<Selector>,
+    objects: ObjectFilter,
 }
 
 impl Filter {
     pub fn new(rp: &ResourcePath<'_>, q: &Query) -> Result<Filter, ApiError> {
         let mut prefix = rp.info.namespace_prefix(rp.namespace.as_deref());
-        let mut fields = Selector::fields(rp.info, q.get("fieldSelector"))?;
-        // A watch on one object (`/pods/<name>` or `metadata.name=<x>`) narrows the prefix.
+        let mut fields = q.get("fieldSelector");
+        // A watch on one object (`/pods/<name>`) narrows the prefix to its key.
         if let Some(name) = &rp.name {
             prefix = rp.info.key(rp.namespace.as_deref(), name);
             fields = None;
         }
         Ok(Filter {
             prefix,
-            labels: Selector::labels(q.get("labelSelector"))?,
-            fields,
+            objects: ObjectFilter::new(rp.info, q.get("labelSelector"), fields)?,
         })
     }
 
@@ -52,14 +50,7 @@ impl Filter {
     }
 
     fn object_matches(&self, value: &[u8]) -> bool {
-        if self.labels.is_none() && self.fields.is_none() {
-            return true;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(value) else {
-            return false;
-        };
-        self.labels.as_ref().is_none_or(|s| s.matches_labels(&v))
-            && self.fields.as_ref().is_none_or(|s| s.matches_fields(&v))
+        self.objects.matches_encoded(value)
     }
 }
 

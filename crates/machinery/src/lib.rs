@@ -5,11 +5,22 @@
 //!   serving a new kind is one entry there plus its validation and defaulting.
 //! - `status`: `ApiError`, the typed failures that become Kubernetes `Status` objects.
 //! - `object`: small accessors over JSON objects (metadata, labels, resourceVersion).
+//! - `codec`: JSON/YAML decoding with field validation; `proto`: Kubernetes protobuf bodies.
+//! - `validation`, `defaults`: upstream's per-kind validation and defaulting.
+//! - `table`: server-side printing (`kubectl get` columns); `selector`: label and field
+//!   selectors.
+//! - `patch`: JSON, merge and strategic merge patches, server-side apply, managedFields.
 
 pub mod codec;
+pub mod defaults;
 pub mod object;
+pub mod patch;
+pub mod proto;
 pub mod registry;
+pub mod selector;
 pub mod status;
+pub mod table;
+pub mod validation;
 
 pub use registry::{Registry, ResourceInfo};
 pub use status::{ApiError, Cause};

@@ -119,7 +119,7 @@ pub enum ApiError {
     },
     #[error("{message}")]
     Gone { message: String },
-    #[error("{kind} \"{name}\" is invalid: {}", causes.iter().map(Cause::describe).collect::<Vec<_>>().join(", "))]
+    #[error("{kind} \"{name}\" is invalid: {}", describe_causes(causes))]
     Invalid {
         group: String,
         kind: String,
@@ -287,6 +287,16 @@ impl ApiError {
             status["details"] = d;
         }
         status
+    }
+}
+
+/// One cause as is; several in brackets, as upstream's aggregate errors print.
+fn describe_causes(causes: &[Cause]) -> String {
+    let parts: Vec<String> = causes.iter().map(Cause::describe).collect();
+    if parts.len() == 1 {
+        parts.join("")
+    } else {
+        format!("[{}]", parts.join(", "))
     }
 }
 
