@@ -1,0 +1,89 @@
+//! `krust server`: the API server on its store, hosting the other control-plane
+//! components unless told not to.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::ValueEnum;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum StoreKind {
+    /// The embedded store in the data directory (SQLite, durable, no other process).
+    Embedded,
+    /// An etcd v3 cluster (--etcd-endpoints), shared by several API servers.
+    Etcd,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory for the embedded store, certificates and kubeconfig.
+    #[arg(long, default_value = "/var/lib/krust")]
+    data_dir: PathBuf,
+    /// Address the HTTPS API listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Where to write the admin kubeconfig (default: DATA_DIR/admin.kubeconfig).
+    #[arg(long)]
+    kubeconfig_out: Option<PathBuf>,
+    /// Which store keeps the cluster's state.
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreKind,
+    /// etcd client URLs, comma-separated (with --store etcd).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// CIDR that Service cluster IPs come from.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: String,
+    /// Extra names or addresses for the serving certificate.
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
+        data_dir,
+        listen,
+        kubeconfig_out,
+        store,
+        etcd_endpoints,
+        service_cidr,
+        tls_sans,
+    } = args;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let store: Arc<dyn krust_store::Store> = match store {
+        StoreKind::Embedded => Arc::new(
+            krust_store::SqliteStore::open(&data_dir.join("db"))
+                .context("opening the embedded store")?,
+        ),
+        StoreKind::Etcd => {
+            anyhow::ensure!(
+                !etcd_endpoints.is_empty(),
+                "--store etcd needs --etcd-endpoints"
+            );
+            Arc::new(
+                krust_store::EtcdStore::connect(&etcd_endpoints)
+                    .await
+                    .context("connecting to etcd")?,
+            )
+        }
+    };
+    let kubeconfig_out = kubeconfig_out.unwrap_or_else(|| data_dir.join("admin.kubeconfig"));
+    let config = krust_apiserver::Config {
+        listen,
+        data_dir,
+        kubeconfig_out,
+        tls_sans,
+        service_cidr,
+    };
+    let running = krust_apiserver::start(config, store, super::shutdown_signal()).await?;
+    tracing::info!("krust API server listening on https://{}", running.addr);
+    println!(
+        "krust is ready. Point kubectl at it with:\n  export KUBECONFIG={}",
+        running.kubeconfig.display()
+    );
+    running.task.await?;
+    Ok(())
+}
