@@ -7,13 +7,16 @@
 //!   `?hash=` check) with `components.schemas` holding every definition reachable from the
 //!   group-version's kinds (k8s-openapi's schemas, refs as `#/components/schemas/<name>`), the
 //!   synthesized `<Kind>List` schemas, `x-kubernetes-group-version-kind` on each top-level
-//!   schema, and `paths` for every resource and subresource with `operationId`,
-//!   `x-kubernetes-action`, `x-kubernetes-group-version-kind` and upstream's query parameters.
-//!   kubectl's checks that rely on it: `explain` (finds the GVK on an operation of the
-//!   resource's path, then the schema carrying that GVK) and field validation (a `patch`
+//!   schema, the merge extensions (`x-kubernetes-patch-strategy`, `-patch-merge-key`,
+//!   `-list-type`, `-list-map-keys`, `-map-type`) taken from the facts table the server's patch
+//!   code uses ([`add_merge_extensions`]), and `paths` for every resource and subresource with
+//!   `operationId`, `x-kubernetes-action`, `x-kubernetes-group-version-kind` and upstream's query
+//!   parameters. kubectl's checks that rely on it: `explain` (finds the GVK on an operation of
+//!   the resource's path, then the schema carrying that GVK), field validation (a `patch`
 //!   operation with the object's GVK that lists a `fieldValidation` parameter means the server
 //!   validates, so `--validate=strict` sends `fieldValidation=Strict` instead of validating
-//!   client-side).
+//!   client-side) and client-side `apply` (its three-way strategic merge patch takes merge keys
+//!   and strategies from these documents; without them every list would be sent whole).
 //! - [`group_version_document`]: the same document as a `Value`, as a pure function.
 //!
 //! Serving: answer `application/json`. When the request's `hash` query parameter equals
@@ -42,6 +45,7 @@ use k8s_openapi::api::{
     policy::v1 as policy,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use krust_machinery::patch::facts::{self, FieldFacts, Granularity, ListType};
 use krust_machinery::registry::{Registry, ResourceInfo};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{json, Map, Value};
@@ -336,8 +340,9 @@ fn write_document(
         let list = list_schema(&k.schema, k.info.kind, schemas.get(&k.schema));
         schemas.insert(format!("{}List", k.schema), list);
     }
-    for schema in schemas.values_mut() {
+    for (name, schema) in schemas.iter_mut() {
         drop_required_metadata(schema);
+        add_merge_extensions(name, schema);
     }
     for (name, gvk) in gvks {
         if let Some(Value::Object(s)) = schemas.get_mut(&name) {
@@ -460,6 +465,76 @@ fn drop_required_metadata(schema: &mut Value) {
         req.retain(|r| r != "metadata");
         if req.is_empty() {
             obj.remove("required");
+        }
+    }
+}
+
+/// Adds upstream's merge extensions to definition `def`, from the facts table the server's own
+/// patch code merges by ([`facts`]), so that clients computing patches (`kubectl apply`'s
+/// three-way strategic merge, server-side apply tooling) agree with the server:
+///
+/// - on each listed property: `x-kubernetes-patch-strategy` (`merge`, `retainKeys`,
+///   `replace`, comma-joined) and `x-kubernetes-patch-merge-key`; on a list,
+///   `x-kubernetes-list-type` (`atomic`, `set`, `map`) and `x-kubernetes-list-map-keys`; on a
+///   map or struct, `x-kubernetes-map-type` (`atomic`, `granular`);
+/// - on a definition that is an atomic struct: `x-kubernetes-map-type: atomic`.
+fn add_merge_extensions(def: &str, schema: &mut Value) {
+    let Value::Object(obj) = schema else { return };
+    if facts::atomic_struct(def) {
+        obj.insert("x-kubernetes-map-type".into(), json!("atomic"));
+    }
+    let Some(Value::Object(props)) = obj.get_mut("properties") else {
+        return;
+    };
+    for (name, prop) in props.iter_mut() {
+        if let (Some(f), Value::Object(prop)) = (facts::field(def, name), prop) {
+            property_merge_extensions(f, prop);
+        }
+    }
+}
+
+/// The extensions of one property schema (see [`add_merge_extensions`]).
+fn property_merge_extensions(f: &FieldFacts, prop: &mut Map<String, Value>) {
+    let strategy: Vec<&str> = [
+        (f.patch_merge, "merge"),
+        (f.patch_replace, "replace"),
+        (f.retain_keys, "retainKeys"),
+    ]
+    .into_iter()
+    .filter_map(|(on, s)| on.then_some(s))
+    .collect();
+    if !strategy.is_empty() {
+        prop.insert(
+            "x-kubernetes-patch-strategy".into(),
+            json!(strategy.join(",")),
+        );
+    }
+    if let Some(key) = f.merge_key {
+        prop.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+    }
+    if prop.get("type").and_then(Value::as_str) == Some("array") {
+        match f.list_type {
+            Some(ListType::Atomic) => {
+                prop.insert("x-kubernetes-list-type".into(), json!("atomic"));
+            }
+            Some(ListType::Set) => {
+                prop.insert("x-kubernetes-list-type".into(), json!("set"));
+            }
+            Some(ListType::Map(keys)) => {
+                prop.insert("x-kubernetes-list-type".into(), json!("map"));
+                prop.insert("x-kubernetes-list-map-keys".into(), json!(keys));
+            }
+            None => {}
+        }
+    } else {
+        match f.granularity {
+            Some(Granularity::Atomic) => {
+                prop.insert("x-kubernetes-map-type".into(), json!("atomic"));
+            }
+            Some(Granularity::Granular) => {
+                prop.insert("x-kubernetes-map-type".into(), json!("granular"));
+            }
+            None => {}
         }
     }
 }
@@ -1556,6 +1631,118 @@ mod tests {
         assert_eq!(again.group_version("api/v1"), api.group_version("api/v1"));
         assert_ne!(api.hash("api/v1"), api.hash("apis/apps/v1"));
         assert_eq!(api.hash("apis/nope/v1"), None);
+    }
+
+    const MERGE_EXTENSIONS: &[&str] = &[
+        "x-kubernetes-patch-strategy",
+        "x-kubernetes-patch-merge-key",
+        "x-kubernetes-list-type",
+        "x-kubernetes-list-map-keys",
+        "x-kubernetes-map-type",
+    ];
+
+    #[test]
+    fn merge_extensions_match_the_patch_facts() {
+        let reg = Registry::builtin();
+        let core_doc = doc(&reg, "api/v1");
+        let s = &core_doc["components"]["schemas"];
+        let pod_spec = &s["io.k8s.api.core.v1.PodSpec"]["properties"];
+        let containers = &pod_spec["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(containers["x-kubernetes-list-type"], "map");
+        assert_eq!(containers["x-kubernetes-list-map-keys"], json!(["name"]));
+        assert_eq!(containers["type"], "array");
+        let ports = &s["io.k8s.api.core.v1.Container"]["properties"]["ports"];
+        assert_eq!(ports["x-kubernetes-patch-merge-key"], "containerPort");
+        assert_eq!(ports["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(ports["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            ports["x-kubernetes-list-map-keys"],
+            json!(["containerPort", "protocol"])
+        );
+        let env = &s["io.k8s.api.core.v1.Container"]["properties"]["env"];
+        assert_eq!(env["x-kubernetes-patch-merge-key"], "name");
+        let svc_ports = &s["io.k8s.api.core.v1.ServiceSpec"]["properties"]["ports"];
+        assert_eq!(svc_ports["x-kubernetes-patch-merge-key"], "port");
+        assert_eq!(
+            svc_ports["x-kubernetes-list-map-keys"],
+            json!(["port", "protocol"])
+        );
+        assert_eq!(
+            pod_spec["volumes"]["x-kubernetes-patch-strategy"],
+            "merge,retainKeys"
+        );
+        // Atomic list: no patch strategy (replaced whole), list type atomic.
+        let tolerations = &pod_spec["tolerations"];
+        assert_eq!(tolerations["x-kubernetes-list-type"], "atomic");
+        assert!(tolerations.get("x-kubernetes-patch-strategy").is_none());
+        assert!(tolerations.get("x-kubernetes-map-type").is_none());
+        // Atomic map: a map type, no list type.
+        assert_eq!(pod_spec["nodeSelector"]["x-kubernetes-map-type"], "atomic");
+        assert!(pod_spec["nodeSelector"]
+            .get("x-kubernetes-list-type")
+            .is_none());
+        // Unlisted properties carry nothing.
+        assert!(pod_spec["nodeName"]
+            .as_object()
+            .expect("nodeName")
+            .keys()
+            .all(|k| !MERGE_EXTENSIONS.contains(&k.as_str())));
+        let meta = &s[OBJECT_META]["properties"];
+        assert_eq!(meta["finalizers"]["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(meta["finalizers"]["x-kubernetes-list-type"], "set");
+        assert!(meta["finalizers"]
+            .get("x-kubernetes-patch-merge-key")
+            .is_none());
+        assert_eq!(
+            meta["ownerReferences"]["x-kubernetes-patch-merge-key"],
+            "uid"
+        );
+        // Atomic structs carry it on the definition.
+        assert_eq!(
+            s["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]["x-kubernetes-map-type"],
+            "atomic"
+        );
+        assert!(s["io.k8s.api.core.v1.PodSpec"]
+            .get("x-kubernetes-map-type")
+            .is_none());
+        let claim_ref = &s["io.k8s.api.core.v1.PersistentVolumeSpec"]["properties"]["claimRef"];
+        assert_eq!(claim_ref["x-kubernetes-map-type"], "granular");
+        let apps = doc(&reg, "apis/apps/v1");
+        assert_eq!(
+            apps["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]
+                ["strategy"]["x-kubernetes-patch-strategy"],
+            "retainKeys"
+        );
+
+        // Every document, every property: exactly what the facts say, nothing else.
+        let api = OpenApi::new(Arc::new(reg.clone()));
+        let mut seen = BTreeSet::new();
+        for path in api.paths() {
+            let d = doc(&reg, &path);
+            for (def, schema) in d["components"]["schemas"].as_object().expect("schemas") {
+                let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                    continue;
+                };
+                for (name, prop) in props {
+                    let prop = prop.as_object().expect("property schema");
+                    let mut expected = prop.clone();
+                    expected.retain(|k, _| !MERGE_EXTENSIONS.contains(&k.as_str()));
+                    if let Some(f) = facts::field(def, name) {
+                        property_merge_extensions(f, &mut expected);
+                        seen.insert((def.clone(), name.clone()));
+                    }
+                    assert_eq!(prop, &expected, "{path}: {def}.{name}");
+                }
+            }
+        }
+        for (def, name, _) in facts::all_fields() {
+            assert!(
+                seen.contains(&(def.to_string(), name.to_string())),
+                "{def}.{name} is in the facts but in no document"
+            );
+        }
     }
 
     /// Splits protobuf bytes into `(field, wire type, payload)`; only length-delimited fields.

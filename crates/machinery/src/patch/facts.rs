@@ -4,7 +4,10 @@
 //! Upstream carries these as `x-kubernetes-patch-strategy`, `x-kubernetes-patch-merge-key`,
 //! `x-kubernetes-list-type`, `x-kubernetes-list-map-keys`, `x-kubernetes-map-type` in its
 //! OpenAPI documents; the k8s-openapi schemas we serve lack them, so they are listed here,
-//! keyed by definition name and property, from the API conventions of the types.
+//! keyed by definition name and property, from the API conventions of the types. This table
+//! is the one source of truth: the patch code merges by it, and the served OpenAPI v3
+//! documents (krust-apiserver's `openapi`) carry it as those extensions, so that clients that
+//! compute patches themselves (client-side `kubectl apply`) agree with the server.
 //!
 //! Anything not listed follows upstream's defaults: a list is replaced whole by a strategic
 //! merge patch and is atomic for server-side apply; maps and structs merge key by key.
