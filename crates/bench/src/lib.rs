@@ -1,4 +1,4 @@
-//! Benchmark support: launching `krust server` and etcd on loopback, HTTPS clients with
+//! Benchmark support: launching `krust server` on loopback, HTTPS clients with
 //! the admin identity, and percentile arithmetic. The binaries in `src/bin` print figures.
 
 use std::path::{Path, PathBuf};
@@ -21,42 +21,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A single-member etcd on loopback in `dir`.
-pub fn start_etcd(dir: &Path) -> anyhow::Result<(Proc, String)> {
-    let (client, peer) = (free_port()?, free_port()?);
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("/usr/bin/etcd")
-        .args(["--name", "bench", "--data-dir"])
-        .arg(dir.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("bench={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting /usr/bin/etcd (apt-get install etcd-server)")?;
-    let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-        if Instant::now() > deadline {
-            bail!("etcd did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((proc, url))
 }
 
 /// A running `krust server` and how to reach it.

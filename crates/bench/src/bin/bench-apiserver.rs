@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use krust_bench::{ms, percentile, start_etcd, start_server, Server};
+use krust_bench::{ms, percentile, start_server, Server};
+use krust_store::suite::EtcdCluster;
 
 const CLIENTS: usize = 16;
 const PODS_PER_CLIENT: usize = 1250;
@@ -199,9 +200,9 @@ async fn main() -> anyhow::Result<()> {
     let fsyncs = krust_store::measure_fsyncs_per_second(disk.path(), Duration::from_secs(2));
     println!("disk: {fsyncs:.0} fsyncs/s (4 KiB write + fsync)");
     let embedded = run(&[]).await?;
-    let etcd_dir = tempfile::tempdir()?;
-    let (_etcd, url) = start_etcd(etcd_dir.path())?;
-    let etcd = run(&["--store", "etcd", "--etcd-endpoints", &url]).await?;
+    let cluster = EtcdCluster::start(1).await;
+    let endpoints = cluster.endpoints().join(",");
+    let etcd = run(&["--store", "etcd", "--etcd-endpoints", &endpoints]).await?;
     println!("{:<34} {:>14} {:>14}", "figure", "embedded", "etcd");
     let row = |name: &str, a: String, b: String| println!("{name:<34} {a:>14} {b:>14}");
     row("launch to /readyz", ms(embedded.ready), ms(etcd.ready));
