@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the control plane: the API server on its store, and the components it hosts.
     Server(cmd::server::Args),
+    /// Run the controller manager against an API server.
+    ControllerManager(cmd::controllers::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Server(args) => cmd::server::run(args).await,
+            Command::ControllerManager(args) => cmd::controllers::run(args).await,
         }
     })
 }

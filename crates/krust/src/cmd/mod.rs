@@ -1,5 +1,6 @@
 //! Subcommands, one file each, plus what they share.
 
+pub mod controllers;
 pub mod server;
 
 use std::path::Path;

@@ -1,0 +1,157 @@
+//! krust's controller manager: the control loops that turn desired state into actual state,
+//! talking to the API server only through its API.
+//!
+//! Layout, as upstream's `pkg/controller/`: one module per controller, each a kube-rs
+//! [`Controller`](kube::runtime::Controller) whose handlers only enqueue keys and whose
+//! `reconcile` is idempotent, reads from shared caches and writes through the API.
+//! - [`informer`]: one watch and cache per kind, shared by every controller.
+//! - [`util`]: errors, per-key retry backoff, expectations, events, pod predicates.
+//! - [`namespace`], [`serviceaccount`], [`replicaset`], [`deployment`],
+//!   [`garbagecollector`]: the controllers, each with `run(shared, shutdown)`.
+//!
+//! [`run`] starts the caches, waits until they are filled, then runs every enabled controller
+//! until `shutdown` resolves.
+
+pub mod deployment;
+pub mod garbagecollector;
+pub mod informer;
+pub mod namespace;
+pub mod replicaset;
+pub mod serviceaccount;
+pub mod util;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, ServiceAccount};
+use kube::{Api, Client};
+
+use informer::Informer;
+
+/// A shutdown signal every controller can wait on.
+pub type Shutdown = SharedFuture<BoxFuture<'static, ()>>;
+
+/// Flags of the controller manager.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// How long a node may be silent before it is marked Ready=Unknown (upstream: 40 s).
+    pub node_monitor_grace_period: Duration,
+    /// The tolerationSeconds added to pods without an unreachable/not-ready toleration
+    /// (upstream's DefaultTolerationSeconds admission: 300 s).
+    pub default_toleration_seconds: i64,
+    /// The cluster CIDR from which nodes get their podCIDR.
+    pub cluster_cidr: String,
+    /// The prefix length of each node's podCIDR.
+    pub node_cidr_mask_size: u8,
+    /// Which controllers run: names as upstream's `--controllers`, `*` for all.
+    pub controllers: Vec<String>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            node_monitor_grace_period: Duration::from_secs(40),
+            default_toleration_seconds: 300,
+            cluster_cidr: "10.42.0.0/16".to_string(),
+            node_cidr_mask_size: 24,
+            controllers: vec!["*".to_string()],
+        }
+    }
+}
+
+impl ControllerConfig {
+    pub fn enabled(&self, name: &str) -> bool {
+        let mut on = false;
+        for c in &self.controllers {
+            if c == "*" || c == name {
+                on = true;
+            } else if c.strip_prefix('-') == Some(name) {
+                return false;
+            }
+        }
+        on
+    }
+}
+
+/// The caches, client and flags every controller shares.
+pub struct Shared {
+    pub client: Client,
+    pub config: ControllerConfig,
+    pub pods: Informer<Pod>,
+    pub replicasets: Informer<ReplicaSet>,
+    pub replicationcontrollers: Informer<ReplicationController>,
+    pub deployments: Informer<Deployment>,
+    pub namespaces: Informer<Namespace>,
+    pub serviceaccounts: Informer<ServiceAccount>,
+}
+
+impl Shared {
+    /// Starts every cache and waits until each has listed once.
+    pub async fn start(client: Client, config: ControllerConfig) -> Arc<Shared> {
+        let shared = Shared {
+            pods: Informer::start(Api::all(client.clone())),
+            replicasets: Informer::start(Api::all(client.clone())),
+            replicationcontrollers: Informer::start(Api::all(client.clone())),
+            deployments: Informer::start(Api::all(client.clone())),
+            namespaces: Informer::start(Api::all(client.clone())),
+            serviceaccounts: Informer::start(Api::all(client.clone())),
+            client,
+            config,
+        };
+        let stores = (
+            shared.pods.store(),
+            shared.replicasets.store(),
+            shared.replicationcontrollers.store(),
+            shared.deployments.store(),
+            shared.namespaces.store(),
+            shared.serviceaccounts.store(),
+        );
+        let _ = futures::join!(
+            stores.0.wait_until_ready(),
+            stores.1.wait_until_ready(),
+            stores.2.wait_until_ready(),
+            stores.3.wait_until_ready(),
+            stores.4.wait_until_ready(),
+            stores.5.wait_until_ready(),
+        );
+        Arc::new(shared)
+    }
+}
+
+/// Runs the enabled controllers until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let shutdown: Shutdown = shutdown.boxed().shared();
+    let shared = tokio::select! {
+        s = Shared::start(client, config) => s,
+        _ = shutdown.clone() => return,
+    };
+    tracing::info!("controller caches synced; starting controllers");
+    let mut tasks = tokio::task::JoinSet::new();
+    let cfg = shared.config.clone();
+    if cfg.enabled("namespace") {
+        tasks.spawn(namespace::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("serviceaccount") {
+        tasks.spawn(serviceaccount::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("replicaset") {
+        tasks.spawn(replicaset::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("replicationcontroller") {
+        tasks.spawn(replicaset::run_rc(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("deployment") {
+        tasks.spawn(deployment::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("garbagecollector") {
+        tasks.spawn(garbagecollector::run(shared.clone(), shutdown.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}

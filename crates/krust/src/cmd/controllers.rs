@@ -1,0 +1,58 @@
+//! `krust controller-manager`: the controllers of `krust-controllers` against an API server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use krust_controllers::ControllerConfig;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Kubeconfig of the API server to control.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// How long a node may be silent before it is marked unreachable (e.g. 40s, 500ms, 2m).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// tolerationSeconds given to pods without a not-ready/unreachable toleration.
+    #[arg(long, default_value_t = 300)]
+    default_toleration_seconds: i64,
+    /// The CIDR from which nodes get their podCIDR.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+    /// Prefix length of each node's podCIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Controllers to run: `*` for all, `-name` to leave one out (comma separated).
+    #[arg(long, default_value = "*", value_delimiter = ',')]
+    controllers: Vec<String>,
+}
+
+/// Parses `40s`, `500ms`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?}")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = super::client(&args.kubeconfig).await?;
+    let config = ControllerConfig {
+        node_monitor_grace_period: args.node_monitor_grace_period,
+        default_toleration_seconds: args.default_toleration_seconds,
+        cluster_cidr: args.cluster_cidr,
+        node_cidr_mask_size: args.node_cidr_mask_size,
+        controllers: args.controllers,
+    };
+    krust_controllers::run(client, config, super::shutdown_signal()).await;
+    Ok(())
+}
