@@ -1,6 +1,8 @@
 //! Server-side apply and managed-fields tracking, as upstream's field manager does them:
 //! who owns which field, what an apply removes, and when two managers conflict.
 
+use std::sync::LazyLock;
+
 use serde_json::{Map, Value};
 
 use super::fieldpath::{path_string, values_equal, FieldSet, Path, PathElement};
@@ -17,6 +19,8 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 const KUBECTL: &str = "kubectl";
 
 /// Fields no manager ever owns: identity and server-maintained metadata.
+static UNTRACKED: LazyLock<FieldSet> = LazyLock::new(untracked);
+
 fn untracked() -> FieldSet {
     let mut set = FieldSet::new();
     let f = |s: &str| PathElement::Field(s.into());
@@ -69,7 +73,11 @@ impl Ctx<'_> {
     /// Compares two versions of the object as upstream does: with value-held structs present
     /// and ignored fields left out.
     fn compare(&self, old: &Value, new: &Value) -> Comparison {
-        let (mut old, mut new) = (old.clone(), new.clone());
+        self.compare_owned(old.clone(), new.clone())
+    }
+
+    /// [`Ctx::compare`] of values the caller no longer needs.
+    fn compare_owned(&self, mut old: Value, mut new: Value) -> Comparison {
         typed::fill_value_structs(self.root, &mut old);
         typed::fill_value_structs(self.root, &mut new);
         let mut cmp = typed::compare(self.root, Some(&old), Some(&new));
@@ -90,12 +98,40 @@ impl Ctx<'_> {
     }
 }
 
+/// A copy of `obj` without `metadata.managedFields` (which is not copied at all).
 fn without_managed_fields(obj: &Value) -> Value {
-    let mut obj = obj.clone();
-    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
+    let Value::Object(map) = obj else {
+        return obj.clone();
+    };
+    let Some(Value::Object(meta)) = map.get("metadata") else {
+        return obj.clone();
+    };
+    let entries: Vec<(&String, &Value)> = meta.iter().collect();
+    let Some(at) = entries.iter().position(|(k, _)| *k == "managedFields") else {
+        return obj.clone();
+    };
+    // The entries in the order `Map::remove` leaves them: with `preserve_order` it is a
+    // swap remove, the last entry taking the removed one's place.
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.swap_remove(at);
+    let mut trimmed = Map::new();
+    for i in order {
+        let (k, v) = entries[i];
+        trimmed.insert(k.clone(), v.clone());
     }
-    obj
+    let mut trimmed = Some(trimmed);
+    let mut out = Map::new();
+    for (k, v) in map {
+        let v = match (k.as_str(), trimmed.take()) {
+            ("metadata", Some(meta)) => Value::Object(meta),
+            (_, t) => {
+                trimmed = t;
+                v.clone()
+            }
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out)
 }
 
 fn set_managed_fields(obj: &mut Value, managers: &Managers) {
@@ -173,7 +209,8 @@ pub fn update_managed_fields_subresource(
         .map(without_managed_fields)
         .unwrap_or_else(|| Value::Object(Map::new()));
     let id = ManagerId::update(manager, &ctx.api_version(), subresource);
-    record_update(&ctx, &old, &out, &mut managers, &id, now);
+    let cmp = ctx.compare_owned(old, out.clone());
+    record_comparison(&ctx, cmp, &mut managers, &id, now);
     set_managed_fields(&mut out, &managers);
     out
 }
@@ -188,18 +225,37 @@ fn record_update(
     id: &ManagerId,
     now: &str,
 ) {
-    let cmp = ctx.compare(old, new);
-    let changed = cmp.changed();
+    record_comparison(ctx, ctx.compare(old, new), managers, id, now);
+}
+
+/// [`record_update`] of an already made comparison.
+fn record_comparison(
+    ctx: &Ctx,
+    cmp: Comparison,
+    managers: &mut Managers,
+    id: &ManagerId,
+    now: &str,
+) {
+    let Comparison {
+        added,
+        modified,
+        removed,
+    } = cmp;
+    let mut changed = modified;
+    changed.absorb(added);
     for owned in managers.values_mut() {
-        owned.set = owned.set.difference(&changed).difference(&cmp.removed);
+        owned.set.remove(&changed);
+        owned.set.remove(&removed);
     }
-    let taken = changed.difference(&untracked());
+    let mut taken = changed;
+    taken.remove(&UNTRACKED);
     if !taken.is_empty() {
         let owned = managers.entry(id.clone()).or_insert_with(|| Owned {
             api_version: ctx.api_version(),
             ..Owned::default()
         });
-        owned.set = taken.union(&owned.set);
+        taken.absorb(std::mem::take(&mut owned.set));
+        owned.set = taken;
         owned.api_version = ctx.api_version();
         owned.time = Some(now.to_string());
     }
@@ -296,7 +352,7 @@ pub fn apply_subresource(
     };
 
     if let Some(owned) = managers.get_mut(&id) {
-        owned.set = owned.set.difference(&untracked());
+        owned.set.remove(&UNTRACKED);
         owned.api_version = ctx.api_version();
     }
     managers.retain(|_, o| !o.set.is_empty());

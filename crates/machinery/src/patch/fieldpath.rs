@@ -236,10 +236,64 @@ impl FieldSet {
         match path {
             [] => {}
             [last] => {
-                self.members.insert(last.clone());
+                if !self.members.contains(last) {
+                    self.members.insert(last.clone());
+                }
             }
-            [first, rest @ ..] => self.children.entry(first.clone()).or_default().insert(rest),
+            [first, rest @ ..] => match self.children.get_mut(first) {
+                Some(child) => child.insert(rest),
+                None => {
+                    let mut child = FieldSet::new();
+                    child.insert(rest);
+                    self.children.insert(first.clone(), child);
+                }
+            },
         }
+    }
+
+    /// [`FieldSet::union`] in place: adds every path of `other` (elements already here are
+    /// kept as they are).
+    pub(crate) fn absorb(&mut self, other: FieldSet) {
+        self.members.extend(other.members);
+        for (pe, set) in other.children {
+            match self.children.get_mut(&pe) {
+                Some(mine) => mine.absorb(set),
+                None => {
+                    self.children.insert(pe, set);
+                }
+            }
+        }
+    }
+
+    /// [`FieldSet::difference`] in place.
+    pub(crate) fn remove(&mut self, other: &FieldSet) {
+        if other.is_empty() {
+            return;
+        }
+        self.members.retain(|m| !other.members.contains(m));
+        self.children.retain(|pe, set| {
+            if let Some(theirs) = other.children.get(pe) {
+                set.remove(theirs);
+            }
+            !set.is_empty()
+        });
+    }
+
+    /// [`FieldSet::recursive_difference`] in place.
+    pub(crate) fn remove_recursive(&mut self, other: &FieldSet) {
+        if other.is_empty() {
+            return;
+        }
+        self.members.retain(|m| !other.members.contains(m));
+        self.children.retain(|pe, set| {
+            if other.members.contains(pe) {
+                return false;
+            }
+            if let Some(theirs) = other.children.get(pe) {
+                set.remove_recursive(theirs);
+            }
+            !set.is_empty()
+        });
     }
 
     pub fn has(&self, path: &[PathElement]) -> bool {

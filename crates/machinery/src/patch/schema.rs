@@ -13,11 +13,49 @@ use serde_json::{Map, Value};
 use super::facts::{self, FieldFacts, Granularity, ListType};
 use crate::registry::ResourceInfo;
 
-/// All definitions reachable from one kind, and the kind's own definition.
+/// All definitions reachable from one kind, and the kind's own definition, compiled once into
+/// an arena of types whose properties, item and value types are resolved: walking the tree
+/// follows indexes and never looks at the JSON schema, `$ref`s or the facts table again.
 #[derive(Debug)]
 pub struct TypeTree {
     defs: Map<String, Value>,
-    root: Value,
+    types: Vec<Ty>,
+    root: u32,
+}
+
+/// The type with no schema at all; always the arena's first entry.
+const UNTYPED: u32 = 0;
+
+/// One compiled schema (after `$ref` resolution).
+#[derive(Debug)]
+struct Ty {
+    /// The definition this schema is, when it came through a `$ref`.
+    def: Option<Box<str>>,
+    shape: Shape,
+    /// Whether the schema has a `properties` object (even when its shape is not a struct).
+    has_properties: bool,
+    /// Declared properties, in declaration order.
+    props: Vec<Prop>,
+    /// Indexes into `props`, sorted by name.
+    by_name: Vec<u32>,
+    /// Indexes into `props` of value-held structs and always-null properties, in
+    /// declaration order.
+    fills: Vec<u32>,
+    /// The type of map values (`additionalProperties`), for maps.
+    values: u32,
+    /// The type of list items, for lists.
+    items: u32,
+    /// Whether the definition is a struct that server-side apply replaces whole.
+    atomic_struct: bool,
+}
+
+#[derive(Debug)]
+struct Prop {
+    name: Box<str>,
+    ty: u32,
+    facts: Option<&'static FieldFacts>,
+    value_struct: bool,
+    always_null: bool,
 }
 
 static TREES: LazyLock<Mutex<HashMap<String, Arc<TypeTree>>>> = LazyLock::new(Default::default);
@@ -33,10 +71,7 @@ pub fn type_tree(info: &ResourceInfo) -> Arc<TypeTree> {
     }
     let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     let root = info.ops.schema(&mut generator).to_value();
-    let tree = Arc::new(TypeTree {
-        defs: generator.definitions().clone(),
-        root,
-    });
+    let tree = Arc::new(TypeTree::new(root, generator.definitions().clone()));
     trees.insert(name, tree.clone());
     tree
 }
@@ -44,34 +79,17 @@ pub fn type_tree(info: &ResourceInfo) -> Arc<TypeTree> {
 /// References are followed at most this deep, so a malformed schema cannot loop.
 const MAX_REF_HOPS: usize = 16;
 
-impl TypeTree {
-    /// A tree from a root schema and its definitions (`$ref`s name definitions by the last
-    /// segment of the reference).
-    pub fn new(root: Value, defs: Map<String, Value>) -> Self {
-        TypeTree { defs, root }
-    }
+/// Builds the arena of a [`TypeTree`].
+struct Compiler<'d> {
+    defs: &'d Map<String, Value>,
+    types: Vec<Ty>,
+    /// Definition name → its type, so each definition is compiled once (and cycles end).
+    by_def: HashMap<&'d str, u32>,
+}
 
-    /// The kind's own type.
-    pub fn root(&self) -> Node<'_> {
-        self.node(&self.root, None)
-    }
-
-    /// A node with no schema at all.
-    pub fn untyped(&self) -> Node<'_> {
-        Node {
-            tree: self,
-            schema: None,
-            def: None,
-            facts: None,
-        }
-    }
-
-    /// Names of every definition in the tree.
-    pub fn definitions(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.defs.iter().map(|(k, v)| (k.as_str(), v))
-    }
-
-    fn node<'a>(&'a self, schema: &'a Value, facts: Option<&'static FieldFacts>) -> Node<'a> {
+impl<'d> Compiler<'d> {
+    /// The type of `schema`, following `$ref`s as far as [`MAX_REF_HOPS`].
+    fn compile(&mut self, schema: &'d Value) -> u32 {
         let mut schema = schema;
         let mut def = None;
         for _ in 0..MAX_REF_HOPS {
@@ -84,22 +102,190 @@ impl TypeTree {
                     def = Some(k.as_str());
                     schema = target;
                 }
-                None => {
-                    return Node {
-                        tree: self,
-                        schema: None,
-                        def: None,
-                        facts,
-                    }
+                None => return UNTYPED,
+            }
+        }
+        match def {
+            Some(name) => {
+                if let Some(&ty) = self.by_def.get(name) {
+                    return ty;
+                }
+                let ty = self.reserve();
+                self.by_def.insert(name, ty);
+                self.fill(ty, def, schema.as_object());
+                ty
+            }
+            None => match schema.as_object() {
+                Some(obj) => {
+                    let ty = self.reserve();
+                    self.fill(ty, None, Some(obj));
+                    ty
+                }
+                None => UNTYPED,
+            },
+        }
+    }
+
+    fn reserve(&mut self) -> u32 {
+        self.types.push(Ty::untyped());
+        u32::try_from(self.types.len() - 1).unwrap_or(UNTYPED)
+    }
+
+    fn fill(&mut self, ty: u32, def: Option<&'d str>, schema: Option<&'d Map<String, Value>>) {
+        let shape = schema.map_or(Shape::Untyped, shape_of);
+        let properties = schema
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object);
+        let mut props = Vec::new();
+        for (name, prop) in properties.into_iter().flatten() {
+            let child = self.compile(prop);
+            props.push(Prop {
+                name: name.as_str().into(),
+                ty: child,
+                facts: def.and_then(|d| facts::field(d, name)),
+                value_struct: false,
+                always_null: def.is_some_and(|d| facts::always_null(d, name)),
+            });
+        }
+        let values = match (shape, schema.and_then(|s| s.get("additionalProperties"))) {
+            (Shape::Map, Some(values)) => self.compile(values),
+            _ => UNTYPED,
+        };
+        let items = match (shape, schema.and_then(|s| s.get("items"))) {
+            (Shape::List, Some(items)) => self.compile(items),
+            _ => UNTYPED,
+        };
+        let mut by_name: Vec<u32> = (0..props.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        by_name.sort_by(|&a, &b| props[a as usize].name.cmp(&props[b as usize].name));
+        let entry = Ty {
+            def: def.map(Into::into),
+            shape,
+            has_properties: properties.is_some(),
+            props,
+            by_name,
+            fills: Vec::new(),
+            values,
+            items,
+            atomic_struct: def.is_some_and(facts::atomic_struct),
+        };
+        if let Some(slot) = self.types.get_mut(ty as usize) {
+            *slot = entry;
+        }
+    }
+
+    /// Value-held structs need the shapes of their property types, which (through cycles)
+    /// may only be known once every type is compiled.
+    fn finish(mut self) -> Vec<Ty> {
+        let shapes: Vec<Shape> = self.types.iter().map(|t| t.shape).collect();
+        for ty in &mut self.types {
+            let Some(def) = ty.def.as_deref() else {
+                continue;
+            };
+            for (i, prop) in ty.props.iter_mut().enumerate() {
+                prop.value_struct = shapes.get(prop.ty as usize) == Some(&Shape::Struct)
+                    && facts::value_struct(def, &prop.name);
+                if prop.value_struct || prop.always_null {
+                    ty.fills.extend(u32::try_from(i).ok());
                 }
             }
         }
+        self.types
+    }
+}
+
+impl Ty {
+    fn untyped() -> Ty {
+        Ty {
+            def: None,
+            shape: Shape::Untyped,
+            has_properties: false,
+            props: Vec::new(),
+            by_name: Vec::new(),
+            fills: Vec::new(),
+            values: UNTYPED,
+            items: UNTYPED,
+            atomic_struct: false,
+        }
+    }
+
+    fn prop(&self, name: &str) -> Option<&Prop> {
+        let i = self
+            .by_name
+            .binary_search_by(|&i| self.props[i as usize].name.as_ref().cmp(name))
+            .ok()?;
+        self.props.get(self.by_name[i] as usize)
+    }
+}
+
+fn shape_of(schema: &Map<String, Value>) -> Shape {
+    if schema.contains_key("x-kubernetes-int-or-string") {
+        return Shape::Scalar;
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("array") => Shape::List,
+        Some("string" | "integer" | "number" | "boolean") => Shape::Scalar,
+        Some("object") | None => {
+            if schema.get("properties").is_some_and(Value::is_object) {
+                Shape::Struct
+            } else if schema
+                .get("additionalProperties")
+                .is_some_and(Value::is_object)
+            {
+                Shape::Map
+            } else {
+                Shape::Untyped
+            }
+        }
+        Some(_) => Shape::Untyped,
+    }
+}
+
+impl TypeTree {
+    /// A tree from a root schema and its definitions (`$ref`s name definitions by the last
+    /// segment of the reference).
+    pub fn new(root: Value, defs: Map<String, Value>) -> Self {
+        let (types, root) = {
+            let mut compiler = Compiler {
+                defs: &defs,
+                types: vec![Ty::untyped()],
+                by_def: HashMap::new(),
+            };
+            let root = compiler.compile(&root);
+            (compiler.finish(), root)
+        };
+        TypeTree { defs, types, root }
+    }
+
+    /// The kind's own type.
+    pub fn root(&self) -> Node<'_> {
         Node {
             tree: self,
-            schema: schema.as_object(),
-            def,
-            facts,
+            ty: self.root,
+            facts: None,
         }
+    }
+
+    /// A node with no schema at all.
+    pub fn untyped(&self) -> Node<'_> {
+        Node {
+            tree: self,
+            ty: UNTYPED,
+            facts: None,
+        }
+    }
+
+    /// Names of every definition in the tree.
+    pub fn definitions(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.defs.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    fn ty(&self, ty: u32) -> &Ty {
+        // Every index in the arena points into it; the fallback is never taken.
+        self.types
+            .get(ty as usize)
+            .unwrap_or_else(|| &self.types[UNTYPED as usize])
     }
 }
 
@@ -120,42 +306,31 @@ pub enum Shape {
 #[derive(Clone, Copy, Debug)]
 pub struct Node<'a> {
     tree: &'a TypeTree,
-    schema: Option<&'a Map<String, Value>>,
-    def: Option<&'a str>,
+    ty: u32,
     /// Facts of the property that led here.
     facts: Option<&'static FieldFacts>,
 }
 
 impl<'a> Node<'a> {
+    fn compiled(&self) -> &'a Ty {
+        self.tree.ty(self.ty)
+    }
+
+    fn at_type(&self, ty: u32, facts: Option<&'static FieldFacts>) -> Node<'a> {
+        Node {
+            tree: self.tree,
+            ty,
+            facts,
+        }
+    }
+
     /// The definition name of this node's type, e.g. `io.k8s.api.core.v1.PodSpec`.
     pub fn def(&self) -> Option<&'a str> {
-        self.def
+        self.compiled().def.as_deref()
     }
 
     pub fn shape(&self) -> Shape {
-        let Some(schema) = self.schema else {
-            return Shape::Untyped;
-        };
-        if schema.contains_key("x-kubernetes-int-or-string") {
-            return Shape::Scalar;
-        }
-        match schema.get("type").and_then(Value::as_str) {
-            Some("array") => Shape::List,
-            Some("string" | "integer" | "number" | "boolean") => Shape::Scalar,
-            Some("object") | None => {
-                if schema.get("properties").is_some_and(Value::is_object) {
-                    Shape::Struct
-                } else if schema
-                    .get("additionalProperties")
-                    .is_some_and(Value::is_object)
-                {
-                    Shape::Map
-                } else {
-                    Shape::Untyped
-                }
-            }
-            Some(_) => Shape::Untyped,
-        }
+        self.compiled().shape
     }
 
     /// The facts of the property that led to this node (defaults when none are listed).
@@ -165,25 +340,33 @@ impl<'a> Node<'a> {
 
     /// The declared property `name` of a struct.
     pub fn declared(&self, name: &str) -> Option<Node<'a>> {
-        let schema = self.schema?.get("properties")?.get(name)?;
-        let facts = self.def.and_then(|d| facts::field(d, name));
-        Some(self.tree.node(schema, facts))
+        let prop = self.compiled().prop(name)?;
+        Some(self.at_type(prop.ty, prop.facts))
     }
 
     /// The declared property names of a struct.
     pub fn property_names(&self) -> Option<impl Iterator<Item = &'a str>> {
-        let props = self.schema?.get("properties")?.as_object()?;
-        Some(props.keys().map(String::as_str))
+        let ty = self.compiled();
+        ty.has_properties
+            .then(|| ty.props.iter().map(|p| p.name.as_ref()))
+    }
+
+    /// The properties [`super::typed::fill_value_structs`] adds when absent, in declaration
+    /// order: each name and whether it is a value-held struct (`{}`) or always null.
+    pub fn fills(&self) -> impl Iterator<Item = (&'a str, bool)> {
+        let ty = self.compiled();
+        ty.fills.iter().filter_map(move |&i| {
+            let p = ty.props.get(i as usize)?;
+            Some((p.name.as_ref(), p.value_struct))
+        })
     }
 
     /// The value at key `name`: a struct property, a map value, or untyped.
     pub fn child(&self, name: &str) -> Node<'a> {
-        match self.shape() {
+        let ty = self.compiled();
+        match ty.shape {
             Shape::Struct => self.declared(name).unwrap_or_else(|| self.tree.untyped()),
-            Shape::Map => match self.schema.and_then(|s| s.get("additionalProperties")) {
-                Some(values) => self.tree.node(values, None),
-                None => self.tree.untyped(),
-            },
+            Shape::Map => self.at_type(ty.values, None),
             _ => self.tree.untyped(),
         }
     }
@@ -199,10 +382,7 @@ impl<'a> Node<'a> {
 
     /// The type of a list's items.
     pub fn items(&self) -> Node<'a> {
-        match self.schema.and_then(|s| s.get("items")) {
-            Some(items) if self.shape() == Shape::List => self.tree.node(items, None),
-            _ => self.tree.untyped(),
-        }
+        self.at_type(self.compiled().items, None)
     }
 
     /// How server-side apply treats this list. Lists with a strategic merge key and no
@@ -224,26 +404,26 @@ impl<'a> Node<'a> {
         match self.facts().granularity {
             Some(Granularity::Atomic) => true,
             Some(Granularity::Granular) => false,
-            None => self.def.is_some_and(facts::atomic_struct),
+            None => self.compiled().atomic_struct,
         }
     }
 
     /// Whether property `name` of this struct always exists (a struct held by value in Go).
     pub fn value_struct(&self, name: &str) -> bool {
-        let Some(def) = self.def else { return false };
-        self.declared(name)
-            .is_some_and(|n| n.shape() == Shape::Struct)
-            && facts::value_struct(def, name)
+        self.compiled().prop(name).is_some_and(|p| p.value_struct)
     }
 
     /// Whether property `name` of this struct is always serialized, as `null` when unset.
     pub fn always_null(&self, name: &str) -> bool {
-        self.def.is_some_and(|def| facts::always_null(def, name))
+        match self.compiled().prop(name) {
+            Some(p) => p.always_null,
+            None => self.def().is_some_and(|def| facts::always_null(def, name)),
+        }
     }
 
     /// The default of key field `key` for items of this (item) type.
     pub fn key_default(&self, key: &str) -> Option<Value> {
-        let def = self.def?;
+        let def = self.def()?;
         facts::key_default(def, key).map(|v| Value::String(v.to_string()))
     }
 }

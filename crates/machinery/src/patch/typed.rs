@@ -422,9 +422,9 @@ pub struct Comparison {
 impl Comparison {
     /// Drops `ignored` paths (and everything below them) from all three sets.
     pub fn exclude(&mut self, ignored: &FieldSet) {
-        self.added = self.added.recursive_difference(ignored);
-        self.modified = self.modified.recursive_difference(ignored);
-        self.removed = self.removed.recursive_difference(ignored);
+        self.added.remove_recursive(ignored);
+        self.modified.remove_recursive(ignored);
+        self.removed.remove_recursive(ignored);
     }
 
     pub fn changed(&self) -> FieldSet {
@@ -563,17 +563,16 @@ pub fn fill_value_structs(node: Node, value: &mut Value) {
 fn fill_at(node: &Node, value: &mut Value) {
     match (node.shape(), value) {
         (Shape::Struct, Value::Object(obj)) => {
-            if let Some(props) = node.property_names() {
-                for name in props {
-                    if obj.contains_key(name) {
-                        continue;
-                    }
-                    if node.value_struct(name) {
-                        obj.insert(name.to_string(), Value::Object(Map::new()));
-                    } else if node.always_null(name) {
-                        obj.insert(name.to_string(), Value::Null);
-                    }
+            for (name, value_struct) in node.fills() {
+                if obj.contains_key(name) {
+                    continue;
                 }
+                let filler = if value_struct {
+                    Value::Object(Map::new())
+                } else {
+                    Value::Null
+                };
+                obj.insert(name.to_string(), filler);
             }
             for (k, v) in obj.iter_mut() {
                 if let Some(child) = node.declared(k) {
