@@ -269,3 +269,24 @@ fn generate_name_and_service_address_allocation() {
     );
     assert_eq!(code, 201, "cluster IP released on delete");
 }
+
+#[test]
+fn creating_into_a_terminating_namespace_is_forbidden() {
+    let s = Server::start();
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ending", "finalizers": ["example.com/hold"]}});
+    assert_eq!(post(&s, "/api/v1/namespaces", ns).0, 201);
+    let (code, body) = s.curl("DELETE", "/api/v1/namespaces/ending", None, true);
+    assert_eq!(code, 200, "{body}");
+    let (_, ending) = get(&s, "/api/v1/namespaces/ending");
+    assert_eq!(ending["status"]["phase"], "Terminating", "{ending}");
+    let (code, err) = post(&s, "/api/v1/namespaces/ending/configmaps", cm("late"));
+    assert_eq!(code, 403, "{err}");
+    assert_eq!(err["reason"], "Forbidden");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("because it is being terminated"),
+        "{err}"
+    );
+}
