@@ -22,6 +22,8 @@ enum Command {
     Server(cmd::server::Args),
     /// Run the controller manager against an API server.
     ControllerManager(cmd::controllers::Args),
+    /// Simulate nodes (like kwok): register them and run their pods without containers.
+    Sim(cmd::sim::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => cmd::server::run(args).await,
             Command::ControllerManager(args) => cmd::controllers::run(args).await,
+            Command::Sim(args) => cmd::sim::run(args).await,
         }
     })
 }

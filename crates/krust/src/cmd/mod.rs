@@ -2,6 +2,7 @@
 
 pub mod controllers;
 pub mod server;
+pub mod sim;
 
 use std::path::Path;
 
