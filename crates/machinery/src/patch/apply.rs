@@ -85,6 +85,17 @@ impl Ctx<'_> {
         cmp
     }
 
+    /// [`Ctx::compare`] of an `old` the caller no longer needs with `new`, which is filled
+    /// for the comparison and then put back as it was.
+    fn compare_in_place(&self, mut old: Value, new: &mut Value) -> Comparison {
+        typed::fill_value_structs(self.root, &mut old);
+        let log = typed::fill_value_structs_undoably(self.root, new);
+        let mut cmp = typed::compare(self.root, Some(&old), Some(new));
+        typed::unfill_value_structs(self.root, new, &log);
+        cmp.exclude(&self.ignored);
+        cmp
+    }
+
     fn named(&self, set: &FieldSet) -> FieldSet {
         typed::with_named_fields(self.root, set)
     }
@@ -209,7 +220,7 @@ pub fn update_managed_fields_subresource(
         .map(without_managed_fields)
         .unwrap_or_else(|| Value::Object(Map::new()));
     let id = ManagerId::update(manager, &ctx.api_version(), subresource);
-    let cmp = ctx.compare_owned(old, out.clone());
+    let cmp = ctx.compare_in_place(old, &mut out);
     record_comparison(&ctx, cmp, &mut managers, &id, now);
     set_managed_fields(&mut out, &managers);
     out

@@ -418,13 +418,35 @@ impl FieldSet {
         if include_self {
             out.insert(".".into(), Value::Object(Map::new()));
         }
-        // Members and children interleave in element order.
-        let mut keys: BTreeSet<&PathElement> = self.members.iter().collect();
-        keys.extend(self.children.keys());
-        for pe in keys {
-            let value = match self.children.get(pe) {
-                Some(child) => child.encode_level(self.members.contains(pe)),
-                None => Map::new(),
+        // Members and children interleave in element order (both are sorted).
+        let mut members = self.members.iter().peekable();
+        let mut children = self.children.iter().peekable();
+        loop {
+            let (pe, value) = match (members.peek().copied(), children.peek().copied()) {
+                (None, None) => break,
+                (Some(m), Some((c, child))) => match m.cmp(c) {
+                    Ordering::Less => {
+                        members.next();
+                        (m, Map::new())
+                    }
+                    Ordering::Equal => {
+                        members.next();
+                        children.next();
+                        (m, child.encode_level(true))
+                    }
+                    Ordering::Greater => {
+                        children.next();
+                        (c, child.encode_level(false))
+                    }
+                },
+                (Some(m), None) => {
+                    members.next();
+                    (m, Map::new())
+                }
+                (None, Some((c, child))) => {
+                    children.next();
+                    (c, child.encode_level(false))
+                }
             };
             out.insert(pe.encode(), Value::Object(value));
         }

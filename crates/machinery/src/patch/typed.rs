@@ -557,12 +557,32 @@ fn group_items<'v>(
 /// it always serializes), below every present struct and list item, so comparisons see what
 /// upstream sees.
 pub fn fill_value_structs(node: Node, value: &mut Value) {
-    fill_at(&node, value);
+    fill_at(&node, value, None);
 }
 
-fn fill_at(node: &Node, value: &mut Value) {
+/// [`fill_value_structs`], returning what [`unfill_value_structs`] needs to take `value`
+/// back to exactly what it was (so a comparison needs no copy of it).
+pub fn fill_value_structs_undoably(node: Node, value: &mut Value) -> Vec<usize> {
+    let mut log = Vec::new();
+    fill_at(&node, value, Some(&mut log));
+    log
+}
+
+/// Undoes [`fill_value_structs_undoably`]: fillers are appended to their objects, so each
+/// object filled is cut back to its length before (`log`, in the order the fill met them).
+pub fn unfill_value_structs(node: Node, value: &mut Value, log: &[usize]) {
+    unfill_at(&node, value, &mut log.iter().copied());
+}
+
+/// `log`, when given, gets the length before filling of every object that was there
+/// before the fill, in depth-first order.
+fn fill_at(node: &Node, value: &mut Value, mut log: Option<&mut Vec<usize>>) {
     match (node.shape(), value) {
         (Shape::Struct, Value::Object(obj)) => {
+            let len = obj.len();
+            if let Some(log) = log.as_deref_mut() {
+                log.push(len);
+            }
             for (name, value_struct) in node.fills() {
                 if obj.contains_key(name) {
                     continue;
@@ -574,16 +594,44 @@ fn fill_at(node: &Node, value: &mut Value) {
                 };
                 obj.insert(name.to_string(), filler);
             }
-            for (k, v) in obj.iter_mut() {
+            for (i, (k, v)) in obj.iter_mut().enumerate() {
                 if let Some(child) = node.declared(k) {
-                    fill_at(&child, v);
+                    let log = if i < len { log.as_deref_mut() } else { None };
+                    fill_at(&child, v, log);
                 }
             }
         }
         (Shape::List, Value::Array(items)) => {
             let item_node = node.items();
             for item in items {
-                fill_at(&item_node, item);
+                fill_at(&item_node, item, log.as_deref_mut());
+            }
+        }
+        _ => {}
+    }
+}
+
+fn unfill_at(node: &Node, value: &mut Value, log: &mut impl Iterator<Item = usize>) {
+    match (node.shape(), value) {
+        (Shape::Struct, Value::Object(obj)) => {
+            let len = log.next().unwrap_or(obj.len());
+            if obj.len() > len {
+                let mut kept = 0;
+                obj.retain(|_, _| {
+                    kept += 1;
+                    kept <= len
+                });
+            }
+            for (k, v) in obj.iter_mut() {
+                if let Some(child) = node.declared(k) {
+                    unfill_at(&child, v, log);
+                }
+            }
+        }
+        (Shape::List, Value::Array(items)) => {
+            let item_node = node.items();
+            for item in items {
+                unfill_at(&item_node, item, log);
             }
         }
         _ => {}
@@ -758,6 +806,25 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn fills_are_undone_exactly() {
+        let t = deployment();
+        let mut obj = deploy("nginx", 2);
+        obj["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({});
+        obj["metadata"]["annotations"] = json!({"a": "b"});
+        let before = serde_json::to_string(&obj).expect("encodes");
+        let mut filled = obj.clone();
+        fill_value_structs(t.root(), &mut filled);
+        let log = fill_value_structs_undoably(t.root(), &mut obj);
+        assert_eq!(
+            serde_json::to_string(&obj).expect("encodes"),
+            serde_json::to_string(&filled).expect("encodes")
+        );
+        assert_ne!(serde_json::to_string(&obj).expect("encodes"), before);
+        unfill_value_structs(t.root(), &mut obj, &log);
+        assert_eq!(serde_json::to_string(&obj).expect("encodes"), before);
     }
 
     #[test]
