@@ -72,10 +72,12 @@ fn simulated_nodes_run_pods() {
     let sim = start_sim(&s, &["--nodes", "3", "--lease-renew-seconds", "2"]);
     let timeout = Duration::from_secs(30);
 
-    // Three Ready nodes with the configured shape, spread over three zones.
+    // Three Ready nodes with the configured shape, spread over three zones (other nodes, such
+    // as a server's own agent, are left out by the instance-type label).
     let mut nodes = Value::Null;
     let ready = eventually(timeout, || {
-        nodes = get_json(&s, &["nodes"]).unwrap_or(Value::Null);
+        nodes = get_json(&s, &["nodes", "-l", "node.kubernetes.io/instance-type=sim"])
+            .unwrap_or(Value::Null);
         let items = nodes["items"].as_array().cloned().unwrap_or_default();
         items.len() == 3
             && items
