@@ -1,5 +1,6 @@
 //! API semantics over raw HTTPS: pagination, watch resourceVersions, dry runs, deletion
-//! with finalizers and propagation, generateName, Service address allocation.
+//! with finalizers and propagation, generateName, Service address allocation. The API
+//! server runs alone here, so no controller acts on what these tests create.
 
 mod common;
 
@@ -29,11 +30,14 @@ fn cm(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"n": name}}})
 }
 
+/// The API server without the components it hosts.
+const BARE: &[&str] = &["--disable", "controllers"];
+
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
 #[test]
 fn list_pagination_with_limit_and_continue() {
-    let s = Server::start();
+    let s = Server::start_args(BARE);
     for i in 0..7 {
         assert_eq!(post(&s, CMS, cm(&format!("page-{i}"))).0, 201);
     }
@@ -77,7 +81,7 @@ fn list_pagination_with_limit_and_continue() {
 #[test]
 fn watch_from_a_revision_bookmarks_and_gone() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut s = Server::start_in(tmp.path(), &[]);
+    let mut s = Server::start_in(tmp.path(), BARE);
     let (_, first) = post(&s, CMS, cm("w1"));
     let rv1: i64 = first["metadata"]["resourceVersion"]
         .as_str()
@@ -119,7 +123,7 @@ fn watch_from_a_revision_bookmarks_and_gone() {
 
     // After a restart the history before it is gone: 410 Expired, as upstream.
     s.kill9();
-    let s = Server::start_in(tmp.path(), &[]);
+    let s = Server::start_in(tmp.path(), BARE);
     let (code, body) = s.curl(
         "GET",
         &format!("{CMS}?watch=true&resourceVersion={rv1}&timeoutSeconds=1"),
@@ -135,7 +139,7 @@ fn watch_from_a_revision_bookmarks_and_gone() {
 
 #[test]
 fn dry_run_changes_nothing_and_deletecollection_deletes_selected() {
-    let s = Server::start();
+    let s = Server::start_args(BARE);
     let (code, obj) = post(&s, &format!("{CMS}?dryRun=All"), cm("dry"));
     assert_eq!(code, 201, "{obj}");
     assert_eq!(obj["metadata"]["name"], "dry");
@@ -165,7 +169,7 @@ fn dry_run_changes_nothing_and_deletecollection_deletes_selected() {
 
 #[test]
 fn finalizers_hold_deletion_and_propagation_is_recorded() {
-    let s = Server::start();
+    let s = Server::start_args(BARE);
     let mut obj = cm("held");
     obj["metadata"]["finalizers"] = json!(["example.com/hold"]);
     post(&s, CMS, obj);
@@ -216,7 +220,7 @@ fn finalizers_hold_deletion_and_propagation_is_recorded() {
 
 #[test]
 fn generate_name_and_service_address_allocation() {
-    let s = Server::start();
+    let s = Server::start_args(BARE);
     let (code, obj) = post(
         &s,
         CMS,
@@ -272,7 +276,7 @@ fn generate_name_and_service_address_allocation() {
 
 #[test]
 fn creating_into_a_terminating_namespace_is_forbidden() {
-    let s = Server::start();
+    let s = Server::start_args(BARE);
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ending", "finalizers": ["example.com/hold"]}});
     assert_eq!(post(&s, "/api/v1/namespaces", ns).0, 201);
     let (code, body) = s.curl("DELETE", "/api/v1/namespaces/ending", None, true);

@@ -190,11 +190,10 @@ fn apply_get_patch_scale_label_describe_delete() {
         "jsonpath={.data.password}",
     ]);
     assert_eq!(secret, "czNjcmV0", "stringData is folded into base64 data");
-    assert_eq!(
-        s.kubectl(&["get", "all", "-n", "demo", "-l", "app=web", "-o", "name"])
-            .lines()
-            .count(),
-        2
+    let labelled = s.kubectl(&["get", "all", "-n", "demo", "-l", "app=web", "-o", "name"]);
+    assert!(
+        labelled.contains("service/web") && labelled.contains("deployment.apps/web"),
+        "{labelled}"
     );
 
     // apply again with a changed field: the strategic-merge path.
@@ -281,10 +280,17 @@ fn apply_get_patch_scale_label_describe_delete() {
         "secret/web-secret",
         "service/web",
     ]);
-    assert!(s
-        .kubectl(&["get", "all", "-n", "demo", "-o", "name"])
-        .trim()
-        .is_empty());
+    // Dependents (if controllers made any) go by garbage collection, in the background.
+    let empty = common::eventually(std::time::Duration::from_secs(15), || {
+        s.kubectl(&["get", "all", "-n", "demo", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
+    assert!(
+        empty,
+        "{}",
+        s.kubectl(&["get", "all", "-n", "demo", "-o", "name"])
+    );
 }
 
 #[test]

@@ -16,6 +16,14 @@ pub enum StoreKind {
     Etcd,
 }
 
+/// Components `krust server` hosts beside the API server unless disabled (as k3s's
+/// `--disable`); each also runs alone as its own subcommand.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Component {
+    /// The controller manager (`krust controller-manager`).
+    Controllers,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Directory for the embedded store, certificates and kubeconfig.
@@ -39,6 +47,9 @@ pub struct Args {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     tls_sans: Vec<String>,
+    /// Components not to run in this process (comma separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    disable: Vec<Component>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -50,6 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         etcd_endpoints,
         service_cidr,
         tls_sans,
+        disable,
     } = args;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -80,6 +92,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let running = krust_apiserver::start(config, store, super::shutdown_signal()).await?;
     tracing::info!("krust API server listening on https://{}", running.addr);
+    // Hosted components talk to the API server through the API, like any client.
+    if !disable.contains(&Component::Controllers) {
+        let client = super::client(&running.kubeconfig).await?;
+        let config = krust_controllers::ControllerConfig::default();
+        tokio::spawn(krust_controllers::run(
+            client,
+            config,
+            super::shutdown_signal(),
+        ));
+    }
     println!(
         "krust is ready. Point kubectl at it with:\n  export KUBECONFIG={}",
         running.kubeconfig.display()

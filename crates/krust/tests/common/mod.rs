@@ -40,6 +40,15 @@ impl Server {
         s
     }
 
+    /// Starts a server with extra flags in a fresh directory.
+    pub fn start_args(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::start_in(&dir, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// Starts a server with its data in `dir` and extra flags.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
         let port = free_port();
