@@ -103,7 +103,8 @@ async fn update_status(
     let api: Api<Node> = Api::all(client.clone());
     for attempt in 0..2 {
         let now = Timestamp::now();
-        let since = n.live().ready_since.unwrap_or(now);
+        let grace = Duration::from_secs(config.lease_duration_seconds.unsigned_abs().into());
+        let since = n.ready_since(now, grace);
         let patch = json!({"status": node::node_status(config, n, now, since)});
         match api
             .patch_status(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -111,6 +112,7 @@ async fn update_status(
         {
             Ok(node) => {
                 n.observe(&node, now);
+                n.beat(now);
                 return Ok(());
             }
             Err(kube::Error::Api(s)) if s.is_not_found() && attempt == 0 => {
@@ -139,7 +141,10 @@ async fn renew_lease(
         .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            n.beat(now);
+            Ok(())
+        }
         Err(kube::Error::Api(s)) if s.is_not_found() => {
             let uid = n.live().uid;
             let lease = node::build_lease(config, &n.name, uid.as_deref(), now);

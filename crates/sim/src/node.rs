@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::RwLock;
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
@@ -30,6 +31,8 @@ pub struct NodeLive {
     pub pod_cidr: Option<String>,
     /// When Ready last turned True, kept across heartbeats.
     pub ready_since: Option<Timestamp>,
+    /// The last heartbeat (Lease renewal or status write) that got through.
+    pub last_beat: Option<Timestamp>,
 }
 
 /// One simulated node.
@@ -45,6 +48,29 @@ pub struct SimNode {
 impl SimNode {
     pub fn live(&self) -> NodeLive {
         self.live.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Records a heartbeat that got through.
+    pub fn beat(&self, now: Timestamp) {
+        if let Ok(mut live) = self.live.write() {
+            live.last_beat = Some(now);
+        }
+    }
+
+    /// When Ready turned True, for a status written `now`. If no heartbeat got through for
+    /// longer than `grace` (the lease duration), the node lifecycle controller has marked the
+    /// node NotReady meanwhile, so Ready turns True again now.
+    pub fn ready_since(&self, now: Timestamp, grace: Duration) -> Timestamp {
+        let Ok(mut live) = self.live.write() else {
+            return now;
+        };
+        let stale = live
+            .last_beat
+            .is_some_and(|b| Duration::try_from(now.duration_since(b)).is_ok_and(|d| d > grace));
+        if stale || live.ready_since.is_none() {
+            live.ready_since = Some(now);
+        }
+        live.ready_since.unwrap_or(now)
     }
 
     /// Records what the API server returned for this node.
@@ -409,6 +435,21 @@ mod tests {
             .expect("ready");
         assert_eq!(ready.last_heartbeat_time, Some(Time(ts(100))));
         assert_eq!(ready.last_transition_time, Some(Time(ts(5))));
+    }
+
+    #[test]
+    fn ready_since_survives_heartbeats_but_not_an_outage() {
+        let config = SimConfig::default();
+        let set = NodeSet::new(&config);
+        let n = set.at(0);
+        let grace = Duration::from_secs(40);
+        assert_eq!(n.ready_since(ts(0), grace), ts(0));
+        n.beat(ts(10));
+        assert_eq!(n.ready_since(ts(40), grace), ts(0));
+        // No heartbeat for longer than the lease duration: Ready starts over.
+        assert_eq!(n.ready_since(ts(100), grace), ts(100));
+        n.beat(ts(100));
+        assert_eq!(n.ready_since(ts(110), grace), ts(100));
     }
 
     #[test]
