@@ -14,9 +14,6 @@ pub fn record_update(
     manager: &str,
 ) {
     let now = now_rfc3339();
-    let updated = match subresource {
-        Some(sub) => patch::update_managed_fields_subresource(info, sub, old, obj, manager, &now),
-        None => patch::update_managed_fields(info, old, obj, manager, &now),
-    };
-    *obj = updated;
+    let sub = subresource.unwrap_or_default();
+    patch::update_managed_fields_in_place(info, sub, old, obj, manager, &now);
 }

@@ -191,17 +191,37 @@ pub fn update_managed_fields_subresource(
     manager: &str,
     now: &str,
 ) -> Value {
-    let tree = type_tree(info);
-    let ctx = Ctx {
-        info,
-        root: tree.root(),
-        ignored: ignored_fields(info, subresource),
-    };
+    let managers = initial_managers(subresource, old, new);
+    let out = without_managed_fields(new);
+    record_write(info, subresource, old, out, managers, manager, now)
+}
+
+/// [`update_managed_fields_subresource`] on an object the caller owns: `obj` becomes the
+/// result, and is not copied on the way.
+pub fn update_managed_fields_in_place(
+    info: &ResourceInfo,
+    subresource: &str,
+    old: Option<&Value>,
+    obj: &mut Value,
+    manager: &str,
+    now: &str,
+) {
+    let managers = initial_managers(subresource, old, obj);
+    let mut out = std::mem::take(obj);
+    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    *obj = record_write(info, subresource, old, out, managers, manager, now);
+}
+
+/// The managers a write starts from: those `new` carries (a client editing them), or the
+/// live object's.
+fn initial_managers(subresource: &str, old: Option<&Value>, new: &Value) -> Managers {
     let live_managers = || {
         old.and_then(|o| managed::decode(o).ok().flatten())
             .unwrap_or_default()
     };
-    let mut managers = if !subresource.is_empty() {
+    if !subresource.is_empty() {
         live_managers()
     } else if managed::is_reset(new) {
         Managers::new()
@@ -210,8 +230,19 @@ pub fn update_managed_fields_subresource(
             Ok(Some(m)) if !m.is_empty() => m,
             _ => live_managers(),
         }
-    };
-    let mut out = without_managed_fields(new);
+    }
+}
+
+/// Records the write of `out` (the new object without managed fields) over `old`.
+fn record_write(
+    info: &ResourceInfo,
+    subresource: &str,
+    old: Option<&Value>,
+    mut out: Value,
+    mut managers: Managers,
+    manager: &str,
+    now: &str,
+) -> Value {
     let existing = old.is_some_and(|o| crate::object::uid(o).is_some());
     if managers.is_empty() && existing {
         return out;
@@ -219,6 +250,12 @@ pub fn update_managed_fields_subresource(
     let old = old
         .map(without_managed_fields)
         .unwrap_or_else(|| Value::Object(Map::new()));
+    let tree = type_tree(info);
+    let ctx = Ctx {
+        info,
+        root: tree.root(),
+        ignored: ignored_fields(info, subresource),
+    };
     let id = ManagerId::update(manager, &ctx.api_version(), subresource);
     let cmp = ctx.compare_in_place(old, &mut out);
     record_comparison(&ctx, cmp, &mut managers, &id, now);
@@ -640,6 +677,30 @@ mod tests {
             sorted_json(&json!({"b": 1, "a": [{"d": null, "c": "x"}]})),
             r#"{"a":[{"c":"x","d":null}],"b":1}"#
         );
+    }
+
+    #[test]
+    fn updates_in_place_as_by_reference() {
+        let registry = crate::Registry::builtin();
+        let info = registry.by_kind("v1", "Pod").expect("served");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}});
+        let created = update_managed_fields(info, None, &pod, "create", "2026-01-01T00:00:00Z");
+        let mut changed = created.clone();
+        changed["metadata"]["uid"] = json!("u");
+        changed["spec"]["containers"][0]["image"] = json!("y");
+        for (old, new) in [(None, &pod), (Some(&created), &changed)] {
+            for sub in ["", "status"] {
+                let by_ref = update_managed_fields_subresource(info, sub, old, new, "m", "t");
+                let mut in_place = new.clone();
+                update_managed_fields_in_place(info, sub, old, &mut in_place, "m", "t");
+                assert_eq!(
+                    serde_json::to_string(&in_place).expect("encodes"),
+                    serde_json::to_string(&by_ref).expect("encodes")
+                );
+            }
+        }
     }
 
     #[test]

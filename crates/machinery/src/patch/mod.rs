@@ -46,7 +46,8 @@ use crate::registry::ResourceInfo;
 use crate::status::{ApiError, Cause};
 
 pub use apply::{
-    apply, apply_subresource, update_managed_fields, update_managed_fields_subresource,
+    apply, apply_subresource, update_managed_fields, update_managed_fields_in_place,
+    update_managed_fields_subresource,
 };
 pub use json::{json_merge_patch, json_patch};
 pub use strategic::strategic_merge_patch;
