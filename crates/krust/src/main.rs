@@ -24,6 +24,8 @@ enum Command {
     ControllerManager(cmd::controllers::Args),
     /// Simulate nodes (like kwok): register them and run their pods without containers.
     Sim(cmd::sim::Args),
+    /// Run the scheduler against an API server.
+    Scheduler(cmd::scheduler::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +45,7 @@ fn main() -> anyhow::Result<()> {
             Command::Server(args) => cmd::server::run(args).await,
             Command::ControllerManager(args) => cmd::controllers::run(args).await,
             Command::Sim(args) => cmd::sim::run(args).await,
+            Command::Scheduler(args) => cmd::scheduler::run(args).await,
         }
     })
 }

@@ -1,6 +1,7 @@
 //! Subcommands, one file each, plus what they share.
 
 pub mod controllers;
+pub mod scheduler;
 pub mod server;
 pub mod sim;
 
