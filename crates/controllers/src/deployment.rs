@@ -489,11 +489,21 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
     // Scale.
     let mut requeue = None;
     if paused {
-        // Paused: only proportional sizing of the current ReplicaSet.
-        if let Some(rs) = new_rs.as_ref() {
-            if olds.iter().all(|o| spec_replicas(o) == 0) {
-                scale(&ctx, &d, rs, desired, max_surge).await?;
-            }
+        // Paused: no rollout, only scaling. The one active ReplicaSet (or the newest, when
+        // none is active) takes the new size; several active ones are left as they are.
+        let all: Vec<&ReplicaSet> = new_rs.iter().chain(olds.iter()).collect();
+        let active: Vec<&ReplicaSet> = all
+            .iter()
+            .copied()
+            .filter(|r| spec_replicas(r) > 0)
+            .collect();
+        let target = match active.as_slice() {
+            [one] => Some(*one),
+            [] => all.iter().copied().max_by_key(|r| revision_of(&r.metadata)),
+            _ => None,
+        };
+        if let Some(rs) = target {
+            scale(&ctx, &d, rs, desired, max_surge).await?;
         }
     } else if let Some(rs) = new_rs.as_ref() {
         if recreate {

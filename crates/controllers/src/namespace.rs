@@ -14,7 +14,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::{Api, ResourceExt};
 use tokio::sync::Mutex;
 
-use crate::util::{is_not_found, Backoff, Error, Result};
+use crate::util::{is_not_found, Backoff, Result};
 use crate::{Shared, Shutdown};
 
 /// The finalizer the API server puts on every namespace.
@@ -90,6 +90,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     let mut remaining = 0usize;
     for ar in ctx.resources().await? {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &name, &ar);
+        tracing::trace!(namespace = %name, resource = %ar.plural, "emptying");
         let list = match api.list_metadata(&ListParams::default()).await {
             Ok(l) => l,
             Err(e) if is_not_found(&e) => continue,
@@ -118,9 +119,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     done.metadata.managed_fields = None;
     let api: Api<Namespace> = Api::all(client);
-    let body = serde_json::to_vec(&done).map_err(|e| Error::Invalid(e.to_string()))?;
     match api
-        .replace_subresource("finalize", &name, &PostParams::default(), &body)
+        .replace_subresource("finalize", &name, &PostParams::default(), &done)
         .await
     {
         Ok(_) => {}
