@@ -31,7 +31,7 @@ fn cm(name: &str) -> Value {
 }
 
 /// The API server without the components it hosts.
-const BARE: &[&str] = &["--disable", "controllers"];
+const BARE: &[&str] = &["--disable", "controllers,scheduler"];
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 

@@ -21,8 +21,8 @@ fn a_write_through_one_server_is_seen_by_a_watch_on_another() {
     let dir_b = tempfile::tempdir().expect("tempdir");
     let args = ["--store", "etcd", "--etcd-endpoints", endpoints.as_str()];
     let a = Server::start_in(dir_a.path(), &args);
-    // One controller manager per cluster: the second API server runs without one.
-    let b_args = [&args[..], &["--disable", "controllers"]].concat();
+    // One controller manager and scheduler per cluster: the second API server hosts none.
+    let b_args = [&args[..], &["--disable", "controllers,scheduler"]].concat();
     let b = Server::start_in(dir_b.path(), &b_args);
 
     let (mut watcher, rx) =

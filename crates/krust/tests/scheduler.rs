@@ -43,7 +43,8 @@ struct Cluster {
 }
 
 fn cluster(groups: &[(&str, usize, &[&str])]) -> Cluster {
-    let s = Server::start();
+    // The standalone scheduler below is the one under test, not the one the server hosts.
+    let s = Server::start_args(&["--disable", "scheduler"]);
     let mut procs = Vec::new();
     let mut total = 0;
     for (i, (prefix, n, extra)) in groups.iter().enumerate() {

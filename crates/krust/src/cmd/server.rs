@@ -22,6 +22,8 @@ pub enum StoreKind {
 pub enum Component {
     /// The controller manager (`krust controller-manager`).
     Controllers,
+    /// The scheduler (`krust scheduler`), with upstream's default profile.
+    Scheduler,
 }
 
 #[derive(clap::Args)]
