@@ -341,7 +341,10 @@ impl Loop {
         }
     }
 
-    fn on_pod(&mut self, pod: Pod) {
+    fn on_pod(&mut self, mut pod: Pod) {
+        // what the scheduler never reads is not kept for every pod in the cluster
+        pod.metadata.managed_fields = None;
+        pod.metadata.annotations = None;
         let key = pod_key(&pod);
         let priority = self.priority(&pod);
         if let Some(node) = node_name(&pod).map(String::from) {

@@ -16,6 +16,9 @@ pub struct Args {
     /// Binds in flight at once.
     #[arg(long)]
     bind_concurrency: Option<usize>,
+    /// Record a `Scheduled` event for every bound pod, as upstream does.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    scheduled_events: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -30,6 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.bind_concurrency {
         config.bind_concurrency = n.max(1);
     }
+    config.scheduled_events = args.scheduled_events;
     let client = super::client(&args.kubeconfig).await?;
     krust_scheduler::run(client, config, super::shutdown_signal())
         .await
