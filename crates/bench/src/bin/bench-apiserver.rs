@@ -171,6 +171,9 @@ async fn watch_latency(server: &Server) -> anyhow::Result<Vec<Duration>> {
 }
 
 async fn run(extra: &[&str]) -> anyhow::Result<Figures> {
+    // The API server alone: no hosted scheduler or controllers reacting to the load.
+    let extra = [extra, &["--disable", "controllers,scheduler"]].concat();
+    let extra = extra.as_slice();
     let dir = tempfile::tempdir()?;
     // First start makes the certificates; the figure is a restart, as a node reboots.
     drop(start_server(dir.path(), extra).await?);
