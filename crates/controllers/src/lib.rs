@@ -7,12 +7,13 @@
 //! - [`informer`]: one watch and cache per kind, shared by every controller.
 //! - [`util`]: errors, per-key retry backoff, expectations, events, pod predicates.
 //! - [`namespace`], [`serviceaccount`], [`replicaset`], [`deployment`],
-//!   [`garbagecollector`]: the controllers, each with `run(shared, shutdown)`.
+//!   [`garbagecollector`], [`endpoints`]: the controllers, each with `run(shared, shutdown)`.
 //!
 //! [`run`] starts the caches, waits until they are filled, then runs every enabled controller
 //! until `shutdown` resolves.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod garbagecollector;
 pub mod informer;
 pub mod namespace;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, Service, ServiceAccount};
 use kube::{Api, Client};
 
 use informer::Informer;
@@ -86,6 +87,7 @@ pub struct Shared {
     pub deployments: Informer<Deployment>,
     pub namespaces: Informer<Namespace>,
     pub serviceaccounts: Informer<ServiceAccount>,
+    pub services: Informer<Service>,
 }
 
 impl Shared {
@@ -98,6 +100,7 @@ impl Shared {
             deployments: Informer::start(Api::all(client.clone())),
             namespaces: Informer::start(Api::all(client.clone())),
             serviceaccounts: Informer::start(Api::all(client.clone())),
+            services: Informer::start(Api::all(client.clone())),
             client,
             config,
         };
@@ -108,6 +111,7 @@ impl Shared {
             shared.deployments.store(),
             shared.namespaces.store(),
             shared.serviceaccounts.store(),
+            shared.services.store(),
         );
         let _ = futures::join!(
             stores.0.wait_until_ready(),
@@ -116,6 +120,7 @@ impl Shared {
             stores.3.wait_until_ready(),
             stores.4.wait_until_ready(),
             stores.5.wait_until_ready(),
+            stores.6.wait_until_ready(),
         );
         Arc::new(shared)
     }
@@ -149,6 +154,9 @@ pub async fn run(
     }
     if cfg.enabled("deployment") {
         tasks.spawn(deployment::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("endpoint") || cfg.enabled("endpointslice") {
+        tasks.spawn(endpoints::run(shared.clone(), shutdown.clone()));
     }
     if cfg.enabled("garbagecollector") {
         tasks.spawn(garbagecollector::run(shared.clone(), shutdown.clone()));

@@ -402,3 +402,44 @@ fn garbage_collector_honours_foreground_and_orphan() {
         .as_array()
         .is_none_or(|a| a.is_empty())));
 }
+
+#[test]
+fn endpoints_and_slices_follow_the_selected_pods() {
+    let (_dir, s) = server();
+    let _sim = sim(&s, 1);
+    let _cm = controllers(&s);
+    let mut d: Value =
+        serde_json::from_str(&deployment("api", 2, "nginx:1", "sim-0")).expect("json");
+    d["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        serde_json::json!([{"name": "web", "containerPort": 8080}]);
+    apply(&s, &d.to_string());
+    let svc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "api", "namespace": "default"},
+        "spec": {"selector": {"app": "api"}, "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}
+    });
+    apply(&s, &svc.to_string());
+    wait("two ready addresses on port 8080", &s, 40, || {
+        get_json(&s, &["endpoints", "api"]).is_some_and(|e| {
+            e["subsets"][0]["addresses"].as_array().map(Vec::len) == Some(2)
+                && e["subsets"][0]["ports"][0]["port"] == 8080
+        })
+    });
+    wait("a slice with two ready endpoints", &s, 20, || {
+        let slices = items(
+            &s,
+            &["endpointslices", "-l", "kubernetes.io/service-name=api"],
+        );
+        slices.len() == 1
+            && slices[0]["endpoints"]
+                .as_array()
+                .is_some_and(|e| e.len() == 2 && e.iter().all(|x| x["conditions"]["ready"] == true))
+    });
+    s.kubectl(&["scale", "deployment/api", "--replicas=1"]);
+    wait("one address left", &s, 40, || {
+        get_json(&s, &["endpoints", "api"]).is_some_and(|e| {
+            e["subsets"][0]["addresses"].as_array().map(Vec::len) == Some(1)
+                && e["subsets"][0]["notReadyAddresses"].is_null()
+        })
+    });
+}
