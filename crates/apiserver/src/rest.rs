@@ -184,10 +184,12 @@ impl Rest {
         Ok((typed, problems))
     }
 
+    /// Refuses creates into a namespace that is missing or being terminated.
     async fn namespace_admits(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
+        name: &str,
     ) -> Result<(), ApiError> {
         let Some(ns) = namespace.filter(|_| info.namespaced) else {
             return Ok(());
@@ -211,7 +213,7 @@ impl Rest {
             return Err(ApiError::forbidden(format!(
                 "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 krust_machinery::status::qualified(info.group, info.plural),
-                "",
+                name,
             )));
         }
         Ok(())
@@ -278,7 +280,8 @@ impl Rest {
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, &name, causes));
         }
-        self.namespace_admits(info, rp.namespace.as_deref()).await?;
+        self.namespace_admits(info, rp.namespace.as_deref(), &name)
+            .await?;
         if !ctx.applied {
             crate::managed::record_update(info, None, None, &mut obj, &ctx.manager);
         }

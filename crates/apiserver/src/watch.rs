@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use krust_machinery::codec;
-use krust_machinery::object;
 use krust_machinery::ApiError;
 use krust_store::Revision;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::cache::{Cache, Cached, Change, ChangeKind};
@@ -231,10 +230,4 @@ pub fn start(
         }
     });
     Ok(rx)
-}
-
-/// The object name of a watch event line, for tests and logs.
-pub fn event_name(line: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(line).ok()?;
-    object::name(v.get("object")?).map(str::to_string)
 }
