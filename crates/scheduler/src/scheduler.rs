@@ -402,9 +402,6 @@ impl Loop {
         };
         match profile.schedule(&qp.pod, qp.priority, &self.snapshot, &mut self.start) {
             Outcome::Scheduled { node, state } => {
-                let info = Arc::new(PodInfo::new(qp.pod.clone(), qp.priority));
-                self.snapshot.add_pod(info, &node);
-                self.assumed.insert(key.clone(), node.clone());
                 for r in &profile.reserve {
                     if let Some(rp) = r.as_reserve() {
                         let s = rp.reserve(&state, &qp.pod, &node);
@@ -414,13 +411,17 @@ impl Loop {
                                     up.unreserve(&state, &qp.pod, &node);
                                 }
                             }
-                            self.snapshot.remove_pod(&key);
-                            self.assumed.remove(&key);
                             self.queue.backoff(&key);
                             return;
                         }
                     }
                 }
+                // The cycle state may share index maps with the snapshot: release them before
+                // the snapshot changes, so they are not copied.
+                drop(state);
+                let info = Arc::new(PodInfo::new(qp.pod.clone(), qp.priority));
+                self.snapshot.add_pod(info, &node);
+                self.assumed.insert(key.clone(), node.clone());
                 self.queue.done(&key);
                 let Ok(permit) = self.binds.clone().acquire_owned().await else {
                     return;

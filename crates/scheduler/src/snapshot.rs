@@ -523,16 +523,18 @@ pub fn normalize_image(name: &str) -> String {
 #[derive(Debug)]
 pub struct TermCounts {
     pub term: AffinityTerm,
-    pub counts: HashMap<String, i64>,
+    /// Shared with cycle states that read it; copied on write only while one holds it.
+    pub counts: Arc<HashMap<String, i64>>,
 }
 
 impl TermCounts {
     fn bump(&mut self, value: Option<&String>, by: i64) {
         if let Some(v) = value {
-            let e = self.counts.entry(v.clone()).or_insert(0);
+            let counts = Arc::make_mut(&mut self.counts);
+            let e = counts.entry(v.clone()).or_insert(0);
             *e += by;
             if *e == 0 {
-                self.counts.remove(v);
+                counts.remove(v);
             }
         }
     }
@@ -680,7 +682,7 @@ impl Snapshot {
                 .entry((t.kind, t.weight, t.term.key.clone()))
                 .or_insert_with(|| TermCounts {
                     term: t.term.clone(),
-                    counts: HashMap::new(),
+                    counts: Arc::default(),
                 });
             e.bump(labels.get(&t.term.topology_key), by);
             if e.counts.is_empty() {
@@ -726,6 +728,16 @@ impl Snapshot {
             .unwrap_or(0)
     }
 
+    /// The match counts for `term` (built on first use), shared: hold them only within a
+    /// cycle, as the snapshot copies them if they are still held when it changes.
+    pub fn match_counts(&self, term: &AffinityTerm) -> Arc<HashMap<String, i64>> {
+        self.with_match_counts(term, |_| ());
+        self.matches_lock()
+            .get(&term.key)
+            .map(|c| c.counts.clone())
+            .unwrap_or_default()
+    }
+
     /// Existing pods carrying a term at one topology value.
     pub fn carried_count(&self, kind: TermKind, weight: i32, term_key: &str, value: &str) -> i64 {
         self.carried
@@ -745,19 +757,20 @@ impl Snapshot {
             if m.len() >= MAX_MATCH_ENTRIES {
                 m.clear();
             }
-            let mut c = TermCounts {
-                term: term.clone(),
-                counts: HashMap::new(),
-            };
+            let mut counts = HashMap::new();
             for n in &self.nodes {
                 let Some(v) = n.labels.get(&term.topology_key) else {
                     continue;
                 };
                 let k = n.pods.iter().filter(|p| term.matches(p)).count() as i64;
                 if k > 0 {
-                    c.counts.insert(v.clone(), k);
+                    counts.insert(v.clone(), k);
                 }
             }
+            let c = TermCounts {
+                term: term.clone(),
+                counts: Arc::new(counts),
+            };
             m.insert(term.key.clone(), c);
         }
         f(&m[&term.key].counts)

@@ -3,7 +3,7 @@
 //! come from the snapshot's term indexes, so a cycle costs O(terms x feasible nodes), not
 //! O(pods in the cluster).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -169,22 +169,13 @@ impl FilterPlugin for InterPodAffinity {
     }
 }
 
-/// One source of score: `weight` x pods at the node's value of `topology_key`.
-enum Source {
-    /// The incoming pod's preferred term: pods matching it.
-    Incoming {
-        weight: i64,
-        term: String,
-        key: String,
-    },
-    /// Existing pods carrying a term that matches the incoming pod.
-    Carried {
-        weight: i64,
-        kind: TermKind,
-        term_weight: i32,
-        term: String,
-        key: String,
-    },
+/// One source of score: `weight` x pods at the node's value of `topology_key`, from the
+/// incoming pod's preferred terms (pods matching them) or from existing pods' terms that
+/// match the incoming pod (pods carrying them).
+struct Source {
+    weight: i64,
+    topology_key: String,
+    counts: Arc<HashMap<String, i64>>,
 }
 
 struct ScoreState(Vec<Source>);
@@ -205,11 +196,10 @@ impl PreScorePlugin for InterPodAffinity {
                 TermKind::PreferredAntiAffinity => -1,
                 _ => continue,
             };
-            snap.with_match_counts(&t.term, |_| ());
-            sources.push(Source::Incoming {
+            sources.push(Source {
                 weight: sign * t.weight as i64,
-                term: t.term.key.clone(),
-                key: t.term.topology_key.clone(),
+                topology_key: t.term.topology_key.clone(),
+                counts: snap.match_counts(&t.term),
             });
         }
         for (kind, w, c) in snap.carried_terms() {
@@ -220,12 +210,10 @@ impl PreScorePlugin for InterPodAffinity {
                 TermKind::RequiredAntiAffinity => continue,
             };
             if weight != 0 && c.term.matches(&me) {
-                sources.push(Source::Carried {
+                sources.push(Source {
                     weight,
-                    kind,
-                    term_weight: w,
-                    term: c.term.key.clone(),
-                    key: c.term.topology_key.clone(),
+                    topology_key: c.term.topology_key.clone(),
+                    counts: c.counts.clone(),
                 });
             }
         }
@@ -243,26 +231,14 @@ impl ScorePlugin for InterPodAffinity {
         state: &CycleState,
         _: &Pod,
         node: &NodeInfo,
-        snap: &Snapshot,
+        _: &Snapshot,
     ) -> Result<i64, Status> {
         let s = state_of::<ScoreState>(state, SCORE_STATE)?;
         let mut total = 0;
         for src in &s.0 {
-            total += match src {
-                Source::Incoming { weight, term, key } => node
-                    .labels
-                    .get(key)
-                    .map_or(0, |v| weight * snap.match_count(term, v)),
-                Source::Carried {
-                    weight,
-                    kind,
-                    term_weight,
-                    term,
-                    key,
-                } => node.labels.get(key).map_or(0, |v| {
-                    weight * snap.carried_count(*kind, *term_weight, term, v)
-                }),
-            };
+            if let Some(v) = node.labels.get(&src.topology_key) {
+                total += src.weight * src.counts.get(v).copied().unwrap_or(0);
+            }
         }
         Ok(total)
     }
@@ -291,7 +267,6 @@ mod tests {
     use super::*;
     use crate::snapshot::testutil::*;
     use serde_json::json;
-    use std::collections::HashMap;
 
     /// Per-node raw scores for tests.
     fn score_all(p: &InterPodAffinity, pod: &Pod, snap: &Snapshot) -> HashMap<String, i64> {

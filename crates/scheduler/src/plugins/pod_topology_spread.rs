@@ -255,7 +255,10 @@ impl FilterPlugin for PodTopologySpread {
     }
 }
 
-struct SoftState(Vec<(Constraint, f64)>);
+/// Pods matching a constraint's selector, per topology value (shared with the snapshot).
+type Counts = std::sync::Arc<HashMap<String, i64>>;
+
+struct SoftState(Vec<(Constraint, f64, Counts)>);
 
 impl PreScorePlugin for PodTopologySpread {
     fn pre_score(
@@ -284,8 +287,8 @@ impl PreScorePlugin for PodTopologySpread {
                     .collect::<HashSet<_>>()
                     .len()
             };
-            snap.with_match_counts(&c.term, |_| ());
-            out.push((c, ((domains + 2) as f64).ln()));
+            let counts = snap.match_counts(&c.term);
+            out.push((c, ((domains + 2) as f64).ln(), counts));
         }
         state.write(SCORE_STATE, SoftState(out));
         Status::success()
@@ -298,16 +301,16 @@ impl ScorePlugin for PodTopologySpread {
         state: &CycleState,
         _: &Pod,
         node: &NodeInfo,
-        snap: &Snapshot,
+        _: &Snapshot,
     ) -> Result<i64, Status> {
         let s = state_of::<SoftState>(state, SCORE_STATE)?;
         let mut total = 0.0;
-        for (c, weight) in &s.0 {
+        for (c, weight, counts) in &s.0 {
             let Some(v) = node.labels.get(&c.topology_key) else {
                 // upstream ignores nodes missing a key: they score 0 after normalising
                 return Ok(-1);
             };
-            let n = snap.match_count(&c.term.key, v);
+            let n = counts.get(v).copied().unwrap_or(0);
             total += n as f64 * weight + (c.max_skew - 1) as f64;
         }
         Ok(total.round() as i64)
