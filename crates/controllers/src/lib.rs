@@ -7,7 +7,7 @@
 //! - [`informer`]: one watch and cache per kind, shared by every controller.
 //! - [`util`]: errors, per-key retry backoff, expectations, events, pod predicates.
 //! - [`namespace`], [`serviceaccount`], [`replicaset`], [`deployment`],
-//!   [`garbagecollector`], [`endpoints`]: the controllers, each with `run(shared, shutdown)`.
+//!   [`garbagecollector`], [`endpoints`], [`job`]: the controllers, each with `run(shared, shutdown)`.
 //!
 //! [`run`] starts the caches, waits until they are filled, then runs every enabled controller
 //! until `shutdown` resolves.
@@ -16,6 +16,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod garbagecollector;
 pub mod informer;
+pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, Service, ServiceAccount};
 use kube::{Api, Client};
 
@@ -88,6 +90,7 @@ pub struct Shared {
     pub namespaces: Informer<Namespace>,
     pub serviceaccounts: Informer<ServiceAccount>,
     pub services: Informer<Service>,
+    pub jobs: Informer<Job>,
 }
 
 impl Shared {
@@ -101,6 +104,7 @@ impl Shared {
             namespaces: Informer::start(Api::all(client.clone())),
             serviceaccounts: Informer::start(Api::all(client.clone())),
             services: Informer::start(Api::all(client.clone())),
+            jobs: Informer::start(Api::all(client.clone())),
             client,
             config,
         };
@@ -112,6 +116,7 @@ impl Shared {
             shared.namespaces.store(),
             shared.serviceaccounts.store(),
             shared.services.store(),
+            shared.jobs.store(),
         );
         let _ = futures::join!(
             stores.0.wait_until_ready(),
@@ -121,6 +126,7 @@ impl Shared {
             stores.4.wait_until_ready(),
             stores.5.wait_until_ready(),
             stores.6.wait_until_ready(),
+            stores.7.wait_until_ready(),
         );
         Arc::new(shared)
     }
@@ -157,6 +163,9 @@ pub async fn run(
     }
     if cfg.enabled("endpoint") || cfg.enabled("endpointslice") {
         tasks.spawn(endpoints::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("job") {
+        tasks.spawn(job::run(shared.clone(), shutdown.clone()));
     }
     if cfg.enabled("garbagecollector") {
         tasks.spawn(garbagecollector::run(shared.clone(), shutdown.clone()));

@@ -443,3 +443,30 @@ fn endpoints_and_slices_follow_the_selected_pods() {
         })
     });
 }
+
+#[test]
+fn job_with_completions_5_and_parallelism_2_completes() {
+    let (_dir, s) = server();
+    let _sim = sim(&s, 1);
+    let _cm = controllers(&s);
+    let job = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "pi", "namespace": "default"},
+        "spec": {"completions": 5, "parallelism": 2, "template": {"spec": {
+            "restartPolicy": "Never", "nodeName": "sim-0",
+            "containers": [{"name": "c", "image": "busybox"}]}}}
+    });
+    apply(&s, &job.to_string());
+    s.kubectl_ok(
+        KUBECTL,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/pi",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    let j = get_json(&s, &["job", "pi"]).expect("job");
+    assert_eq!(j["status"]["succeeded"], 5, "{j}");
+}
