@@ -98,23 +98,46 @@ impl Status {
 }
 
 /// The per-cycle scratchpad: what PreFilter/PreScore compute once for the pod, read back by
-/// Filter/Score for every node. Keyed by plugin name.
+/// Filter/Score for every node. Keyed by plugin name; a handful of entries, so a list
+/// searched by address first (the keys are constants) beats hashing on this hot path.
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+    data: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
     /// Plugins whose PreFilter answered Skip: their Filter is not run.
     pub skip_filter: Vec<&'static str>,
     /// Plugins whose PreScore answered Skip: their Score is not run.
     pub skip_score: Vec<&'static str>,
 }
 
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()
+}
+
 impl CycleState {
     pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
-        self.data.insert(key, Box::new(value));
+        match self.data.iter_mut().find(|(k, _)| *k == key) {
+            Some(e) => e.1 = Box::new(value),
+            None => self.data.push((key, Box::new(value))),
+        }
     }
 
     pub fn read<T: Any + Send + Sync>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key)?.downcast_ref()
+        self.data
+            .iter()
+            .find(|(k, _)| same(k, key))
+            .or_else(|| self.data.iter().find(|(k, _)| *k == key))?
+            .1
+            .downcast_ref()
+    }
+
+    /// Whether a plugin's Filter (`score` false) or Score (`score` true) is skipped.
+    pub fn skipped(&self, plugin: &'static str, score: bool) -> bool {
+        let list = if score {
+            &self.skip_score
+        } else {
+            &self.skip_filter
+        };
+        !list.is_empty() && list.iter().any(|k| same(k, plugin) || *k == plugin)
     }
 }
 

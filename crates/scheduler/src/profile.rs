@@ -144,7 +144,7 @@ impl Profile {
     pub fn run_filters(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
         for p in &self.filter {
             let name = p.name();
-            if state.skip_filter.contains(&name) {
+            if state.skipped(name, false) {
                 continue;
             }
             if let Some(f) = p.as_filter() {
@@ -276,7 +276,7 @@ impl Profile {
         let mut total = vec![0i64; nodes.len()];
         let mut raw = vec![0i64; nodes.len()];
         for (p, weight) in &self.score {
-            if state.skip_score.contains(&p.name()) {
+            if state.skipped(p.name(), true) {
                 continue;
             }
             let Some(sp) = p.as_score() else { continue };
