@@ -174,6 +174,18 @@ fn bad_requests_get_status_errors_and_change_nothing() {
 }
 
 #[test]
+fn system_namespaces_exist_at_start() {
+    let s = Server::start();
+    let names = s.kubectl(&["get", "namespaces", "-o", "name"]);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(
+            names.contains(&format!("namespace/{ns}")),
+            "{ns} missing: {names}"
+        );
+    }
+}
+
+#[test]
 fn requests_without_client_certificates_get_401() {
     let s = Server::start();
     for path in [
