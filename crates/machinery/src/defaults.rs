@@ -223,39 +223,10 @@ fn container(c: &mut Value) {
 const DEFAULT_MODE: i64 = 0o644;
 
 fn volume(v: &mut Value) {
-    const SOURCES: &[&str] = &[
-        "hostPath",
-        "emptyDir",
-        "gitRepo",
-        "gcePersistentDisk",
-        "awsElasticBlockStore",
-        "secret",
-        "nfs",
-        "iscsi",
-        "glusterfs",
-        "flocker",
-        "persistentVolumeClaim",
-        "rbd",
-        "cinder",
-        "cephfs",
-        "quobyte",
-        "downwardAPI",
-        "fc",
-        "flexVolume",
-        "configMap",
-        "azureFile",
-        "vsphereVolume",
-        "photonPersistentDisk",
-        "portworxVolume",
-        "azureDisk",
-        "storageos",
-        "scaleIO",
-        "projected",
-        "csi",
-        "ephemeral",
-        "image",
-    ];
-    if !SOURCES.iter().any(|s| has_obj(v, s)) {
+    if !crate::validation::volumes::SOURCES
+        .iter()
+        .any(|s| has_obj(v, s))
+    {
         set(v, "emptyDir", json!({}));
     }
     for key in ["secret", "configMap", "downwardAPI", "projected"] {

@@ -22,7 +22,7 @@ pub mod names;
 mod pod;
 pub mod quantity;
 mod service;
-mod volumes;
+pub(crate) mod volumes;
 mod workloads;
 
 use serde_json::{Map, Value};

@@ -11,8 +11,8 @@ use super::names;
 use super::{arr, int, opt_str, str_of, sub};
 use crate::status::Cause;
 
-/// Every volume source in upstream's checking order.
-const SOURCES: &[&str] = &[
+/// Every volume source in upstream's checking order (defaulting uses it too).
+pub(crate) const SOURCES: &[&str] = &[
     "hostPath",
     "emptyDir",
     "gitRepo",
