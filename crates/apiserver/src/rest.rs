@@ -58,19 +58,24 @@ pub struct Rest {
     pub alloc: Allocators,
 }
 
+/// 409 for a write based on an outdated resourceVersion, in upstream's words.
+pub(crate) fn modified(info: &ResourceInfo, name: &str) -> ApiError {
+    ApiError::conflict(
+        info.group,
+        info.plural,
+        name,
+        "the object has been modified; please apply your changes to the latest version and try again",
+    )
+}
+
 pub(crate) fn store_err(info: &ResourceInfo, name: &str, e: StoreError) -> ApiError {
     match e {
         StoreError::AlreadyExists(_) => ApiError::already_exists(info.group, info.plural, name),
         StoreError::NotFound(_) => ApiError::not_found(info.group, info.plural, name),
-        StoreError::Conflict { .. } => ApiError::conflict(
-            info.group,
-            info.plural,
-            name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        ),
-        StoreError::Compacted { requested, oldest } => {
-            ApiError::Gone { message: format!("too old resource version: {requested} ({oldest})") }
-        }
+        StoreError::Conflict { .. } => modified(info, name),
+        StoreError::Compacted { requested, oldest } => ApiError::Gone {
+            message: format!("too old resource version: {requested} ({oldest})"),
+        },
         StoreError::Unavailable(m) => ApiError::ServiceUnavailable { message: m },
         StoreError::Backend(m) => ApiError::internal(m),
     }
@@ -434,7 +439,7 @@ impl Rest {
         let current = self.get_kv(rp, name).await?;
         if let Some(rv) = object::resource_version(&obj) {
             if rv != current.mod_revision.to_string() {
-                return Err(ApiError::conflict(info.group, info.plural, name, "the object has been modified; please apply your changes to the latest version and try again"));
+                return Err(modified(info, name));
             }
         }
         let old = decode_stored(&current.value, current.mod_revision)?;

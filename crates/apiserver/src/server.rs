@@ -338,7 +338,7 @@ impl ApiServer {
             }
             ("get", Some(name), Some("scale")) => {
                 let (obj, _) = self.rest.get(&rp, &name).await?;
-                Ok(json_ok(scale_of(info, &obj)))
+                Ok(json_ok(scale_of(&obj)))
             }
             ("create", None, None) => {
                 let (obj, warnings) = self.decode_object(info, &ct, &body, validation)?;
@@ -507,7 +507,7 @@ impl ApiServer {
             let (new, warnings) = self.rest.normalise(info, new, &[], ctx.validation)?;
             if let Some(rv) = object::resource_version(&new) {
                 if rv != current.mod_revision.to_string() {
-                    return Err(ApiError::conflict(info.group, info.plural, name, "the object has been modified; please apply your changes to the latest version and try again"));
+                    return Err(crate::rest::modified(info, name));
                 }
             }
             if object::name(&new) != Some(name) {
@@ -641,7 +641,7 @@ impl ApiServer {
         for _ in 0..8 {
             let current = self.rest.get_kv(&main, name).await?;
             let old = decode_stored(&current.value, current.mod_revision)?;
-            let scale = change(&scale_of(info, &old))?;
+            let scale = change(&scale_of(&old))?;
             let replicas = scale
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)
@@ -660,7 +660,7 @@ impl ApiServer {
             }
             if let Some(rv) = object::resource_version(&scale) {
                 if rv != current.mod_revision.to_string() {
-                    return Err(ApiError::conflict(info.group, info.plural, name, "the object has been modified; please apply your changes to the latest version and try again"));
+                    return Err(crate::rest::modified(info, name));
                 }
             }
             let mut new = old.clone();
@@ -672,7 +672,7 @@ impl ApiServer {
             {
                 Ok(r) => {
                     let obj: Value = serde_json::from_slice(&r.body).map_err(ApiError::internal)?;
-                    return Ok(Reply::value(200, &scale_of(info, &obj)));
+                    return Ok(Reply::value(200, &scale_of(&obj)));
                 }
                 Err(ApiError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
@@ -814,7 +814,7 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// The `autoscaling/v1` Scale view of a workload.
-fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
+fn scale_of(obj: &Value) -> Value {
     let selector = obj.pointer("/spec/selector").map(|s| {
         // Deployments carry a LabelSelector; ReplicationControllers a plain map.
         let labels = s.get("matchLabels").unwrap_or(s);
@@ -846,7 +846,6 @@ fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
     if let Some(sel) = selector.filter(|s| !s.is_empty()) {
         scale["status"]["selector"] = json!(sel);
     }
-    let _ = info;
     scale
 }
 
