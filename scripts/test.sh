@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages etcd-server protobuf-compiler curl ca-certificates
+ensure_packages etcd-server protobuf-compiler libprotobuf-dev curl ca-certificates
 stop_system_etcd
 python3 -c "import kubernetes" 2>/dev/null || python3 -m pip install -q kubernetes 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes
 
