@@ -7,12 +7,13 @@
 //! - [`informer`]: one watch and cache per kind, shared by every controller.
 //! - [`util`]: errors, per-key retry backoff, expectations, events, pod predicates.
 //! - [`namespace`], [`serviceaccount`], [`replicaset`], [`deployment`],
-//!   [`garbagecollector`], [`endpoints`], [`job`]: the controllers, each with `run(shared, shutdown)`.
+//!   [`garbagecollector`], [`endpoints`], [`job`], [`disruption`]: the controllers, each with `run(shared, shutdown)`.
 //!
 //! [`run`] starts the caches, waits until they are filled, then runs every enabled controller
 //! until `shutdown` resolves.
 
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod garbagecollector;
 pub mod informer;
@@ -166,6 +167,9 @@ pub async fn run(
     }
     if cfg.enabled("job") {
         tasks.spawn(job::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("disruption") {
+        tasks.spawn(disruption::run(shared.clone(), shutdown.clone()));
     }
     if cfg.enabled("garbagecollector") {
         tasks.spawn(garbagecollector::run(shared.clone(), shutdown.clone()));

@@ -249,3 +249,123 @@ fn higher_priority_pod_preempts() {
     });
     assert!(gone, "victim was not evicted");
 }
+
+fn create(s: &Server, obj: Value) {
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["create", "-f", "-"],
+        Some(&obj.to_string()),
+    );
+}
+
+#[test]
+fn pod_affinity_namespace_selector() {
+    let c = cluster(&[("n-", 3, &[])]);
+    create(
+        &c.s,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "team-a", "labels": {"team": "a"}}}),
+    );
+    create(
+        &c.s,
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "db", "namespace": "team-a", "labels": {"app": "db"}},
+               "spec": {"nodeName": "n-2", "containers": [{"name": "c", "image": "busybox"}]}}),
+    );
+    let term = |team: &str| {
+        json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}},
+             "namespaceSelector": {"matchLabels": {"team": team}},
+             "topologyKey": "kubernetes.io/hostname"}]}}})
+    };
+    create_pod(&c.s, "near-db", json!({}), term("a"));
+    assert_eq!(wait_node(&c, "near-db"), "n-2");
+    // no namespace labelled team=b holds such a pod: unschedulable until one is labelled so
+    create_pod(&c.s, "waits", json!({}), term("b"));
+    let ok = eventually(Duration::from_secs(20), || {
+        c.s.kubectl(&["describe", "pod", "waits"])
+            .contains("3 node(s) didn't match pod affinity rules")
+    });
+    assert!(ok, "{}", c.s.kubectl(&["describe", "pod", "waits"]));
+    c.s.kubectl_ok(
+        common::KUBECTL,
+        &["label", "namespace", "team-a", "team=b", "--overwrite"],
+        None,
+    );
+    assert_eq!(wait_node(&c, "waits"), "n-2");
+}
+
+#[test]
+fn preemption_spares_pods_a_disruption_budget_guards() {
+    let c = cluster(&[("p-", 2, &[])]);
+    for (name, value) in [("low", 10), ("mid", 100), ("high", 1000)] {
+        create(
+            &c.s,
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                   "metadata": {"name": name}, "value": value}),
+        );
+    }
+    // the cheapest victim is guarded by a budget that allows no disruption
+    for (name, app, class, node) in [
+        ("guarded", "db", "low", "p-0"),
+        ("spare", "web", "mid", "p-1"),
+    ] {
+        create(
+            &c.s,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+                   "spec": {"nodeName": node, "priorityClassName": class,
+                            "containers": [{"name": "c", "image": "busybox",
+                                            "resources": {"requests": {"cpu": "3"}}}]}}),
+        );
+    }
+    create(
+        &c.s,
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+               "metadata": {"name": "db", "namespace": "default"},
+               "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}}),
+    );
+    // the disruption controller sees the guarded pod healthy and allows no disruption
+    let mut table = String::new();
+    let ok = eventually(Duration::from_secs(30), || {
+        table = c.s.kubectl(&["get", "pdb", "db"]);
+        let status = c.s.kubectl(&[
+            "get",
+            "pdb",
+            "db",
+            "-o",
+            "jsonpath={.status.currentHealthy}/{.status.disruptionsAllowed}",
+        ]);
+        status.trim() == "1/0"
+    });
+    assert!(ok, "{table}\n{}", c.s.log());
+    assert!(
+        table.contains("MIN AVAILABLE") && table.contains("ALLOWED DISRUPTIONS"),
+        "{table}"
+    );
+    create_pod(
+        &c.s,
+        "vip",
+        json!({}),
+        json!({"priorityClassName": "high", "requests": {"cpu": "3"}}),
+    );
+    assert_eq!(wait_node(&c, "vip"), "p-1");
+    let pods = c.s.kubectl(&["get", "pods", "-o", "name"]);
+    assert!(pods.contains("pod/guarded"), "{pods}");
+    assert!(!pods.contains("pod/spare"), "{pods}");
+}
+
+#[test]
+fn invalid_disruption_budget_is_refused() {
+    let s = Server::start_args(&["--disable", "scheduler"]);
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "both", "namespace": "default"},
+        "spec": {"minAvailable": 1, "maxUnavailable": "150%", "selector": {"matchLabels": {"a": "b"}}}});
+    let err = s.kubectl_err(&["create", "-f", "-"], Some(&pdb.to_string()));
+    assert!(
+        err.contains("minAvailable and maxUnavailable cannot be both set")
+            && err.contains("must not be greater than 100%"),
+        "{err}"
+    );
+    assert!(!s.kubectl(&["get", "pdb", "-o", "name"]).contains("both"));
+}

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    events::v1 as events, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+    storage::v1 as storage,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -240,6 +241,7 @@ impl Registry {
             entry::<events::Event>(e!(&["ev"], NONE, NONE)),
             entry::<storage::StorageClass>(e!(&["sc"], NONE, NONE)),
             entry::<scheduling::PriorityClass>(e!(&["pc"], NONE, NONE)),
+            entry::<policy::PodDisruptionBudget>(e!(&["pdb"], NONE, STATUS)),
             entry::<rbac::Role>(e!(NONE, NONE, NONE)),
             entry::<rbac::RoleBinding>(e!(NONE, NONE, NONE)),
             entry::<rbac::ClusterRole>(e!(NONE, NONE, NONE)),

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -270,6 +270,12 @@ fn build_columns(group: &str, kind: &str) -> Vec<Column> {
             s("ReclaimPolicy", doc::<storage::StorageClass>("reclaimPolicy")),
             s("VolumeBindingMode", doc::<storage::StorageClass>("volumeBindingMode")),
             s("AllowVolumeExpansion", doc::<storage::StorageClass>("allowVolumeExpansion")),
+            age_col(),
+        ]),
+        ("policy", "PodDisruptionBudget") => cols.extend([
+            s("Min Available", doc::<policy::PodDisruptionBudgetSpec>("minAvailable")),
+            s("Max Unavailable", doc::<policy::PodDisruptionBudgetSpec>("maxUnavailable")),
+            i("Allowed Disruptions", doc::<policy::PodDisruptionBudgetStatus>("disruptionsAllowed")),
             age_col(),
         ]),
         ("scheduling.k8s.io", "PriorityClass") => cols.extend([
@@ -733,6 +739,20 @@ pub fn row(info: &ResourceInfo, obj: &Value, now: OffsetDateTime) -> Vec<Value> 
                 json!(or(text(obj, "reclaimPolicy"), "Delete")),
                 json!(or(text(obj, "volumeBindingMode"), "Immediate")),
                 json!(at(obj, "allowVolumeExpansion").as_bool().unwrap_or(false)),
+                created(obj, now),
+            ]
+        }
+        ("policy", "PodDisruptionBudget") => {
+            let shown = |v: &Value| match v {
+                Value::Null => "N/A".to_string(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            vec![
+                name,
+                json!(shown(at(obj, "spec.minAvailable"))),
+                json!(shown(at(obj, "spec.maxUnavailable"))),
+                json!(num(obj, "status.disruptionsAllowed")),
                 created(obj, now),
             ]
         }

@@ -148,6 +148,8 @@ pub enum ClusterEvent {
     NodeUpdate,
     PodDelete,
     PodAdd,
+    /// A namespace was added or relabelled (terms with a namespaceSelector).
+    NamespaceChange,
 }
 
 /// The statuses that Filter gave each rejected node, by node name.

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -23,7 +25,7 @@ use crate::config::SchedulerConfig;
 use crate::framework::{ClusterEvent, Status};
 use crate::profile::{Outcome, Profile};
 use crate::queue::{QueuedPod, SchedulingQueue};
-use crate::snapshot::{pod_key, PodInfo, Snapshot};
+use crate::snapshot::{pod_key, DisruptionBudget, PodInfo, Snapshot};
 
 /// The component name on events and in logs.
 pub const COMPONENT: &str = "default-scheduler";
@@ -32,6 +34,8 @@ enum Msg {
     Node(Box<Event<Node>>),
     Pod(Box<Event<Pod>>),
     Class(Box<Event<PriorityClass>>),
+    Namespace(Box<Event<Namespace>>),
+    Budget(Box<Event<PodDisruptionBudget>>),
     Bound {
         key: String,
         pod: Arc<Pod>,
@@ -46,8 +50,18 @@ enum Msg {
 struct Relist {
     nodes: Option<HashSet<String>>,
     pods: Option<HashSet<String>>,
+    namespaces: Option<HashSet<String>>,
+    budgets: Option<HashSet<String>>,
     nodes_synced: bool,
     pods_synced: bool,
+    namespaces_synced: bool,
+}
+
+impl Relist {
+    /// Scheduling waits until nodes, pods and namespaces were listed once.
+    fn synced(&self) -> bool {
+        self.nodes_synced && self.pods_synced && self.namespaces_synced
+    }
 }
 
 struct Loop {
@@ -120,6 +134,14 @@ pub async fn run(
         spawn_watch(Api::<PriorityClass>::all(client.clone()), tx.clone(), |e| {
             Msg::Class(Box::new(e))
         }),
+        spawn_watch(Api::<Namespace>::all(client.clone()), tx.clone(), |e| {
+            Msg::Namespace(Box::new(e))
+        }),
+        spawn_watch(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            tx.clone(),
+            |e| Msg::Budget(Box::new(e)),
+        ),
     ];
     {
         let tx = tx.clone();
@@ -159,7 +181,7 @@ pub async fn run(
             break;
         }
         let next = l.queue.flush();
-        if l.relist.nodes_synced && l.relist.pods_synced {
+        if l.relist.synced() {
             if let Some((key, qp)) = l.queue.pop() {
                 l.schedule_one(key, qp).await;
                 cycles += 1;
@@ -198,6 +220,29 @@ fn node_name(pod: &Pod) -> Option<&str> {
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
         .filter(|s| !s.is_empty())
+}
+
+/// What the snapshot keeps of a bound pod's object beside its [`PodInfo`]: enough to name it
+/// when it is preempted (delete, event). Spec and status are summed up in the PodInfo, so
+/// tens of thousands of cached pods cost a few hundred bytes each, not the whole object.
+fn placed(pod: &Pod) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            uid: pod.metadata.uid.clone(),
+            ..ObjectMeta::default()
+        },
+        ..Pod::default()
+    }
+}
+
+fn budget_key(b: &PodDisruptionBudget) -> String {
+    format!(
+        "{}/{}",
+        b.metadata.namespace.as_deref().unwrap_or_default(),
+        b.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 fn terminal(pod: &Pod) -> bool {
@@ -296,6 +341,54 @@ impl Loop {
                 }
                 Event::Init | Event::InitDone => {}
             },
+            Msg::Namespace(ev) => match *ev {
+                Event::Init => self.relist.namespaces = Some(HashSet::new()),
+                Event::InitApply(n) | Event::Apply(n) => {
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    if let Some(seen) = &mut self.relist.namespaces {
+                        seen.insert(name.clone());
+                    }
+                    let labels = n.metadata.labels.unwrap_or_default();
+                    if self.snapshot.set_namespace(&name, Some(labels)) {
+                        self.event(ClusterEvent::NamespaceChange);
+                    }
+                }
+                Event::Delete(n) => {
+                    let name = n.metadata.name.unwrap_or_default();
+                    self.snapshot.set_namespace(&name, None);
+                }
+                Event::InitDone => {
+                    if let Some(seen) = self.relist.namespaces.take() {
+                        for g in self.snapshot.namespace_names() {
+                            if !seen.contains(&g) {
+                                self.snapshot.set_namespace(&g, None);
+                            }
+                        }
+                    }
+                    self.relist.namespaces_synced = true;
+                }
+            },
+            Msg::Budget(ev) => match *ev {
+                Event::Init => self.relist.budgets = Some(HashSet::new()),
+                Event::InitApply(b) | Event::Apply(b) => {
+                    let key = budget_key(&b);
+                    if let Some(seen) = &mut self.relist.budgets {
+                        seen.insert(key.clone());
+                    }
+                    self.snapshot
+                        .set_budget(&key, Some(DisruptionBudget::from_api(&b)));
+                }
+                Event::Delete(b) => self.snapshot.set_budget(&budget_key(&b), None),
+                Event::InitDone => {
+                    if let Some(seen) = self.relist.budgets.take() {
+                        for g in self.snapshot.budget_keys() {
+                            if !seen.contains(&g) {
+                                self.snapshot.set_budget(&g, None);
+                            }
+                        }
+                    }
+                }
+            },
             Msg::Bound {
                 key,
                 pod,
@@ -370,8 +463,9 @@ impl Loop {
                 return;
             }
             let fresh = self.snapshot.pod_node(&key).is_none();
-            self.snapshot
-                .add_pod(Arc::new(PodInfo::new(Arc::new(pod), priority)), &node);
+            let mut info = PodInfo::new(Arc::new(pod), priority);
+            info.pod = Arc::new(placed(&info.pod));
+            self.snapshot.add_pod(Arc::new(info), &node);
             if fresh && !was_assumed {
                 self.event(ClusterEvent::PodAdd);
             }

@@ -164,18 +164,27 @@ impl HostPort {
     }
 }
 
+/// Namespace name -> its labels, for terms with a `namespaceSelector`.
+pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
+
 /// Which namespaces an affinity term looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Namespaces {
     All,
     List(Vec<String>),
+    /// The listed namespaces and those whose labels the selector matches (upstream ORs the
+    /// term's `namespaces` and `namespaceSelector`).
+    Selected(Vec<String>, Selector),
 }
 
 impl Namespaces {
-    pub fn contains(&self, ns: &str) -> bool {
+    pub fn contains(&self, ns: &str, labels: &NamespaceLabels) -> bool {
         match self {
             Namespaces::All => true,
             Namespaces::List(l) => l.iter().any(|n| n == ns),
+            Namespaces::Selected(l, sel) => {
+                l.iter().any(|n| n == ns) || labels.get(ns).is_some_and(|m| sel.matches(m))
+            }
         }
     }
 }
@@ -195,6 +204,7 @@ impl AffinityTerm {
         let ns = match &namespaces {
             Namespaces::All => "*".to_string(),
             Namespaces::List(l) => l.join(","),
+            Namespaces::Selected(l, sel) => format!("{}+{{{sel}}}", l.join(",")),
         };
         let key = format!("{ns}|{selector}|{topology_key}");
         AffinityTerm {
@@ -205,34 +215,41 @@ impl AffinityTerm {
         }
     }
 
-    /// From the API type, relative to the pod that carries it. A namespaceSelector cannot be
-    /// evaluated without namespace labels: `{}` means all namespaces, any other one adds none.
+    /// From the API type, relative to the pod that carries it: no `namespaces` and no
+    /// `namespaceSelector` means the pod's own namespace, an empty selector `{}` all of them.
     pub fn from_api(t: &PodAffinityTerm, pod_ns: &str) -> AffinityTerm {
         let mut list: Vec<String> = t.namespaces.clone().unwrap_or_default();
-        let all = t.namespace_selector.as_ref().is_some_and(|s| {
-            s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-                && s.match_expressions.as_ref().is_none_or(|m| m.is_empty())
-        });
-        if list.is_empty() && t.namespace_selector.is_none() {
-            list.push(pod_ns.to_string());
-        }
         list.sort();
+        list.dedup();
+        let to_selector = |s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| Selector::from_label_selector(&v).ok())
+                .unwrap_or_else(Selector::nothing)
+        };
+        let ns = match &t.namespace_selector {
+            None if list.is_empty() => Namespaces::List(vec![pod_ns.to_string()]),
+            None => Namespaces::List(list),
+            Some(s) => match to_selector(s) {
+                sel if sel.is_everything() => Namespaces::All,
+                sel => Namespaces::Selected(list, sel),
+            },
+        };
         let selector = t
             .label_selector
             .as_ref()
-            .and_then(|s| serde_json::to_value(s).ok())
-            .and_then(|v| Selector::from_label_selector(&v).ok())
+            .map(to_selector)
             .unwrap_or_else(Selector::nothing);
-        let ns = if all {
-            Namespaces::All
-        } else {
-            Namespaces::List(list)
-        };
         AffinityTerm::new(ns, selector, &t.topology_key)
     }
 
-    pub fn matches(&self, pod: &PodInfo) -> bool {
-        self.namespaces.contains(&pod.namespace) && self.selector.matches(&pod.labels)
+    /// Whether the term selects the pod; `ns` gives namespace labels for a `namespaceSelector`.
+    pub fn matches(&self, pod: &PodInfo, ns: &NamespaceLabels) -> bool {
+        self.namespaces.contains(&pod.namespace, ns) && self.selector.matches(&pod.labels)
+    }
+
+    fn uses_namespace_labels(&self) -> bool {
+        matches!(self.namespaces, Namespaces::Selected(..))
     }
 }
 
@@ -312,6 +329,10 @@ impl PodInfo {
             priority,
             terms,
         }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.key.split_once('/').map(|(_, n)| n)
     }
 
     pub fn has_required_anti_affinity(&self) -> bool {
@@ -540,6 +561,54 @@ impl TermCounts {
     }
 }
 
+/// A PodDisruptionBudget as preemption reads it.
+#[derive(Clone, Debug)]
+pub struct DisruptionBudget {
+    pub namespace: String,
+    /// `None` for a null or empty selector: the scheduler, like upstream's, counts such a
+    /// budget against no pod.
+    pub selector: Option<Selector>,
+    /// `status.disruptionsAllowed`, kept current by the disruption controller.
+    pub disruptions_allowed: i32,
+    /// `status.disruptedPods`: evictions already admitted, not to be counted twice.
+    pub disrupted: Vec<String>,
+}
+
+impl DisruptionBudget {
+    pub fn from_api(pdb: &k8s_openapi::api::policy::v1::PodDisruptionBudget) -> DisruptionBudget {
+        let selector = pdb
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| Selector::from_label_selector(&v).ok())
+            .filter(|s| !s.is_everything());
+        let status = pdb.status.as_ref();
+        DisruptionBudget {
+            namespace: pdb.metadata.namespace.clone().unwrap_or_default(),
+            selector,
+            disruptions_allowed: status.map_or(0, |s| s.disruptions_allowed),
+            disrupted: status
+                .and_then(|s| s.disrupted_pods.as_ref())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Whether evicting `pod` takes from this budget.
+    pub fn covers(&self, pod: &PodInfo) -> bool {
+        pod.namespace == self.namespace
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.matches(&pod.labels))
+            && !self
+                .disrupted
+                .iter()
+                .any(|n| Some(n.as_str()) == pod.name())
+    }
+}
+
 /// Largest number of distinct queries the match-count index keeps before starting over.
 const MAX_MATCH_ENTRIES: usize = 512;
 
@@ -556,6 +625,10 @@ pub struct Snapshot {
     image_nodes: HashMap<String, usize>,
     carried: HashMap<(TermKind, i32, String), TermCounts>,
     matches: Mutex<HashMap<String, TermCounts>>,
+    /// Labels of every namespace, for terms with a namespaceSelector.
+    namespaces: NamespaceLabels,
+    /// PodDisruptionBudgets by namespace/name, for preemption.
+    budgets: HashMap<String, DisruptionBudget>,
     /// Nodes holding a pod with required anti-affinity (upstream's HavePodsWithRequiredAntiAffinity).
     pub anti_affinity_pods: usize,
 }
@@ -691,10 +764,56 @@ impl Snapshot {
         }
         let mut m = self.matches_lock();
         for e in m.values_mut() {
-            if e.term.matches(p) {
+            if e.term.matches(p, &self.namespaces) {
                 e.bump(labels.get(&e.term.topology_key), by);
             }
         }
+    }
+
+    /// Records a PodDisruptionBudget (`None`: it is gone).
+    pub fn set_budget(&mut self, key: &str, budget: Option<DisruptionBudget>) {
+        match budget {
+            Some(b) => self.budgets.insert(key.to_string(), b),
+            None => self.budgets.remove(key),
+        };
+    }
+
+    pub fn budgets(&self) -> impl Iterator<Item = &DisruptionBudget> {
+        self.budgets.values()
+    }
+
+    pub fn budget_keys(&self) -> Vec<String> {
+        self.budgets.keys().cloned().collect()
+    }
+
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.namespaces.keys().cloned().collect()
+    }
+
+    /// Whether `term` selects `pod`, with the namespace labels the snapshot knows.
+    pub fn term_matches(&self, term: &AffinityTerm, pod: &PodInfo) -> bool {
+        term.matches(pod, &self.namespaces)
+    }
+
+    /// Records a namespace's labels (`None`: the namespace is gone). Returns whether they
+    /// changed; the indexes are rebuilt when a term that selects namespaces by label exists.
+    pub fn set_namespace(&mut self, name: &str, labels: Option<BTreeMap<String, String>>) -> bool {
+        let changed = match labels {
+            Some(l) => self.namespaces.insert(name.to_string(), l.clone()) != Some(l),
+            None => self.namespaces.remove(name).is_some(),
+        };
+        let selecting = self
+            .carried
+            .values()
+            .any(|c| c.term.uses_namespace_labels())
+            || self
+                .matches_lock()
+                .values()
+                .any(|c| c.term.uses_namespace_labels());
+        if changed && selecting {
+            self.rebuild_indexes();
+        }
+        changed
     }
 
     fn rebuild_indexes(&mut self) {
@@ -762,7 +881,11 @@ impl Snapshot {
                 let Some(v) = n.labels.get(&term.topology_key) else {
                     continue;
                 };
-                let k = n.pods.iter().filter(|p| term.matches(p)).count() as i64;
+                let k = n
+                    .pods
+                    .iter()
+                    .filter(|p| term.matches(p, &self.namespaces))
+                    .count() as i64;
                 if k > 0 {
                     counts.insert(v.clone(), k);
                 }

@@ -113,7 +113,9 @@ async fn post_all(
 
 async fn run(nodes: usize, pods: usize, anti: bool, backlog: bool) -> anyhow::Result<Figures> {
     let tmp = tempfile::tempdir()?;
-    let server = start_server(tmp.path(), &[]).await?;
+    // The API server alone, as upstream's scheduler_perf: the hosted scheduler would race the
+    // one under test, and hosted controllers would watch every pod.
+    let server = start_server(tmp.path(), &["--disable", "controllers,scheduler"]).await?;
     let client = server.client()?;
     post_all(
         &server,

@@ -116,6 +116,7 @@ fn validate_kind(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<C
         ("batch", "CronJob") => workloads::validate_cron_job(obj, old),
         ("coordination.k8s.io", "Lease") => cluster::validate_lease(obj),
         ("scheduling.k8s.io", "PriorityClass") => cluster::validate_priority_class(obj, old),
+        ("policy", "PodDisruptionBudget") => workloads::validate_pod_disruption_budget(obj),
         ("autoscaling", "HorizontalPodAutoscaler") => cluster::validate_hpa(obj),
         ("storage.k8s.io", "StorageClass") => cluster::validate_storage_class(obj, old),
         ("rbac.authorization.k8s.io", "Role") => cluster::validate_role(obj, true),

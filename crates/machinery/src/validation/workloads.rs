@@ -131,6 +131,42 @@ fn not_more_than_100_percent(v: &Value, path: &Path, errs: &mut Vec<Cause>) {
     }
 }
 
+/// policy/v1 PodDisruptionBudget: one of minAvailable or maxUnavailable, each a non-negative
+/// count or a percentage up to 100%.
+pub fn validate_pod_disruption_budget(obj: &Value) -> Vec<Cause> {
+    let spec = sub(obj, "spec");
+    let sp = Path::new("spec");
+    let mut errs = Vec::new();
+    let min = spec.get("minAvailable").filter(|v| !v.is_null());
+    let max = spec.get("maxUnavailable").filter(|v| !v.is_null());
+    if let (Some(m), Some(_)) = (min, max) {
+        errs.push(field::invalid(
+            &sp.child("minAvailable"),
+            m,
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for (key, v) in [("minAvailable", min), ("maxUnavailable", max)] {
+        if let Some(v) = v {
+            validate_int_or_percent(v, &sp.child(key), &mut errs);
+            not_more_than_100_percent(v, &sp.child(key), &mut errs);
+        }
+    }
+    if let Some(sel) = spec.get("selector").filter(|v| !v.is_null()) {
+        errs.extend(meta::validate_label_selector(sel, &sp.child("selector")));
+    }
+    if let Some(p) = opt_str(spec, "unhealthyPodEvictionPolicy") {
+        if p != "IfHealthyBudget" && p != "AlwaysAllow" {
+            errs.push(field::not_supported_str(
+                &sp.child("unhealthyPodEvictionPolicy"),
+                p,
+                &["AlwaysAllow", "IfHealthyBudget"],
+            ));
+        }
+    }
+    errs
+}
+
 fn selector_immutable(new: &Value, old: &Value, errs: &mut Vec<Cause>) {
     let (n, o) = (
         sub(sub(new, "spec"), "selector"),

@@ -66,6 +66,7 @@ impl Plugin for InterPodAffinity {
             ClusterEvent::NodeUpdate,
             ClusterEvent::PodDelete,
             ClusterEvent::PodAdd,
+            ClusterEvent::NamespaceChange,
         ]
     }
     fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
@@ -98,7 +99,7 @@ impl PreFilterPlugin for InterPodAffinity {
         let mut existing_anti: Occupied = Vec::new();
         if snap.anti_affinity_pods > 0 {
             for (kind, _, c) in snap.carried_terms() {
-                if kind == TermKind::RequiredAntiAffinity && c.term.matches(&me) {
+                if kind == TermKind::RequiredAntiAffinity && snap.term_matches(&c.term, &me) {
                     existing_anti.push((
                         c.term.topology_key.clone(),
                         c.counts.keys().cloned().collect(),
@@ -112,7 +113,7 @@ impl PreFilterPlugin for InterPodAffinity {
         for t in &me.terms {
             match t.kind {
                 TermKind::RequiredAffinity => {
-                    self_ok &= t.term.matches(&me);
+                    self_ok &= snap.term_matches(&t.term, &me);
                     affinity.push(occupied(snap, &t.term));
                 }
                 TermKind::RequiredAntiAffinity => anti.push(occupied(snap, &t.term)),
@@ -209,7 +210,7 @@ impl PreScorePlugin for InterPodAffinity {
                 TermKind::RequiredAffinity => self.hard_pod_affinity_weight,
                 TermKind::RequiredAntiAffinity => continue,
             };
-            if weight != 0 && c.term.matches(&me) {
+            if weight != 0 && snap.term_matches(&c.term, &me) {
                 sources.push(Source {
                     weight,
                     topology_key: c.term.topology_key.clone(),
@@ -396,5 +397,69 @@ mod tests {
         );
         let sc = score_all(&p, &pod_labels("x", json!({"app": "x"}), json!({})), &s);
         assert_eq!((sc["a1"], sc["a2"]), (0, 100));
+    }
+
+    fn in_namespace(p: Arc<Pod>, ns: &str) -> Arc<Pod> {
+        let mut p = (*p).clone();
+        p.metadata.namespace = Some(ns.to_string());
+        Arc::new(p)
+    }
+
+    fn ns_labels(v: Value) -> Option<std::collections::BTreeMap<String, String>> {
+        serde_json::from_value(v).ok()
+    }
+
+    #[test]
+    fn namespace_selector_picks_namespaces_by_label() {
+        let mut s = zones();
+        s.set_namespace("default", ns_labels(json!({})));
+        s.set_namespace("team-a", ns_labels(json!({"team": "a"})));
+        s.set_namespace("team-b", ns_labels(json!({"team": "b"})));
+        place(
+            &mut s,
+            in_namespace(pod_labels("db", json!({"app": "db"}), json!({})), "team-a"),
+            "a2",
+        );
+        let with = |team: &str| {
+            pod_labels(
+                "web",
+                json!({"app": "web"}),
+                json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"app": "db"}},
+                     "namespaceSelector": {"matchLabels": {"team": team}},
+                     "topologyKey": "zone"}]}}}),
+            )
+        };
+        let f = filter(&with("a"), &s);
+        assert!(f["a1"].is_success() && f["a2"].is_success());
+        assert_eq!(f["b1"].reasons, vec![AFFINITY_REASON]);
+        // no namespace labelled team=b holds a db pod
+        assert!(filter(&with("b"), &s)
+            .values()
+            .all(|st| st.reasons == vec![AFFINITY_REASON]));
+        // without a namespaceSelector the term looks only in the pod's own namespace
+        let own = pod_labels(
+            "web",
+            json!({"app": "web"}),
+            json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}}}),
+        );
+        assert!(filter(&own, &s)
+            .values()
+            .all(|st| st.reasons == vec![AFFINITY_REASON]));
+        // relabelling the namespace changes what the same term selects
+        assert!(s.set_namespace("team-a", ns_labels(json!({"team": "c"}))));
+        assert!(filter(&with("a"), &s)
+            .values()
+            .all(|st| st.reasons == vec![AFFINITY_REASON]));
+        assert!(s.set_namespace("team-b", ns_labels(json!({"team": "a"}))));
+        place(
+            &mut s,
+            in_namespace(pod_labels("db2", json!({"app": "db"}), json!({})), "team-b"),
+            "b1",
+        );
+        let f = filter(&with("a"), &s);
+        assert!(f["b1"].is_success());
+        assert_eq!(f["a1"].reasons, vec![AFFINITY_REASON]);
     }
 }
