@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages etcd-server protobuf-compiler libprotobuf-dev curl ca-certificates
+ensure_packages etcd-server protobuf-compiler libprotobuf-dev curl ca-certificates \
+  containerd runc containernetworking-plugins busybox-static nftables build-essential iproute2
 stop_system_etcd
 python3 -c "import kubernetes" 2>/dev/null || python3 -m pip install -q kubernetes 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes
 

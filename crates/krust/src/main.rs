@@ -26,6 +26,10 @@ enum Command {
     Sim(cmd::sim::Args),
     /// Run the scheduler against an API server.
     Scheduler(cmd::scheduler::Args),
+    /// Run the node agent (kubelet): register this machine as a node and run its pods.
+    Agent(cmd::agent::Args),
+    /// Remove what a node agent left on this machine: its pods, containerd and bridge.
+    AgentReset(cmd::agent::ResetArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +50,8 @@ fn main() -> anyhow::Result<()> {
             Command::ControllerManager(args) => cmd::controllers::run(args).await,
             Command::Sim(args) => cmd::sim::run(args).await,
             Command::Scheduler(args) => cmd::scheduler::run(args).await,
+            Command::Agent(args) => cmd::agent::run(args).await,
+            Command::AgentReset(args) => cmd::agent::reset(args).await,
         }
     })
 }

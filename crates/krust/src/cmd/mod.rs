@@ -1,5 +1,6 @@
 //! Subcommands, one file each, plus what they share.
 
+pub mod agent;
 pub mod controllers;
 pub mod scheduler;
 pub mod server;

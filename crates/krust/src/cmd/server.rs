@@ -52,6 +52,13 @@ pub struct Args {
     /// Components not to run in this process (comma separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     disable: Vec<Component>,
+    /// Also run a node agent in this process (data in DATA_DIR/agent), making this machine a
+    /// node of the cluster. Opt-in while the agent matures, so that servers started for tests
+    /// and benchmarks do not start containerd.
+    #[arg(long)]
+    agent: bool,
+    #[command(flatten)]
+    agent_flags: super::agent::AgentFlags,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -64,7 +71,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         service_cidr,
         tls_sans,
         disable,
+        agent,
+        agent_flags,
     } = args;
+    let agent_config = if agent {
+        Some(agent_flags.config(data_dir.join("agent"))?)
+    } else {
+        None
+    };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let store: Arc<dyn krust_store::Store> = match store {
@@ -103,6 +117,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             config,
             super::shutdown_signal(),
         ));
+    }
+    if let Some(config) = agent_config {
+        let client = super::client(&running.kubeconfig).await?;
+        tokio::spawn(async move {
+            if let Err(e) = krust_agent::run(client, config, super::shutdown_signal()).await {
+                tracing::error!(error = ?anyhow::Error::from(e), "node agent stopped");
+            }
+        });
     }
     println!(
         "krust is ready. Point kubectl at it with:\n  export KUBECONFIG={}",

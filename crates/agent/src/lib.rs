@@ -1,0 +1,271 @@
+//! The krust node agent (kubelet): makes a machine a node. It registers the Node, keeps its
+//! Lease and status fresh, and runs the pods bound to it as containers through containerd's
+//! CRI, with pod networking from a CNI bridge.
+//!
+//! Layout:
+//! - [`runtime`]: the `Runtime` trait (the CRI calls the agent makes), the containerd client,
+//!   an in-memory fake, and the test suite both pass.
+//! - [`containerd`]: the agent's own containerd (config, start, stop) under its data dir.
+//! - [`cni`]: the bridge conflist over the node's pod CIDR.
+//! - [`images`]: the pause and busybox images, built locally as OCI archives and imported.
+//! - [`node`]: the Node object, registration, Lease and status heartbeats.
+//! - [`pod`]: the pod manager, the per-pod state machine and status computation.
+//! - [`labels`]: labels and annotations on CRI objects (the agent's checkpoint).
+//!
+//! [`run`] sets the node up (containerd, images, Node, CNI) and then runs until `shutdown`;
+//! [`reset`] removes what a node left on the machine (`krust agent-reset`).
+
+pub mod cni;
+pub mod containerd;
+pub mod images;
+pub mod labels;
+pub mod node;
+pub mod pod;
+pub mod runtime;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtime::cri::CriRuntime;
+use runtime::Runtime;
+
+/// What can stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("setting up containerd")]
+    Containerd(#[from] containerd::ContainerdError),
+    #[error("talking to the container runtime")]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("preparing the node's images")]
+    Images(#[from] images::ImageError),
+    #[error("{context}")]
+    Api {
+        context: &'static str,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("{what} {}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// The node's InternalIP (and every pod's hostIP).
+    pub node_ip: String,
+    /// containerd's files, pod logs and image archives go here.
+    pub data_dir: PathBuf,
+    /// Pod CIDR used when the Node has no `spec.podCIDR`.
+    pub pod_cidr: String,
+    /// Name of the CNI bridge on the host.
+    pub bridge: String,
+    /// A CRI socket to use instead of starting the agent's own containerd.
+    pub runtime_endpoint: Option<PathBuf>,
+    pub max_pods: u32,
+    pub lease_interval: Duration,
+    pub status_interval: Duration,
+    pub cgroup_root: PathBuf,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            node_name: "node".to_string(),
+            node_ip: "127.0.0.1".to_string(),
+            data_dir: PathBuf::from("/var/lib/krust/agent"),
+            pod_cidr: "10.42.0.0/24".to_string(),
+            bridge: "krust0".to_string(),
+            runtime_endpoint: None,
+            max_pods: 110,
+            lease_interval: Duration::from_secs(10),
+            status_interval: Duration::from_secs(60),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+}
+
+impl AgentConfig {
+    fn validate(&self) -> Result<(), AgentError> {
+        if self.node_name.is_empty() {
+            return Err(AgentError::Config("the node name is empty".into()));
+        }
+        if self.node_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(AgentError::Config(format!(
+                "--node-ip {:?} is not an IP address",
+                self.node_ip
+            )));
+        }
+        if cni::Cidr::parse(&self.pod_cidr).is_none() {
+            return Err(AgentError::Config(format!(
+                "--pod-cidr {:?} is not an IPv4 CIDR",
+                self.pod_cidr
+            )));
+        }
+        if self.bridge.is_empty() || self.bridge.len() > 15 {
+            return Err(AgentError::Config(format!(
+                "bridge name {:?} must be 1-15 characters",
+                self.bridge
+            )));
+        }
+        Ok(())
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.runtime_endpoint
+            .clone()
+            .unwrap_or_else(|| containerd::Layout::new(&self.data_dir).socket())
+    }
+}
+
+/// Sets the node up and runs it until `shutdown` resolves. Containers (and containerd) keep
+/// running after it returns.
+pub async fn run(
+    client: kube::Client,
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    config.validate()?;
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::Io {
+        what: "creating",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let layout = containerd::Layout::new(&config.data_dir);
+    // The CNI config must be there before the first sandbox; rewritten below if the Node has
+    // a pod CIDR of its own.
+    let default_cidr = cni::Cidr::parse(&config.pod_cidr)
+        .ok_or_else(|| AgentError::Config(format!("bad --pod-cidr {}", config.pod_cidr)))?;
+    write_cni(&layout, &config, default_cidr)?;
+    if config.runtime_endpoint.is_none() {
+        containerd::ensure_running(
+            &layout,
+            &containerd::Settings::default(),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    let socket = config.socket();
+    let rt = Arc::new(CriRuntime::new(&socket)?);
+    let version = rt.version().await?;
+    images::ensure_images(rt.as_ref(), &socket, &config.data_dir.join("images")).await?;
+
+    let id = Arc::new(node::NodeIdentity {
+        name: config.node_name.clone(),
+        ip: config.node_ip.clone(),
+        max_pods: config.max_pods,
+        machine: node::Machine::probe(&config.data_dir),
+        runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
+    });
+    let registered = node::register(&client, &id)
+        .await
+        .map_err(|e| AgentError::Api {
+            context: "registering the node",
+            source: Box::new(e),
+        })?;
+    if let Some(cidr) = registered
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_deref())
+        .and_then(cni::Cidr::parse)
+    {
+        write_cni(&layout, &config, cidr)?;
+    }
+    tracing::info!(node = %config.node_name, runtime = %id.runtime_version, elapsed = ?started.elapsed(), "node agent ready");
+
+    let heartbeat = tokio::spawn(node::heartbeat(
+        client.clone(),
+        id.clone(),
+        config.lease_interval,
+        config.status_interval,
+    ));
+    let ctx = Arc::new(pod::PodContext {
+        client,
+        runtime: rt,
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip.clone(),
+        logs_root: config.data_dir.join("pods"),
+        runtime_name: version.runtime_name,
+        cgroup_root: config.cgroup_root.clone(),
+    });
+    pod::run(ctx, shutdown).await;
+    heartbeat.abort();
+    tracing::info!(node = %config.node_name, "node agent stopped; containers keep running");
+    Ok(())
+}
+
+fn write_cni(
+    layout: &containerd::Layout,
+    config: &AgentConfig,
+    cidr: cni::Cidr,
+) -> Result<(), AgentError> {
+    cni::write_conflist(
+        &layout.cni_conf_dir(),
+        &config.bridge,
+        cidr,
+        &layout.cni_ipam_dir(),
+    )
+    .map_err(|source| AgentError::Io {
+        what: "writing the CNI config in",
+        path: layout.cni_conf_dir(),
+        source,
+    })
+}
+
+/// What [`reset`] removed.
+#[derive(Debug, Default)]
+pub struct ResetReport {
+    pub sandboxes: usize,
+    pub containerd_stopped: bool,
+    pub bridge_deleted: bool,
+}
+
+/// Removes what a node left on this machine: every sandbox the agent made (containers
+/// stopped at once), their cgroups and logs, the agent's containerd, and the bridge.
+/// Data under `data_dir` other than pod logs is kept.
+pub async fn reset(data_dir: &Path, bridge: &str, cgroup_root: &Path) -> ResetReport {
+    let layout = containerd::Layout::new(data_dir);
+    let mut report = ResetReport::default();
+    if containerd::answers(&layout).await {
+        if let Ok(rt) = CriRuntime::new(&layout.socket()) {
+            let selector = std::collections::HashMap::from([(
+                labels::MANAGED.to_string(),
+                "true".to_string(),
+            )]);
+            let sandboxes = rt.list_pod_sandboxes(selector.clone()).await.unwrap_or_default();
+            for c in rt.list_containers(selector).await.unwrap_or_default() {
+                let _ = rt.stop_container(&c.id, 0).await;
+            }
+            for s in sandboxes {
+                let _ = rt.stop_pod_sandbox(&s.id).await;
+                if rt.remove_pod_sandbox(&s.id).await.is_ok() {
+                    report.sandboxes += 1;
+                }
+                if let Some(uid) = s.labels.get(labels::POD_UID) {
+                    pod::worker::cleanup_cgroups(cgroup_root, uid);
+                }
+            }
+        }
+    }
+    report.containerd_stopped = containerd::stop(&layout, Duration::from_secs(10)).await;
+    let _ = std::fs::remove_dir_all(data_dir.join("pods"));
+    if !bridge.is_empty() {
+        report.bridge_deleted = tokio::process::Command::new("ip")
+            .args(["link", "delete", bridge])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+    }
+    report
+}

@@ -1,0 +1,233 @@
+//! Running the node's pods.
+//!
+//! - [`spec`]: Pod -> CRI sandbox and container configs.
+//! - [`plan`]: the pure per-pod state machine (documented there).
+//! - [`status`]: the pure status computation.
+//! - [`worker`]: one task per pod that observes, acts and writes status.
+//! - this module: the manager. It watches the Pods bound to this node (field selector
+//!   `spec.nodeName`), hands each worker the latest Pod, and every second relists the
+//!   runtime's sandboxes and containers (one ListPodSandbox and one ListContainers for the
+//!   whole node, like kubelet's PLEG) to wake the workers whose pods changed. Sandboxes of
+//!   pods the API no longer has (deleted while the agent was down) get a worker that cleans
+//!   them up, once the watch's initial list is complete.
+
+pub mod plan;
+pub mod spec;
+pub mod status;
+pub mod worker;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::labels;
+use crate::runtime::Runtime;
+use worker::{Desired, Worker};
+
+/// What every pod worker shares.
+pub struct PodContext {
+    pub client: kube::Client,
+    pub runtime: Arc<dyn Runtime>,
+    pub node_name: String,
+    pub node_ip: String,
+    /// Container logs go under `<logs_root>/<namespace>_<name>_<uid>/`.
+    pub logs_root: PathBuf,
+    /// Prefix of container ids in statuses (`containerd`).
+    pub runtime_name: String,
+    /// Where cgroup hierarchies are mounted (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+}
+
+/// How often the runtime is relisted.
+const RELIST: Duration = Duration::from_secs(1);
+
+struct Handle {
+    tx: watch::Sender<Desired>,
+    wake: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+struct Manager {
+    ctx: Arc<PodContext>,
+    workers: HashMap<String, Handle>,
+    /// Pods the API has for this node, by uid.
+    known: HashMap<String, Arc<Pod>>,
+    /// Uids seen during a watch (re)list, to find pods deleted meanwhile.
+    relisting: HashSet<String>,
+    synced: bool,
+    fingerprints: HashMap<String, u64>,
+}
+
+impl Manager {
+    fn dispatch(&mut self, uid: &str, desired: Desired) {
+        if let Some(h) = self.workers.get(uid) {
+            if !h.task.is_finished() {
+                h.tx.send_replace(desired);
+                return;
+            }
+        }
+        let (tx, rx) = watch::channel(desired);
+        let wake = Arc::new(Notify::new());
+        let w = Worker::new(self.ctx.clone(), uid.to_string(), rx, wake.clone());
+        let task = tokio::spawn(w.run());
+        self.workers
+            .insert(uid.to_string(), Handle { tx, wake, task });
+    }
+
+    fn apply(&mut self, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let pod = Arc::new(pod);
+        self.known.insert(uid.clone(), pod.clone());
+        self.dispatch(&uid, Desired::Pod(pod));
+    }
+
+    fn gone(&mut self, uid: &str) {
+        self.known.remove(uid);
+        if self.workers.contains_key(uid) {
+            self.dispatch(uid, Desired::Gone);
+        }
+    }
+
+    /// Relists the runtime: wakes workers whose pods changed; starts clean-up of pods the API
+    /// does not have.
+    async fn relist(&mut self) {
+        self.workers.retain(|_, h| !h.task.is_finished());
+        let rt = &self.ctx.runtime;
+        let selector = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::NODE.to_string(), self.ctx.node_name.clone()),
+        ]);
+        let (sandboxes, containers) = match tokio::try_join!(
+            rt.list_pod_sandboxes(selector.clone()),
+            rt.list_containers(selector)
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "relisting the runtime");
+                return;
+            }
+        };
+        let mut state: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+        for s in sandboxes {
+            if let Some(uid) = s.labels.get(labels::POD_UID) {
+                state
+                    .entry(uid.clone())
+                    .or_default()
+                    .push((s.id.clone(), s.state));
+            }
+        }
+        for c in containers {
+            if let Some(uid) = c.labels.get(labels::POD_UID) {
+                state
+                    .entry(uid.clone())
+                    .or_default()
+                    .push((c.id.clone(), 10 + c.state));
+            }
+        }
+        let mut seen = HashMap::new();
+        for (uid, mut items) in state {
+            items.sort();
+            let mut h = DefaultHasher::new();
+            items.hash(&mut h);
+            let fp = h.finish();
+            if self.fingerprints.get(&uid) != Some(&fp) {
+                if let Some(w) = self.workers.get(&uid) {
+                    w.wake.notify_one();
+                }
+            }
+            seen.insert(uid, fp);
+        }
+        // Pods whose containers all disappeared changed too.
+        for uid in self.fingerprints.keys() {
+            if !seen.contains_key(uid) {
+                if let Some(w) = self.workers.get(uid) {
+                    w.wake.notify_one();
+                }
+            }
+        }
+        if self.synced {
+            let orphans: Vec<String> = seen
+                .keys()
+                .filter(|uid| !self.known.contains_key(*uid) && !self.workers.contains_key(*uid))
+                .cloned()
+                .collect();
+            for uid in orphans {
+                tracing::info!(uid, "cleaning up a pod the API no longer has");
+                self.dispatch(&uid, Desired::Gone);
+            }
+        }
+        self.fingerprints = seen;
+    }
+}
+
+/// Runs the node's pods until `shutdown` resolves. Containers keep running afterwards.
+pub async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>) {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut m = Manager {
+        ctx,
+        workers: HashMap::new(),
+        known: HashMap::new(),
+        relisting: HashSet::new(),
+        synced: false,
+        fingerprints: HashMap::new(),
+    };
+    let mut relist = tokio::time::interval(RELIST);
+    relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            ev = events.next() => match ev {
+                Some(Ok(Event::Apply(pod))) => m.apply(pod),
+                Some(Ok(Event::Delete(pod))) => {
+                    if let Some(uid) = pod.metadata.uid.as_deref() {
+                        m.gone(uid);
+                    }
+                }
+                Some(Ok(Event::Init)) => m.relisting.clear(),
+                Some(Ok(Event::InitApply(pod))) => {
+                    if let Some(uid) = pod.metadata.uid.clone() {
+                        m.relisting.insert(uid);
+                    }
+                    m.apply(pod);
+                }
+                Some(Ok(Event::InitDone)) => {
+                    let stale: Vec<String> = m
+                        .known
+                        .keys()
+                        .filter(|uid| !m.relisting.contains(*uid))
+                        .cloned()
+                        .collect();
+                    for uid in stale {
+                        m.gone(&uid);
+                    }
+                    m.synced = true;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "watching pods"),
+                None => break,
+            },
+            _ = relist.tick() => m.relist().await,
+        }
+    }
+    // Dropping the senders stops the workers; containers are left running.
+    for (_, h) in m.workers.drain() {
+        drop(h.tx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), h.task).await;
+    }
+}

@@ -1,0 +1,593 @@
+//! One task per pod: observes what the runtime holds for the pod, applies the plan, writes
+//! the status, and on deletion terminates the pod and deletes the Pod object.
+//!
+//! The worker wakes when the Pod changes, when the relister sees the pod's containers change,
+//! or when a back-off or retry ends. When the agent stops, workers stop without touching the
+//! containers: they keep running and are re-adopted by the next agent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::Api;
+use tokio::sync::{watch, Notify};
+
+use super::plan::{self, Action, CState, Observed, ObservedContainer, ObservedSandbox};
+use super::spec::{self, Kind, PodEnvContext};
+use super::status::{self, Inputs};
+use super::PodContext;
+use crate::images;
+use crate::labels;
+use crate::runtime::{api, container_state, sandbox_ready, RuntimeError};
+
+/// What the worker is told about its pod.
+#[derive(Clone, Debug)]
+pub enum Desired {
+    /// The Pod as last seen in the API.
+    Pod(Arc<Pod>),
+    /// The Pod is gone from the API (or was never there): clean up what is left.
+    Gone,
+}
+
+/// How often a pod is looked at when nothing wakes it.
+const RESYNC: Duration = Duration::from_secs(30);
+/// How long a worker waits to retry after a failed action, at most.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Grace period for pods whose Pod object vanished (force deletion).
+const GONE_GRACE_SECONDS: i64 = 2;
+
+pub struct Worker {
+    ctx: Arc<PodContext>,
+    uid: String,
+    rx: watch::Receiver<Desired>,
+    wake: Arc<Notify>,
+    /// Why a container could not be started: name -> (reason, message).
+    errors: HashMap<String, (String, String)>,
+    /// Consecutive failed syncs, for the retry delay.
+    failures: u32,
+    /// Status details of exited containers (they never change).
+    exited: HashMap<String, CState>,
+    grace_seconds: i64,
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Why a sync did not finish.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("writing the pod: {0}")]
+    Api(#[source] Box<kube::Error>),
+    #[error("creating {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{reason}: {message}")]
+    Image { reason: String, message: String },
+}
+
+impl From<kube::Error> for SyncError {
+    fn from(e: kube::Error) -> Self {
+        SyncError::Api(Box::new(e))
+    }
+}
+
+impl Worker {
+    pub fn new(
+        ctx: Arc<PodContext>,
+        uid: String,
+        rx: watch::Receiver<Desired>,
+        wake: Arc<Notify>,
+    ) -> Worker {
+        Worker {
+            ctx,
+            uid,
+            rx,
+            wake,
+            errors: HashMap::new(),
+            failures: 0,
+            exited: HashMap::new(),
+            grace_seconds: GONE_GRACE_SECONDS,
+        }
+    }
+
+    /// Runs until the pod is terminated and gone, or the manager stops.
+    pub async fn run(mut self) {
+        loop {
+            let desired = self.rx.borrow_and_update().clone();
+            let wait = match desired {
+                Desired::Gone => match self.terminate(None).await {
+                    Ok(()) => return,
+                    Err(e) => self.failed("terminating", &e),
+                },
+                Desired::Pod(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                    match self.terminate(Some(&pod)).await {
+                        Ok(()) => return,
+                        Err(e) => self.failed("terminating", &e),
+                    }
+                }
+                Desired::Pod(pod) => match self.sync(&pod).await {
+                    Ok(next) => {
+                        self.failures = 0;
+                        next
+                    }
+                    Err(e) => self.failed("syncing", &e),
+                },
+            };
+            tokio::select! {
+                changed = self.rx.changed() => {
+                    if changed.is_err() {
+                        // The manager stopped: leave everything running.
+                        return;
+                    }
+                }
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn failed(&mut self, what: &str, e: &SyncError) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        tracing::warn!(uid = %self.uid, error = %e, "{what} pod");
+        Duration::from_millis(500)
+            .saturating_mul(1 << self.failures.min(8))
+            .min(MAX_RETRY)
+    }
+
+    /// What the runtime holds for this pod.
+    async fn observe(&mut self) -> Result<Observed, RuntimeError> {
+        let rt = &self.ctx.runtime;
+        let selector = HashMap::from([(labels::POD_UID.to_string(), self.uid.clone())]);
+        let sandboxes = rt.list_pod_sandboxes(selector.clone()).await?;
+        let newest_ready = sandboxes
+            .iter()
+            .filter(|s| sandbox_ready(s.state))
+            .max_by_key(|s| (s.metadata.as_ref().map(|m| m.attempt), s.created_at))
+            .map(|s| s.id.clone());
+        let mut obs = Observed::default();
+        for s in sandboxes {
+            let ready = sandbox_ready(s.state);
+            let ip = if ready && Some(&s.id) == newest_ready.as_ref() {
+                match rt.pod_sandbox_status(&s.id).await {
+                    Ok(st) => st.network.map(|n| n.ip).unwrap_or_default(),
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                String::new()
+            };
+            obs.sandboxes.push(ObservedSandbox {
+                attempt: s.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+                id: s.id,
+                ready,
+                ip,
+                created_at: s.created_at,
+            });
+        }
+        for c in rt.list_containers(selector).await? {
+            let name = c
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .or_else(|| c.labels.get(labels::CONTAINER_NAME).cloned())
+                .unwrap_or_default();
+            let attempt = c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
+            let state = match container_state(c.state) {
+                api::ContainerState::ContainerCreated => CState::Created,
+                api::ContainerState::ContainerUnknown => CState::Unknown,
+                api::ContainerState::ContainerRunning
+                | api::ContainerState::ContainerExited => {
+                    if let Some(st) = self.exited.get(&c.id) {
+                        st.clone()
+                    } else {
+                        match rt.container_status(&c.id).await {
+                            Ok(st) => {
+                                let cs = from_status(&st);
+                                if matches!(cs, CState::Exited { .. }) {
+                                    self.exited.insert(c.id.clone(), cs.clone());
+                                }
+                                cs
+                            }
+                            Err(e) if e.is_not_found() => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            };
+            obs.containers.push(ObservedContainer {
+                id: c.id,
+                sandbox_id: c.pod_sandbox_id,
+                name,
+                attempt,
+                state,
+                image_ref: c.image_ref,
+            });
+        }
+        self.exited
+            .retain(|id, _| obs.containers.iter().any(|c| &c.id == id));
+        Ok(obs)
+    }
+
+    /// Brings the pod one step nearer to its spec (a few actions at most) and writes its
+    /// status. Returns when to look again if nothing wakes the worker.
+    async fn sync(&mut self, pod: &Pod) -> Result<Duration, SyncError> {
+        self.grace_seconds = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        let mut failure = None;
+        for _round in 0..8 {
+            let obs = self.observe().await?;
+            let plan = plan::plan(pod, &obs, now_nanos());
+            let done = plan.actions.is_empty() || failure.is_some();
+            if !done {
+                if let Err(e) = self.execute(pod, &obs, &plan.actions).await {
+                    failure = Some(e);
+                }
+                continue;
+            }
+            self.write_status(pod, &obs, &plan).await?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            return Ok(plan.requeue_after.unwrap_or(RESYNC).min(RESYNC));
+        }
+        // Still acting after several rounds: write what is there and come back soon.
+        let obs = self.observe().await?;
+        let plan = plan::plan(pod, &obs, now_nanos());
+        self.write_status(pod, &obs, &plan).await?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(Duration::from_millis(100)),
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        pod: &Pod,
+        obs: &Observed,
+        actions: &[Action],
+    ) -> Result<(), SyncError> {
+        let rt = self.ctx.runtime.clone();
+        let log_dir = spec::log_directory(&self.ctx.logs_root, pod);
+        for action in actions {
+            match action {
+                Action::RunSandbox { attempt } => {
+                    std::fs::create_dir_all(&log_dir).map_err(|source| SyncError::Io {
+                        path: log_dir.display().to_string(),
+                        source,
+                    })?;
+                    let config =
+                        spec::sandbox_config(pod, &self.ctx.node_name, *attempt, &log_dir);
+                    let started = std::time::Instant::now();
+                    let id = rt.run_pod_sandbox(config).await?;
+                    tracing::debug!(uid = %self.uid, sandbox = %id, elapsed = ?started.elapsed(), "sandbox running");
+                }
+                Action::StartContainer {
+                    kind,
+                    index,
+                    attempt,
+                } => {
+                    let Some(sandbox) = obs.sandbox().filter(|s| s.ready) else {
+                        continue;
+                    };
+                    let list = match kind {
+                        Kind::Init => plan::init_containers(pod),
+                        Kind::App => plan::app_containers(pod),
+                    };
+                    let Some(c) = list.get(*index) else {
+                        continue;
+                    };
+                    if let Err((reason, message)) = self.ensure_image(c).await {
+                        self.errors
+                            .insert(c.name.clone(), (reason.clone(), message.clone()));
+                        return Err(SyncError::Image { reason, message });
+                    }
+                    let sandbox_config =
+                        spec::sandbox_config(pod, &self.ctx.node_name, sandbox.attempt, &log_dir);
+                    let env_ctx = PodEnvContext {
+                        pod_ip: sandbox.ip.clone(),
+                        host_ip: self.ctx.node_ip.clone(),
+                        node_name: self.ctx.node_name.clone(),
+                    };
+                    let config = spec::container_config(
+                        pod,
+                        c,
+                        *kind,
+                        *attempt,
+                        &self.ctx.node_name,
+                        &env_ctx,
+                    );
+                    let _ = std::fs::create_dir_all(log_dir.join(&c.name));
+                    let id = match rt
+                        .create_container(&sandbox.id, config, sandbox_config)
+                        .await
+                    {
+                        Ok(id) => id,
+                        Err(e) => {
+                            self.errors.insert(
+                                c.name.clone(),
+                                ("CreateContainerError".to_string(), e.to_string()),
+                            );
+                            return Err(e.into());
+                        }
+                    };
+                    if let Err(e) = rt.start_container(&id).await {
+                        self.errors.insert(
+                            c.name.clone(),
+                            ("RunContainerError".to_string(), e.to_string()),
+                        );
+                        return Err(e.into());
+                    }
+                    self.errors.remove(&c.name);
+                    tracing::debug!(uid = %self.uid, container = %c.name, attempt, "container started");
+                }
+                Action::StartCreated { id } => rt.start_container(id).await?,
+                Action::StopSandbox { id } => match rt.stop_pod_sandbox(id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                },
+                Action::RemoveContainer { id } => rt.remove_container(id).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the container's image present per its pull policy, or says why not
+    /// (`ErrImagePull`, `ErrImageNeverPull`).
+    async fn ensure_image(
+        &self,
+        c: &k8s_openapi::api::core::v1::Container,
+    ) -> Result<(), (String, String)> {
+        let image = c.image.clone().unwrap_or_default();
+        if image.is_empty() {
+            return Err(("InvalidImageName".to_string(), "no image".to_string()));
+        }
+        let rt = &self.ctx.runtime;
+        let present = rt
+            .image_status(&image)
+            .await
+            .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?
+            .is_some();
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| default_pull_policy(&image).to_string());
+        match policy.as_str() {
+            "Never" if present => Ok(()),
+            "Never" => Err((
+                "ErrImageNeverPull".to_string(),
+                format!("Container image \"{image}\" is not present with pull policy of Never"),
+            )),
+            "IfNotPresent" if present => Ok(()),
+            // Images the agent imported itself have no registry to be pulled from.
+            "Always" if present && is_preloaded(&image) => Ok(()),
+            _ => match rt.pull_image(&image, None, None).await {
+                Ok(_) => Ok(()),
+                Err(e) if present => {
+                    tracing::warn!(image, error = %e, "pull failed; using the image present on the node");
+                    Ok(())
+                }
+                Err(e) => Err(("ErrImagePull".to_string(), e.to_string())),
+            },
+        }
+    }
+
+    async fn write_status(
+        &self,
+        pod: &Pod,
+        obs: &Observed,
+        plan: &plan::Plan,
+    ) -> Result<(), SyncError> {
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut current = pod.clone();
+        for _ in 0..3 {
+            let st = status::pod_status(
+                &current,
+                &Inputs {
+                    obs,
+                    plan,
+                    host_ip: &self.ctx.node_ip,
+                    runtime_name: &self.ctx.runtime_name,
+                    errors: &self.errors,
+                    now: Timestamp::now(),
+                },
+            );
+            let same = serde_json::to_value(&st).ok()
+                == current
+                    .status
+                    .as_ref()
+                    .and_then(|s| serde_json::to_value(s).ok());
+            if same {
+                return Ok(());
+            }
+            let mut next = current.clone();
+            next.status = Some(st);
+            match api
+                .replace_status(&name, &PostParams::default(), &next)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.is_conflict() => {
+                    match api.get_opt(&name).await? {
+                        Some(fresh) if fresh.metadata.uid.as_deref() == Some(&self.uid) => {
+                            current = fresh;
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+                Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the pod's containers within the grace period, removes its sandboxes, logs and
+    /// cgroups, then deletes the Pod object (grace period 0) if there is one.
+    async fn terminate(&mut self, pod: Option<&Pod>) -> Result<(), SyncError> {
+        let grace = match pod {
+            Some(p) => p
+                .metadata
+                .deletion_grace_period_seconds
+                .or_else(|| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                })
+                .unwrap_or(30),
+            None => self.grace_seconds.min(GONE_GRACE_SECONDS),
+        }
+        .max(0);
+        let obs = self.observe().await?;
+        let rt = self.ctx.runtime.clone();
+        let stops = obs
+            .containers
+            .iter()
+            .filter(|c| matches!(c.state, CState::Running { .. } | CState::Unknown))
+            .map(|c| {
+                let rt = rt.clone();
+                let id = c.id.clone();
+                async move {
+                    match rt.stop_container(&id, grace).await {
+                        Err(e) if !e.is_not_found() => Err(e),
+                        _ => Ok(()),
+                    }
+                }
+            });
+        for r in futures::future::join_all(stops).await {
+            r?;
+        }
+        for s in &obs.sandboxes {
+            match rt.stop_pod_sandbox(&s.id).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+            rt.remove_pod_sandbox(&s.id).await?;
+        }
+        cleanup_cgroups(&self.ctx.cgroup_root, &self.uid);
+        if let Some(p) = pod {
+            let _ = std::fs::remove_dir_all(spec::log_directory(&self.ctx.logs_root, p));
+            let api: Api<Pod> = Api::namespaced(
+                self.ctx.client.clone(),
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(self.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api
+                .delete(p.metadata.name.as_deref().unwrap_or_default(), &dp)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else if let Ok(rd) = std::fs::read_dir(&self.ctx.logs_root) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(&format!("_{}", self.uid)) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        tracing::info!(uid = %self.uid, grace, "pod terminated");
+        Ok(())
+    }
+}
+
+fn from_status(st: &api::ContainerStatus) -> CState {
+    match container_state(st.state) {
+        api::ContainerState::ContainerCreated => CState::Created,
+        api::ContainerState::ContainerRunning => CState::Running {
+            started_at: st.started_at,
+        },
+        api::ContainerState::ContainerExited => CState::Exited {
+            exit_code: st.exit_code,
+            reason: st.reason.clone(),
+            message: st.message.clone(),
+            started_at: st.started_at,
+            finished_at: st.finished_at,
+        },
+        api::ContainerState::ContainerUnknown => CState::Unknown,
+    }
+}
+
+/// Upstream's default: Always for `:latest` or no tag, IfNotPresent otherwise.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn is_preloaded(image: &str) -> bool {
+    let norm = crate::runtime::fake::normalize_image(image);
+    images::PRELOADED.contains(&norm.as_str())
+}
+
+/// Removes the pod's cgroup directories (runc leaves them, under every hierarchy).
+pub fn cleanup_cgroups(root: &std::path::Path, uid: &str) {
+    let parent = spec::cgroup_parent(uid);
+    let rel = parent.trim_start_matches('/');
+    let mut candidates = vec![root.join(rel)];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            candidates.push(e.path().join(rel));
+        }
+    }
+    for dir in candidates {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policy_defaults() {
+        assert_eq!(default_pull_policy("busybox"), "Always");
+        assert_eq!(default_pull_policy("busybox:latest"), "Always");
+        assert_eq!(default_pull_policy("busybox:1.36"), "IfNotPresent");
+        assert_eq!(default_pull_policy("localhost:5000/app"), "Always");
+        assert_eq!(default_pull_policy("localhost:5000/app:v1"), "IfNotPresent");
+        assert_eq!(default_pull_policy("app@sha256:abc"), "IfNotPresent");
+        assert!(is_preloaded("busybox"));
+        assert!(is_preloaded("docker.io/library/busybox:latest"));
+        assert!(!is_preloaded("busybox:1.36"));
+    }
+}

@@ -1,0 +1,137 @@
+//! `krust agent`: the node agent (kubelet) against an API server; `krust agent-reset`: remove
+//! what an agent left on this machine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Flags of the node agent, shared with the agent `krust server --agent` hosts.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentFlags {
+    /// Name of the Node (default: the machine's hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's InternalIP (tests pass 127.0.0.1).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: String,
+    /// Pod CIDR when the Node has no spec.podCIDR.
+    #[arg(long, default_value = "10.42.0.0/24")]
+    pub pod_cidr: String,
+    /// Name of the pod network bridge on the host.
+    #[arg(long, default_value = "krust0")]
+    pub bridge: String,
+    /// CRI socket of a containerd to use instead of starting the agent's own.
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<PathBuf>,
+    /// Most pods on the node.
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
+    /// Seconds between Lease renewals.
+    #[arg(long, default_value_t = 10)]
+    pub lease_renew_seconds: u64,
+    /// Seconds between node status updates.
+    #[arg(long, default_value_t = 60)]
+    pub status_update_seconds: u64,
+}
+
+impl AgentFlags {
+    pub fn config(&self, data_dir: PathBuf) -> anyhow::Result<krust_agent::AgentConfig> {
+        let node_name = match &self.node_name {
+            Some(n) => n.clone(),
+            None => hostname()?,
+        };
+        Ok(krust_agent::AgentConfig {
+            node_name,
+            node_ip: self.node_ip.clone(),
+            data_dir,
+            pod_cidr: self.pod_cidr.clone(),
+            bridge: self.bridge.clone(),
+            runtime_endpoint: self.container_runtime_endpoint.clone(),
+            max_pods: self.max_pods,
+            lease_interval: Duration::from_secs(self.lease_renew_seconds.max(1)),
+            status_interval: Duration::from_secs(self.status_update_seconds.max(1)),
+            ..Default::default()
+        })
+    }
+}
+
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the hostname")?
+        .trim()
+        .to_lowercase();
+    anyhow::ensure!(!name.is_empty(), "the machine has no hostname; pass --node-name");
+    Ok(name)
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Kubeconfig with the API server and credentials.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// API server URL, overriding the kubeconfig's.
+    #[arg(long)]
+    server: Option<String>,
+    /// Directory for containerd, pod logs and image archives.
+    #[arg(long, default_value = "/var/lib/krust/agent")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    flags: AgentFlags,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = match &args.server {
+        None => super::client(&args.kubeconfig).await?,
+        Some(url) => {
+            let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+                .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+            let mut config = kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?;
+            config.cluster_url = url.parse().context("--server")?;
+            kube::Client::try_from(config)?
+        }
+    };
+    let config = args.flags.config(args.data_dir)?;
+    krust_agent::run(client, config, super::shutdown_signal())
+        .await
+        .context("node agent")
+}
+
+#[derive(clap::Args)]
+pub struct ResetArgs {
+    /// The agent's data directory.
+    #[arg(long, default_value = "/var/lib/krust/agent")]
+    data_dir: PathBuf,
+    /// The pod network bridge to delete.
+    #[arg(long, default_value = "krust0")]
+    bridge: String,
+}
+
+pub async fn reset(args: ResetArgs) -> anyhow::Result<()> {
+    let report = krust_agent::reset(
+        &args.data_dir,
+        &args.bridge,
+        std::path::Path::new("/sys/fs/cgroup"),
+    )
+    .await;
+    println!(
+        "removed {} pod sandboxes; containerd {}; bridge {} {}",
+        report.sandboxes,
+        if report.containerd_stopped {
+            "stopped"
+        } else {
+            "was not running"
+        },
+        args.bridge,
+        if report.bridge_deleted {
+            "deleted"
+        } else {
+            "not present"
+        }
+    );
+    Ok(())
+}

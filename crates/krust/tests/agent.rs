@@ -1,0 +1,333 @@
+//! End-to-end: a real node. `krust server` plus `krust agent --node-ip 127.0.0.1` with its own
+//! containerd, images built on the spot, pods run with runc on a CNI bridge of the test's
+//! own; driven with kubectl. Skipped (with a message) when containerd, runc, the CNI plugins,
+//! busybox-static or gcc are not installed; `scripts/test.sh` installs them.
+//!
+//! Everything the test makes is removed afterwards, also on failure: pods through CRI,
+//! containerd, the bridge, cgroups, temporary directories (`krust agent-reset` in a guard).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{eventually, Server};
+
+const NODE: &str = "krust-e2e-node";
+const BRIDGE: &str = "krte2e0";
+const CIDR: &str = "10.42.200.0/24";
+const KRUST: &str = env!("CARGO_BIN_EXE_krust");
+
+fn missing_tools() -> Vec<&'static str> {
+    let on_path = |b: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(b).exists()))
+    };
+    let mut missing: Vec<&'static str> = ["containerd", "ctr", "runc", "gcc", "ip"]
+        .into_iter()
+        .filter(|b| !on_path(b))
+        .collect();
+    for f in ["/usr/lib/cni/bridge", "/bin/busybox"] {
+        if !Path::new(f).exists() {
+            missing.push(f);
+        }
+    }
+    missing
+}
+
+/// A `krust agent` process; dropping it kills the agent and resets the node.
+struct Agent {
+    child: Option<Child>,
+    data_dir: PathBuf,
+    kubeconfig: PathBuf,
+    log: PathBuf,
+    ip_forward: Option<String>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(server: &Server) -> Agent {
+        let tmp = tempfile::Builder::new()
+            .prefix("krust-agent")
+            .tempdir()
+            .expect("tempdir");
+        let mut a = Agent {
+            child: None,
+            data_dir: tmp.path().join("agent"),
+            kubeconfig: server.kubeconfig.clone(),
+            log: tmp.path().join("agent.log"),
+            ip_forward: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").ok(),
+            _tmp: tmp,
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let child = Command::new(KRUST)
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--node-name", NODE, "--node-ip", "127.0.0.1"])
+            .args(["--pod-cidr", CIDR, "--bridge", BRIDGE])
+            .env("KRUST_LOG", "info,krust_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start krust agent");
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.data_dir.join("containerd/containerd.sock")
+    }
+
+    /// Container ids containerd has in the CRI namespace (sandboxes' pause containers too).
+    fn containers(&self) -> Vec<String> {
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(self.socket())
+            .args(["-n", "k8s.io", "containers", "ls", "-q"])
+            .output()
+            .expect("ctr");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        let out = Command::new(KRUST)
+            .arg("agent-reset")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--bridge", BRIDGE])
+            .output();
+        if let Ok(o) = out {
+            eprintln!("agent-reset: {}", String::from_utf8_lossy(&o.stdout).trim());
+        }
+        if let Some(v) = &self.ip_forward {
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", v);
+        }
+    }
+}
+
+fn jsonpath(s: &Server, what: &str, path: &str) -> String {
+    let out = s.kubectl_with(
+        common::KUBECTL,
+        &["get", what, "-o", &format!("jsonpath={path}")],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pod_yaml(name: &str, policy: &str, script: &str, init: Option<&str>) -> String {
+    let init = init
+        .map(|s| {
+            format!(
+                "  initContainers:\n  - name: init\n    image: busybox\n    command: [\"sh\", \"-c\", {s:?}]\n"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {NODE}\n  restartPolicy: {policy}\n  terminationGracePeriodSeconds: 10\n{init}  containers:\n  - name: c\n    image: busybox\n    command: [\"sh\", \"-c\", {script:?}]\n    resources:\n      limits:\n        memory: 64Mi\n        cpu: 500m\n"
+    )
+}
+
+fn wait_phase(s: &Server, agent: &Agent, pod: &str, phase: &str, timeout: Duration) -> Duration {
+    let t = Instant::now();
+    let ok = eventually(timeout, || {
+        jsonpath(s, &format!("pod/{pod}"), "{.status.phase}") == phase
+    });
+    assert!(
+        ok,
+        "pod {pod} did not reach {phase}: {}\nagent log:\n{}",
+        s.kubectl(&["get", "pod", pod, "-o", "yaml"]),
+        agent.log()
+    );
+    t.elapsed()
+}
+
+#[test]
+fn agent_runs_pods_with_containerd() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        eprintln!("skipping: not installed: {missing:?} (scripts/test.sh installs them)");
+        return;
+    }
+    let s = Server::start();
+    let mut agent = Agent::start(&s);
+
+    // The node registers and turns Ready (containerd started, images built and imported).
+    let t = Instant::now();
+    let ready = eventually(Duration::from_secs(90), || {
+        jsonpath(
+            &s,
+            &format!("node/{NODE}"),
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
+    });
+    assert!(ready, "node not Ready; agent log:\n{}", agent.log());
+    eprintln!("node Ready after {:?}", t.elapsed());
+    assert_eq!(
+        jsonpath(&s, &format!("node/{NODE}"), "{.status.addresses[?(@.type==\"InternalIP\")].address}"),
+        "127.0.0.1"
+    );
+    assert_eq!(jsonpath(&s, &format!("node/{NODE}"), "{.status.capacity.pods}"), "110");
+    let renewed = s.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        NODE,
+        "-o",
+        "jsonpath={.spec.renewTime}",
+    ]);
+    assert!(!renewed.is_empty(), "the node's Lease has a renewTime");
+
+    // A long-running pod: Running with an address from the node's CIDR.
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&pod_yaml(
+            "hello",
+            "Always",
+            "trap 'exit 0' TERM; echo hello; sleep 3600 & wait",
+            Some("echo init done"),
+        )),
+    );
+    let took = wait_phase(&s, &agent, "hello", "Running", Duration::from_secs(60));
+    eprintln!("hello: created to Running in {took:?}");
+    let ip = jsonpath(&s, "pod/hello", "{.status.podIP}");
+    assert!(ip.starts_with("10.42.200."), "pod IP {ip:?}");
+    assert_eq!(jsonpath(&s, "pod/hello", "{.status.hostIP}"), "127.0.0.1");
+    assert!(eventually(Duration::from_secs(10), || {
+        jsonpath(&s, "pod/hello", "{.status.conditions[?(@.type==\"Ready\")].status}") == "True"
+    }));
+    assert_eq!(
+        jsonpath(&s, "pod/hello", "{.status.initContainerStatuses[0].state.terminated.reason}"),
+        "Completed"
+    );
+    let uid = jsonpath(&s, "pod/hello", "{.metadata.uid}");
+    let log = agent
+        .data_dir
+        .join(format!("pods/default_hello_{uid}/c/0.log"));
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("stdout F hello"))),
+        "container log {}",
+        log.display()
+    );
+    // The memory limit reached the container's cgroup.
+    let cgroup = format!("/sys/fs/cgroup/memory/krust/pod{uid}");
+    if Path::new(&cgroup).exists() {
+        let limits: Vec<String> = std::fs::read_dir(&cgroup)
+            .expect("pod cgroup")
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("memory.limit_in_bytes")).ok())
+            .map(|v| v.trim().to_string())
+            .collect();
+        assert!(limits.contains(&(64 * 1024 * 1024).to_string()), "{limits:?}");
+    }
+
+    // A pod that finishes: Succeeded, and one whose container fails: Failed with its code.
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("once", "Never", "echo done; exit 0", None)),
+    );
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("fails", "Never", "exit 3", None)),
+    );
+    wait_phase(&s, &agent, "once", "Succeeded", Duration::from_secs(60));
+    assert_eq!(
+        jsonpath(&s, "pod/once", "{.status.containerStatuses[0].state.terminated.reason}"),
+        "Completed"
+    );
+    wait_phase(&s, &agent, "fails", "Failed", Duration::from_secs(60));
+    assert_eq!(
+        jsonpath(&s, "pod/fails", "{.status.containerStatuses[0].state.terminated.exitCode}"),
+        "3"
+    );
+
+    // A crashing container restarts, then waits in CrashLoopBackOff.
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&pod_yaml("crash", "Always", "exit 1", None)),
+    );
+    let looped = eventually(Duration::from_secs(60), || {
+        let restarts: i32 = jsonpath(&s, "pod/crash", "{.status.containerStatuses[0].restartCount}")
+            .parse()
+            .unwrap_or(0);
+        restarts >= 1
+            && jsonpath(&s, "pod/crash", "{.status.containerStatuses[0].state.waiting.reason}")
+                == "CrashLoopBackOff"
+    });
+    assert!(
+        looped,
+        "no CrashLoopBackOff: {}\n{}",
+        s.kubectl(&["get", "pod", "crash", "-o", "yaml"]),
+        agent.log()
+    );
+
+    // The agent is killed and comes back: the running container is re-adopted, not restarted.
+    let container_id = jsonpath(&s, "pod/hello", "{.status.containerStatuses[0].containerID}");
+    agent.kill9();
+    agent.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(eventually(Duration::from_secs(30), || {
+        agent.log().matches("node agent ready").count() >= 2
+    }));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        jsonpath(&s, "pod/hello", "{.status.containerStatuses[0].containerID}"),
+        container_id
+    );
+    assert_eq!(
+        jsonpath(&s, "pod/hello", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+    assert_eq!(jsonpath(&s, "pod/hello", "{.status.phase}"), "Running");
+
+    // Graceful deletion finishes within the grace period and leaves nothing behind.
+    let t = Instant::now();
+    s.kubectl(&["delete", "pod", "hello", "--timeout=60s"]);
+    let took = t.elapsed();
+    eprintln!("hello: deleted in {took:?}");
+    assert!(took < Duration::from_secs(10), "deletion took {took:?}");
+    for p in ["once", "fails", "crash"] {
+        s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || agent.containers().is_empty()),
+        "containers left: {:?}",
+        agent.containers()
+    );
+    assert!(!Path::new(&cgroup).exists(), "{cgroup} left behind");
+    assert!(!agent.data_dir.join(format!("pods/default_hello_{uid}")).exists());
+}
