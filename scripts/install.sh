@@ -19,7 +19,7 @@ if pgrep -f "krust server --data-dir $DATA_DIR" >/dev/null; then
   echo "krust is already running (data in $DATA_DIR)"
 else
   mkdir -p "$DATA_DIR"
-  nohup /usr/local/bin/krust server --data-dir "$DATA_DIR" --listen "$LISTEN" >>"$DATA_DIR/krust.log" 2>&1 &
+  nohup /usr/local/bin/krust server --data-dir "$DATA_DIR" --listen "$LISTEN" --agent >>"$DATA_DIR/krust.log" 2>&1 &
   for _ in $(seq 100); do
     curl -sk "https://$LISTEN/readyz" 2>/dev/null | grep -q ok && break
     sleep 0.1
@@ -28,4 +28,5 @@ fi
 curl -sk "https://$LISTEN/readyz" | grep -q ok || { echo "krust did not start; see $DATA_DIR/krust.log" >&2; exit 1; }
 echo "krust is running (log: $DATA_DIR/krust.log). Point kubectl at it with:"
 echo "  export KUBECONFIG=$DATA_DIR/admin.kubeconfig"
-echo "  kubectl get namespaces"
+echo "  kubectl get nodes"
+echo "To stop the node's containers and containerd after stopping krust: krust agent-reset --data-dir $DATA_DIR/agent"

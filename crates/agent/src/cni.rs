@@ -102,7 +102,10 @@ mod tests {
         let c = Cidr::parse("10.42.0.0/24").expect("cidr");
         let v = conflist("krust0", c, Path::new("/d/ipam"));
         assert_eq!(v["plugins"][0]["bridge"], "krust0");
-        assert_eq!(v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.42.0.0/24");
+        assert_eq!(
+            v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.42.0.0/24"
+        );
         assert_eq!(v["plugins"][0]["ipam"]["dataDir"], "/d/ipam");
         assert_eq!(v["plugins"][1]["type"], "portmap");
     }

@@ -156,7 +156,10 @@ state = {state}
     )
 }
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ContainerdError + 'a {
+fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ContainerdError + 'a {
     move |source| ContainerdError::Io {
         what,
         path: path.to_path_buf(),
@@ -219,7 +222,9 @@ pub async fn ensure_running(
         .stderr(log2)
         .process_group(0)
         .kill_on_drop(false);
-    let mut child = cmd.spawn().map_err(io("starting containerd with", &config))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(io("starting containerd with", &config))?;
     let pid_file = layout.pid_file();
     if let Some(pid) = child.id() {
         std::fs::write(&pid_file, format!("{pid}\n")).map_err(io("writing", &pid_file))?;

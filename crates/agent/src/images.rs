@@ -75,7 +75,10 @@ pub enum ImageError {
     },
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
     move |source| ImageError::Io {
         what,
         path: path.to_path_buf(),
@@ -86,9 +89,19 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 /// One entry of an image's root filesystem.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, mode: u32, data: Vec<u8> },
-    Symlink { path: String, target: String },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
 }
 
 /// What an image is: its root filesystem and the config a container starts from.
@@ -304,8 +317,9 @@ pub fn busybox_image() -> Result<ImageDef, ImageError> {
     rootfs.push(Entry::File {
         path: "etc/passwd".to_string(),
         mode: 0o644,
-        data: b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-            .to_vec(),
+        data:
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+                .to_vec(),
     });
     rootfs.push(Entry::File {
         path: "etc/group".to_string(),
@@ -317,7 +331,11 @@ pub fn busybox_image() -> Result<ImageDef, ImageError> {
         .lines()
         .map(|l| l.trim().trim_start_matches('/'))
         .filter(|l| !l.is_empty() && *l != "bin/busybox")
-        .filter(|l| BUSYBOX_DIRS.iter().any(|(d, _)| l.rsplit_once('/').is_some_and(|(p, _)| p == *d)))
+        .filter(|l| {
+            BUSYBOX_DIRS
+                .iter()
+                .any(|(d, _)| l.rsplit_once('/').is_some_and(|(p, _)| p == *d))
+        })
         .collect();
     links.sort_unstable();
     links.dedup();
@@ -455,7 +473,10 @@ mod tests {
             format!("sha256:{}", sha256_hex(&layer))
         );
         let mut names = Vec::new();
-        for e in tar::Archive::new(&layer[..]).entries().expect("layer entries") {
+        for e in tar::Archive::new(&layer[..])
+            .entries()
+            .expect("layer entries")
+        {
             let e = e.expect("entry");
             assert_eq!(e.header().mtime().expect("mtime"), 0);
             names.push(e.path().expect("path").to_string_lossy().into_owned());

@@ -242,7 +242,10 @@ pub async fn reset(data_dir: &Path, bridge: &str, cgroup_root: &Path) -> ResetRe
                 labels::MANAGED.to_string(),
                 "true".to_string(),
             )]);
-            let sandboxes = rt.list_pod_sandboxes(selector.clone()).await.unwrap_or_default();
+            let sandboxes = rt
+                .list_pod_sandboxes(selector.clone())
+                .await
+                .unwrap_or_default();
             for c in rt.list_containers(selector).await.unwrap_or_default() {
                 let _ = rt.stop_container(&c.id, 0).await;
             }

@@ -76,8 +76,9 @@ impl Machine {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1);
-        let memory_kib = mem_total_kib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
-            .unwrap_or(0);
+        let memory_kib =
+            mem_total_kib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
+                .unwrap_or(0);
         let ephemeral_storage = rustix::fs::statvfs(data_dir)
             .map(|s| s.f_blocks.saturating_mul(s.f_frsize))
             .unwrap_or(0);
@@ -122,7 +123,10 @@ impl Machine {
             ),
         ]);
         if self.gpus > 0 {
-            r.insert("nvidia.com/gpu".to_string(), Quantity(self.gpus.to_string()));
+            r.insert(
+                "nvidia.com/gpu".to_string(),
+                Quantity(self.gpus.to_string()),
+            );
         }
         r
     }
@@ -190,10 +194,38 @@ pub fn node_status(id: &NodeIdentity, now: Timestamp, since: Timestamp) -> NodeS
             },
         ]),
         conditions: Some(vec![
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available", now, since),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", now, since),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", now, since),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status", now, since),
+            condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+                now,
+                since,
+            ),
+            condition(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+                now,
+                since,
+            ),
+            condition(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+                now,
+                since,
+            ),
+            condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+                now,
+                since,
+            ),
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
@@ -297,7 +329,11 @@ pub async fn renew_lease(
         ..Default::default()
     };
     match api
-        .patch(&id.name, &PatchParams::default(), &Patch::Merge(&json!({ "spec": spec })))
+        .patch(
+            &id.name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": spec })),
+        )
         .await
     {
         Ok(_) => Ok(()),

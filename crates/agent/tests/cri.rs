@@ -13,7 +13,8 @@ const CIDR: &str = "10.42.201.0/24";
 
 fn missing_tools() -> Vec<&'static str> {
     let on_path = |b: &str| {
-        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(b).exists()))
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(b).exists()))
     };
     let mut missing = Vec::new();
     for b in ["containerd", "ctr", "runc", "gcc", "ip"] {
@@ -43,7 +44,11 @@ impl Drop for Cleanup {
                 .enable_all()
                 .build()
                 .map(|rt| {
-                    rt.block_on(krust_agent::reset(&dir, BRIDGE, Path::new("/sys/fs/cgroup")))
+                    rt.block_on(krust_agent::reset(
+                        &dir,
+                        BRIDGE,
+                        Path::new("/sys/fs/cgroup"),
+                    ))
                 })
         })
         .join();

@@ -192,10 +192,17 @@ fn agent_runs_pods_with_containerd() {
     assert!(ready, "node not Ready; agent log:\n{}", agent.log());
     eprintln!("node Ready after {:?}", t.elapsed());
     assert_eq!(
-        jsonpath(&s, &format!("node/{NODE}"), "{.status.addresses[?(@.type==\"InternalIP\")].address}"),
+        jsonpath(
+            &s,
+            &format!("node/{NODE}"),
+            "{.status.addresses[?(@.type==\"InternalIP\")].address}"
+        ),
         "127.0.0.1"
     );
-    assert_eq!(jsonpath(&s, &format!("node/{NODE}"), "{.status.capacity.pods}"), "110");
+    assert_eq!(
+        jsonpath(&s, &format!("node/{NODE}"), "{.status.capacity.pods}"),
+        "110"
+    );
     let renewed = s.kubectl(&[
         "get",
         "lease",
@@ -224,10 +231,18 @@ fn agent_runs_pods_with_containerd() {
     assert!(ip.starts_with("10.42.200."), "pod IP {ip:?}");
     assert_eq!(jsonpath(&s, "pod/hello", "{.status.hostIP}"), "127.0.0.1");
     assert!(eventually(Duration::from_secs(10), || {
-        jsonpath(&s, "pod/hello", "{.status.conditions[?(@.type==\"Ready\")].status}") == "True"
+        jsonpath(
+            &s,
+            "pod/hello",
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
     }));
     assert_eq!(
-        jsonpath(&s, "pod/hello", "{.status.initContainerStatuses[0].state.terminated.reason}"),
+        jsonpath(
+            &s,
+            "pod/hello",
+            "{.status.initContainerStatuses[0].state.terminated.reason}"
+        ),
         "Completed"
     );
     let uid = jsonpath(&s, "pod/hello", "{.metadata.uid}");
@@ -249,7 +264,10 @@ fn agent_runs_pods_with_containerd() {
             .filter_map(|e| std::fs::read_to_string(e.path().join("memory.limit_in_bytes")).ok())
             .map(|v| v.trim().to_string())
             .collect();
-        assert!(limits.contains(&(64 * 1024 * 1024).to_string()), "{limits:?}");
+        assert!(
+            limits.contains(&(64 * 1024 * 1024).to_string()),
+            "{limits:?}"
+        );
     }
 
     // A pod that finishes: Succeeded, and one whose container fails: Failed with its code.
@@ -265,12 +283,20 @@ fn agent_runs_pods_with_containerd() {
     );
     wait_phase(&s, &agent, "once", "Succeeded", Duration::from_secs(60));
     assert_eq!(
-        jsonpath(&s, "pod/once", "{.status.containerStatuses[0].state.terminated.reason}"),
+        jsonpath(
+            &s,
+            "pod/once",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
         "Completed"
     );
     wait_phase(&s, &agent, "fails", "Failed", Duration::from_secs(60));
     assert_eq!(
-        jsonpath(&s, "pod/fails", "{.status.containerStatuses[0].state.terminated.exitCode}"),
+        jsonpath(
+            &s,
+            "pod/fails",
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
         "3"
     );
 
@@ -281,12 +307,19 @@ fn agent_runs_pods_with_containerd() {
         Some(&pod_yaml("crash", "Always", "exit 1", None)),
     );
     let looped = eventually(Duration::from_secs(60), || {
-        let restarts: i32 = jsonpath(&s, "pod/crash", "{.status.containerStatuses[0].restartCount}")
-            .parse()
-            .unwrap_or(0);
+        let restarts: i32 = jsonpath(
+            &s,
+            "pod/crash",
+            "{.status.containerStatuses[0].restartCount}",
+        )
+        .parse()
+        .unwrap_or(0);
         restarts >= 1
-            && jsonpath(&s, "pod/crash", "{.status.containerStatuses[0].state.waiting.reason}")
-                == "CrashLoopBackOff"
+            && jsonpath(
+                &s,
+                "pod/crash",
+                "{.status.containerStatuses[0].state.waiting.reason}",
+            ) == "CrashLoopBackOff"
     });
     assert!(
         looped,
@@ -296,7 +329,11 @@ fn agent_runs_pods_with_containerd() {
     );
 
     // The agent is killed and comes back: the running container is re-adopted, not restarted.
-    let container_id = jsonpath(&s, "pod/hello", "{.status.containerStatuses[0].containerID}");
+    let container_id = jsonpath(
+        &s,
+        "pod/hello",
+        "{.status.containerStatuses[0].containerID}",
+    );
     agent.kill9();
     agent.spawn();
     std::thread::sleep(Duration::from_secs(3));
@@ -305,11 +342,19 @@ fn agent_runs_pods_with_containerd() {
     }));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        jsonpath(&s, "pod/hello", "{.status.containerStatuses[0].containerID}"),
+        jsonpath(
+            &s,
+            "pod/hello",
+            "{.status.containerStatuses[0].containerID}"
+        ),
         container_id
     );
     assert_eq!(
-        jsonpath(&s, "pod/hello", "{.status.containerStatuses[0].restartCount}"),
+        jsonpath(
+            &s,
+            "pod/hello",
+            "{.status.containerStatuses[0].restartCount}"
+        ),
         "0"
     );
     assert_eq!(jsonpath(&s, "pod/hello", "{.status.phase}"), "Running");
@@ -329,5 +374,8 @@ fn agent_runs_pods_with_containerd() {
         agent.containers()
     );
     assert!(!Path::new(&cgroup).exists(), "{cgroup} left behind");
-    assert!(!agent.data_dir.join(format!("pods/default_hello_{uid}")).exists());
+    assert!(!agent
+        .data_dir
+        .join(format!("pods/default_hello_{uid}"))
+        .exists());
 }

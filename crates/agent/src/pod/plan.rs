@@ -114,13 +114,25 @@ impl Observed {
 /// One thing to do to the runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    RunSandbox { attempt: u32 },
+    RunSandbox {
+        attempt: u32,
+    },
     /// Ensure the image, create and start container `index` of `kind` at `attempt`.
-    StartContainer { kind: Kind, index: usize, attempt: u32 },
+    StartContainer {
+        kind: Kind,
+        index: usize,
+        attempt: u32,
+    },
     /// Start a container that was created but never started (the agent stopped in between).
-    StartCreated { id: String },
-    StopSandbox { id: String },
-    RemoveContainer { id: String },
+    StartCreated {
+        id: String,
+    },
+    StopSandbox {
+        id: String,
+    },
+    RemoveContainer {
+        id: String,
+    },
 }
 
 /// The pod's phase when it will not run anything again.
@@ -346,7 +358,8 @@ pub fn plan(pod: &Pod, obs: &Observed, now: i64) -> Plan {
             }
             Some(oc) => match &oc.state {
                 CState::Created => {
-                    plan.actions.push(Action::StartCreated { id: oc.id.clone() });
+                    plan.actions
+                        .push(Action::StartCreated { id: oc.id.clone() });
                     return plan;
                 }
                 CState::Running { .. } | CState::Unknown => return plan,
@@ -381,7 +394,9 @@ pub fn plan(pod: &Pod, obs: &Observed, now: i64) -> Plan {
             continue;
         };
         match &oc.state {
-            CState::Created => plan.actions.push(Action::StartCreated { id: oc.id.clone() }),
+            CState::Created => plan
+                .actions
+                .push(Action::StartCreated { id: oc.id.clone() }),
             CState::Running { .. } | CState::Unknown => {}
             CState::Exited { exit_code, .. } => {
                 if !restarts(policy, *exit_code) {
@@ -454,7 +469,11 @@ pub(crate) mod tests {
             id: id.to_string(),
             attempt,
             ready,
-            ip: if ready { "10.42.0.9".to_string() } else { String::new() },
+            ip: if ready {
+                "10.42.0.9".to_string()
+            } else {
+                String::new()
+            },
             created_at: i64::from(attempt),
         }
     }
@@ -566,7 +585,12 @@ pub(crate) mod tests {
         );
         let p = plan(&pod(&["i1"], &["a"], "Never"), &obs, 2 * SEC);
         assert_eq!(p.terminal, Some(Terminal::Failed));
-        assert_eq!(p.actions, [Action::StopSandbox { id: "s".to_string() }]);
+        assert_eq!(
+            p.actions,
+            [Action::StopSandbox {
+                id: "s".to_string()
+            }]
+        );
     }
 
     #[test]
@@ -589,7 +613,12 @@ pub(crate) mod tests {
         assert_eq!(with(1, "OnFailure").actions, restart);
         let done = with(0, "OnFailure");
         assert_eq!(done.terminal, Some(Terminal::Succeeded));
-        assert_eq!(done.actions, [Action::StopSandbox { id: "s".to_string() }]);
+        assert_eq!(
+            done.actions,
+            [Action::StopSandbox {
+                id: "s".to_string()
+            }]
+        );
         assert_eq!(with(0, "Never").terminal, Some(Terminal::Succeeded));
         assert_eq!(with(2, "Never").terminal, Some(Terminal::Failed));
     }

@@ -209,7 +209,11 @@ pub fn sandbox_config(
     let sysctls = spec
         .and_then(|s| s.security_context.as_ref())
         .and_then(|sc| sc.sysctls.as_ref())
-        .map(|v| v.iter().map(|s| (s.name.clone(), s.value.clone())).collect())
+        .map(|v| {
+            v.iter()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     api::PodSandboxConfig {
         metadata: Some(api::PodSandboxMetadata {
@@ -401,7 +405,10 @@ pub fn container_config(
         annotations: HashMap::from([
             (labels::RESTART_COUNT.to_string(), attempt.to_string()),
             (labels::GRACE_PERIOD.to_string(), grace.to_string()),
-            (labels::CONTAINER_KIND.to_string(), kind.as_str().to_string()),
+            (
+                labels::CONTAINER_KIND.to_string(),
+                kind.as_str().to_string(),
+            ),
         ]),
         log_path: format!("{}/{attempt}.log", c.name),
         stdin: c.stdin.unwrap_or(false),
@@ -418,7 +425,9 @@ pub fn container_config(
                 run_as_group: sc
                     .and_then(|s| s.run_as_group)
                     .map(|value| api::Int64Value { value }),
-                readonly_rootfs: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+                readonly_rootfs: sc
+                    .and_then(|s| s.read_only_root_filesystem)
+                    .unwrap_or(false),
                 ..Default::default()
             }),
         }),

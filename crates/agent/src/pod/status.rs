@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::plan::{self, CState, ObservedContainer, Observed, Plan, Terminal};
+use super::plan::{self, CState, Observed, ObservedContainer, Plan, Terminal};
 use super::spec::Kind;
 
 /// What the status is computed from besides the Pod.
@@ -77,11 +77,7 @@ fn terminated(c: &ObservedContainer, runtime: &str) -> Option<ContainerState> {
     })
 }
 
-fn container_status(
-    c: &Container,
-    kind: Kind,
-    inputs: &Inputs<'_>,
-) -> ContainerStatus {
+fn container_status(c: &Container, kind: Kind, inputs: &Inputs<'_>) -> ContainerStatus {
     let obs = inputs.obs;
     let latest = obs.latest(&c.name);
     let error = inputs.errors.get(&c.name);
@@ -91,7 +87,9 @@ fn container_status(
         image: c.image.clone().unwrap_or_default(),
         image_id: latest.map(|l| l.image_ref.clone()).unwrap_or_default(),
         container_id: latest.map(|l| format!("{runtime}://{}", l.id)),
-        restart_count: latest.map(|l| i32::try_from(l.attempt).unwrap_or(i32::MAX)).unwrap_or(0),
+        restart_count: latest
+            .map(|l| i32::try_from(l.attempt).unwrap_or(i32::MAX))
+            .unwrap_or(0),
         ready: false,
         started: Some(false),
         ..Default::default()
@@ -209,7 +207,15 @@ pub fn pod_status(pod: &Pod, inputs: &Inputs<'_>) -> PodStatus {
         .cloned()
         .collect();
     if !conds.iter().any(|c| c.type_ == "PodScheduled") {
-        set_condition(&mut conds, &old_conds, "PodScheduled", true, None, None, now);
+        set_condition(
+            &mut conds,
+            &old_conds,
+            "PodScheduled",
+            true,
+            None,
+            None,
+            now,
+        );
     }
     set_condition(
         &mut conds,
@@ -232,7 +238,12 @@ pub fn pod_status(pod: &Pod, inputs: &Inputs<'_>) -> PodStatus {
         "Initialized",
         initialized,
         (!initialized).then_some("ContainersNotInitialized"),
-        (!initialized).then(|| format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+        (!initialized).then(|| {
+            format!(
+                "containers with incomplete status: [{}]",
+                incomplete.join(" ")
+            )
+        }),
         now,
     );
     let unready: Vec<&str> = app_statuses
@@ -248,10 +259,21 @@ pub fn pod_status(pod: &Pod, inputs: &Inputs<'_>) -> PodStatus {
     } else {
         (
             Some("ContainersNotReady"),
-            Some(format!("containers with unready status: [{}]", unready.join(" "))),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
         )
     };
-    set_condition(&mut conds, &old_conds, "ContainersReady", ready, reason, message.clone(), now);
+    set_condition(
+        &mut conds,
+        &old_conds,
+        "ContainersReady",
+        ready,
+        reason,
+        message.clone(),
+        now,
+    );
     set_condition(&mut conds, &old_conds, "Ready", ready, reason, message, now);
     let order = |t: &str| match t {
         "PodReadyToStartContainers" => 0,
@@ -330,7 +352,11 @@ mod tests {
         assert_eq!(st.pod_ip.as_deref(), Some("10.42.0.9"));
         assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
         let app = &st.container_statuses.as_ref().expect("statuses")[0];
-        let w = app.state.as_ref().and_then(|s| s.waiting.as_ref()).expect("waiting");
+        let w = app
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .expect("waiting");
         assert_eq!(w.reason.as_deref(), Some("PodInitializing"));
     }
 
@@ -341,19 +367,35 @@ mod tests {
             sandboxes: vec![sandbox("s", 0, true)],
             containers: vec![
                 ctr("s", "i", 0, exited(0, SEC, 2 * SEC)),
-                ctr("s", "a", 0, CState::Running { started_at: 3 * SEC }),
+                ctr(
+                    "s",
+                    "a",
+                    0,
+                    CState::Running {
+                        started_at: 3 * SEC,
+                    },
+                ),
             ],
         };
         let st = status_of(&pd, &obs, 4 * SEC);
         assert_eq!(st.phase.as_deref(), Some("Running"));
-        for t in ["Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"] {
+        for t in [
+            "Initialized",
+            "ContainersReady",
+            "Ready",
+            "PodReadyToStartContainers",
+        ] {
             assert_eq!(cond(&st, t), "True", "{t}");
         }
         let app = &st.container_statuses.as_ref().expect("statuses")[0];
         assert!(app.ready);
         assert_eq!(app.container_id.as_deref(), Some("containerd://s-a-0"));
         let init = &st.init_container_statuses.as_ref().expect("init")[0];
-        let t = init.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("terminated");
+        let t = init
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("terminated");
         assert_eq!(t.reason.as_deref(), Some("Completed"));
         assert!(init.ready);
     }
@@ -372,7 +414,11 @@ mod tests {
         assert_eq!(st.phase.as_deref(), Some("Running"));
         let a = &st.container_statuses.as_ref().expect("statuses")[0];
         assert_eq!(a.restart_count, 2);
-        let w = a.state.as_ref().and_then(|s| s.waiting.as_ref()).expect("waiting");
+        let w = a
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .expect("waiting");
         assert_eq!(w.reason.as_deref(), Some("CrashLoopBackOff"));
         let last = a
             .last_state
@@ -397,7 +443,11 @@ mod tests {
         let st = status_of(&pd, &obs, 3 * SEC);
         assert_eq!(st.phase.as_deref(), Some("Failed"));
         let a = &st.container_statuses.as_ref().expect("statuses")[0];
-        let t = a.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("terminated");
+        let t = a
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("terminated");
         assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
 
         let obs = Observed {

@@ -187,8 +187,7 @@ impl Worker {
             let state = match container_state(c.state) {
                 api::ContainerState::ContainerCreated => CState::Created,
                 api::ContainerState::ContainerUnknown => CState::Unknown,
-                api::ContainerState::ContainerRunning
-                | api::ContainerState::ContainerExited => {
+                api::ContainerState::ContainerRunning | api::ContainerState::ContainerExited => {
                     if let Some(st) = self.exited.get(&c.id) {
                         st.clone()
                     } else {
@@ -270,8 +269,7 @@ impl Worker {
                         path: log_dir.display().to_string(),
                         source,
                     })?;
-                    let config =
-                        spec::sandbox_config(pod, &self.ctx.node_name, *attempt, &log_dir);
+                    let config = spec::sandbox_config(pod, &self.ctx.node_name, *attempt, &log_dir);
                     let started = std::time::Instant::now();
                     let id = rt.run_pod_sandbox(config).await?;
                     tracing::debug!(uid = %self.uid, sandbox = %id, elapsed = ?started.elapsed(), "sandbox running");
@@ -426,14 +424,12 @@ impl Worker {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(kube::Error::Api(s)) if s.is_conflict() => {
-                    match api.get_opt(&name).await? {
-                        Some(fresh) if fresh.metadata.uid.as_deref() == Some(&self.uid) => {
-                            current = fresh;
-                        }
-                        _ => return Ok(()),
+                Err(kube::Error::Api(s)) if s.is_conflict() => match api.get_opt(&name).await? {
+                    Some(fresh) if fresh.metadata.uid.as_deref() == Some(&self.uid) => {
+                        current = fresh;
                     }
-                }
+                    _ => return Ok(()),
+                },
                 Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
@@ -508,7 +504,10 @@ impl Worker {
             }
         } else if let Ok(rd) = std::fs::read_dir(&self.ctx.logs_root) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().ends_with(&format!("_{}", self.uid)) {
+                if e.file_name()
+                    .to_string_lossy()
+                    .ends_with(&format!("_{}", self.uid))
+                {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }

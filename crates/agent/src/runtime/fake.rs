@@ -317,7 +317,9 @@ impl Runtime for FakeRuntime {
             return Err(RuntimeError::Fake(format!("image {image} not present")));
         }
         let Some(meta) = config.metadata.as_ref() else {
-            return Err(RuntimeError::Fake("container config has no metadata".into()));
+            return Err(RuntimeError::Fake(
+                "container config has no metadata".into(),
+            ));
         };
         let taken = st.containers.values().any(|c| {
             c.sandbox_id == sandbox_id
@@ -501,14 +503,20 @@ mod tests {
             command: cmd.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        assert_eq!(scripted_exit(&cfg(&["sh", "-c", "echo hi; exit 3"])), Some(3));
+        assert_eq!(
+            scripted_exit(&cfg(&["sh", "-c", "echo hi; exit 3"])),
+            Some(3)
+        );
         assert_eq!(scripted_exit(&cfg(&["sh", "-c", "exit 0"])), Some(0));
         assert_eq!(scripted_exit(&cfg(&["sleep", "3600"])), None);
     }
 
     #[test]
     fn image_names() {
-        assert_eq!(normalize_image("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            normalize_image("busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(
             normalize_image("krust.local/pause:3.9"),
             "krust.local/pause:3.9"

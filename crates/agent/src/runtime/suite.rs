@@ -54,11 +54,7 @@ fn container_config(uid: &str, name: &str, script: &str) -> api::ContainerConfig
     }
 }
 
-async fn wait_state(
-    rt: &dyn Runtime,
-    id: &str,
-    want: api::ContainerState,
-) -> api::ContainerStatus {
+async fn wait_state(rt: &dyn Runtime, id: &str, want: api::ContainerState) -> api::ContainerStatus {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let st = rt.container_status(id).await.expect("ContainerStatus");
@@ -117,7 +113,10 @@ pub async fn run_in(rt: &dyn Runtime, log_dir: &str) {
     assert!(sandbox_ready(listed[0].state));
     let status = rt.pod_sandbox_status(&sb).await.expect("PodSandboxStatus");
     let ip = status.network.map(|n| n.ip).unwrap_or_default();
-    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "sandbox ip {ip:?}");
+    assert!(
+        ip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "sandbox ip {ip:?}"
+    );
 
     // A container that exits with a code.
     let quick = rt

@@ -61,7 +61,10 @@ fn hostname() -> anyhow::Result<String> {
         .context("reading the hostname")?
         .trim()
         .to_lowercase();
-    anyhow::ensure!(!name.is_empty(), "the machine has no hostname; pass --node-name");
+    anyhow::ensure!(
+        !name.is_empty(),
+        "the machine has no hostname; pass --node-name"
+    );
     Ok(name)
 }
 
