@@ -4,10 +4,12 @@
 //!   admission -> REST storage); `tls` and `pki` for HTTPS and the cluster's certificates;
 //!   `auth` for identities and authorizers.
 //! - `request`: API paths and query parameters; `rest`: generic storage for every kind;
-//!   `strategy`: kind-specific rules; `alloc`: Service IPs and node ports.
+//!   `strategy`: kind-specific rules; `admission`: mutating admission plugins on create
+//!   (DefaultTolerationSeconds); `alloc`: Service IPs and node ports.
 //! - `cache`: the watch cache every list and watch is served from; `watch`: watch streams.
 //! - `discovery` and `openapi`: the documents clients learn the API from.
 
+pub mod admission;
 pub mod alloc;
 pub mod auth;
 pub mod body;

@@ -281,6 +281,7 @@ impl Rest {
             krust_machinery::defaults::set_job_selector(&mut obj);
         }
         glue::apply_defaults(info, &mut obj);
+        crate::admission::admit_create(info, &mut obj);
         let causes = glue::validate_create(info, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, &name, causes));

@@ -349,6 +349,9 @@ impl ApiServer {
             ("create", Some(name), Some("binding")) => {
                 self.bind(&rp, &name, &ct, &body).await.map(reply)
             }
+            ("create", Some(name), Some("eviction")) => {
+                self.evict(&rp, &name, &ct, &body, ctx.dry_run).await
+            }
             ("update", Some(name), None | Some("status") | Some("finalize")) => {
                 let (obj, warnings) = self.decode_object(info, &ct, &body, validation)?;
                 let mut r = self.rest.update(&rp, &name, obj, &ctx).await?;
@@ -687,6 +690,48 @@ impl ApiServer {
     }
 
     /// `pods/<name>/binding`: assigns the pod to a node, once.
+    /// `pods/eviction`: deletes the pod with the Eviction's deleteOptions, answering 201 with
+    /// a Success Status as upstream. PodDisruptionBudgets are not consulted yet.
+    async fn evict(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        ct: &str,
+        body: &[u8],
+        dry_run: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let eviction = decode_body(ct, body)?.value;
+        if let Some(n) = eviction.pointer("/metadata/name").and_then(Value::as_str) {
+            if !n.is_empty() && n != name {
+                return Err(ApiError::bad_request(format!(
+                    "name in URL does not match name in Eviction object: {name} != {n}"
+                )));
+            }
+        }
+        let mut opts = eviction
+            .get("deleteOptions")
+            .filter(|o| o.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        if let Some(m) = opts.as_object_mut() {
+            m.remove("kind");
+            m.remove("apiVersion");
+        }
+        let dry_run = dry_run || is_dry_run(&opts);
+        let main = ResourcePath {
+            info: rp.info,
+            namespace: rp.namespace.clone(),
+            name: rp.name.clone(),
+            subresource: None,
+            legacy_watch: false,
+        };
+        self.rest.delete(&main, name, &opts, dry_run).await?;
+        Ok(reply(Reply::value(
+            201,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )))
+    }
+
     async fn bind(
         &self,
         rp: &ResourcePath<'_>,

@@ -8,7 +8,10 @@
 //! their pods to go before scaling the new one up. Revisions live in the
 //! `deployment.kubernetes.io/revision` annotation; a template equal to an old ReplicaSet's
 //! (what `kubectl rollout undo` patches in) revives that ReplicaSet with a new revision. Paused
-//! Deployments only scale. Old ReplicaSets at zero beyond `revisionHistoryLimit` are deleted.
+//! Deployments only scale. Scaling a Deployment while several ReplicaSets are active spreads the
+//! change over them in proportion to their sizes, as upstream, using the
+//! `deployment.kubernetes.io/max-replicas` annotation each carries ([`proportional`]). Old
+//! ReplicaSets at zero beyond `revisionHistoryLimit` are deleted.
 //! Status and the Progressing/Available conditions follow upstream, so `kubectl rollout
 //! status` and `rollout history` work.
 
@@ -244,6 +247,63 @@ pub fn scale_down_olds(
         can -= n;
     }
     out
+}
+
+/// Upstream's proportional scaling of several active ReplicaSets, each given as (spec replicas,
+/// its `max-replicas` annotation, creation time): the difference between `desired + maxSurge`
+/// and their total goes to each in proportion to its size against the size the annotation
+/// records, largest first (newest first among equals when growing, oldest when shrinking);
+/// the rounding leftover goes to the first. Returns the new sizes in the given order.
+pub fn proportional(
+    sets: &[(i32, Option<i32>, i64)],
+    desired: i32,
+    max_surge: i32,
+    status_replicas: i32,
+) -> Vec<i32> {
+    let allowed = if desired > 0 { desired + max_surge } else { 0 };
+    let total: i32 = sets.iter().map(|s| s.0).sum();
+    let to_add = allowed - total;
+    let mut sizes: Vec<i32> = sets.iter().map(|s| s.0).collect();
+    if to_add == 0 || sets.is_empty() {
+        return sizes;
+    }
+    let mut order: Vec<usize> = (0..sets.len()).collect();
+    order.sort_by(|&a, &b| {
+        let by_size = sets[b].0.cmp(&sets[a].0);
+        if to_add > 0 {
+            by_size.then(sets[b].2.cmp(&sets[a].2))
+        } else {
+            by_size.then(sets[a].2.cmp(&sets[b].2))
+        }
+    });
+    let mut added = 0;
+    for &i in &order {
+        let (spec, max_before, _) = sets[i];
+        if spec == 0 || added == to_add {
+            continue;
+        }
+        let fraction = if desired == 0 {
+            -spec
+        } else {
+            let before = max_before.filter(|m| *m > 0).unwrap_or(status_replicas);
+            if before <= 0 {
+                0
+            } else {
+                (f64::from(spec) * f64::from(allowed) / f64::from(before)).round() as i32 - spec
+            }
+        };
+        let left = to_add - added;
+        let p = if to_add > 0 {
+            fraction.min(left)
+        } else {
+            fraction.max(left)
+        };
+        sizes[i] = spec + p;
+        added += p;
+    }
+    let first = order[0];
+    sizes[first] = (sizes[first] + to_add - added).max(0);
+    sizes
 }
 
 async fn scale(ctx: &Ctx, d: &Deployment, rs: &ReplicaSet, to: i32, max_surge: i32) -> Result<()> {
@@ -486,9 +546,60 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     }
 
+    // Proportional scaling: a new size while several ReplicaSets are active is spread over
+    // them in proportion to their sizes (upstream's `scale`), before the rollout goes on.
+    let mut proportioned = false;
+    if !recreate {
+        let all: Vec<&ReplicaSet> = new_rs.iter().chain(olds.iter()).collect();
+        let active: Vec<&ReplicaSet> = all
+            .iter()
+            .copied()
+            .filter(|r| spec_replicas(r) > 0)
+            .collect();
+        let scaling_event = active.iter().any(|r| {
+            r.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DESIRED_REPLICAS))
+                .and_then(|v| v.parse::<i32>().ok())
+                .is_some_and(|v| v != desired)
+        });
+        let saturated = new_rs
+            .as_ref()
+            .is_some_and(|r| spec_replicas(r) == desired && available(r) == desired);
+        if scaling_event && active.len() > 1 && !saturated {
+            let view: Vec<(i32, Option<i32>, i64)> = active
+                .iter()
+                .map(|r| {
+                    (
+                        spec_replicas(r),
+                        r.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(MAX_REPLICAS))
+                            .and_then(|v| v.parse().ok()),
+                        r.metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .map(|t| t.0.as_second())
+                            .unwrap_or(i64::MAX),
+                    )
+                })
+                .collect();
+            let status_replicas = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            let sizes = proportional(&view, desired, max_surge, status_replicas);
+            for (r, to) in active.iter().zip(sizes) {
+                scale(&ctx, &d, r, to, max_surge).await?;
+            }
+            proportioned = true;
+        }
+    }
+
     // Scale.
     let mut requeue = None;
-    if paused {
+    if proportioned {
+        requeue = Some(Duration::from_millis(500));
+    } else if paused {
         // Paused: no rollout, only scaling. The one active ReplicaSet (or the newest, when
         // none is active) takes the new size; several active ones are left as they are.
         let all: Vec<&ReplicaSet> = new_rs.iter().chain(olds.iter()).collect();
@@ -868,6 +979,40 @@ mod tests {
         assert_eq!(scale_down_olds(&[(10, 6)], 3, 0, 10, 2), vec![8]);
         // nothing when no budget
         assert_eq!(scale_down_olds(&[(10, 10)], 0, 0, 10, 0), vec![10]);
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        // 10 -> 20 replicas, surge 25%: max 13 -> 25. Old 8, new 5: +12 split 7 / 5.
+        assert_eq!(
+            proportional(&[(8, Some(13), 100), (5, Some(13), 200)], 20, 5, 13),
+            vec![15, 10]
+        );
+        // 20 -> 10, max 25 -> 13: old 15, new 10 shrink to 8 / 5.
+        assert_eq!(
+            proportional(&[(15, Some(25), 100), (10, Some(25), 200)], 10, 3, 25),
+            vec![8, 5]
+        );
+        // Equal sizes: the newest grow first.
+        assert_eq!(
+            proportional(
+                &[(1, Some(3), 100), (1, Some(3), 200), (1, Some(3), 300)],
+                4,
+                1,
+                3
+            ),
+            vec![1, 2, 2]
+        );
+        // The largest takes its share first; nothing is left for the smaller one.
+        assert_eq!(
+            proportional(&[(3, Some(5), 100), (2, Some(5), 200)], 5, 1, 5),
+            vec![4, 2]
+        );
+        // To zero: everything goes.
+        assert_eq!(
+            proportional(&[(3, Some(4), 100), (1, Some(4), 200)], 0, 1, 4),
+            vec![0, 0]
+        );
     }
 
     #[test]

@@ -3,15 +3,19 @@
 //! `activeDeadlineSeconds`, writes status (active, succeeded, failed, startTime,
 //! completionTime, Complete/Failed conditions) and deletes finished Jobs after
 //! `ttlSecondsAfterFinished`. Pod creations are recorded as expectations, as for ReplicaSets.
-//! Not yet: Indexed completion mode, pod failure policy.
+//! In `Indexed` completion mode each pod gets an index in `[0, completions)` (annotation and
+//! label `batch.kubernetes.io/job-completion-index`, env `JOB_COMPLETION_INDEX` from it,
+//! hostname `<job>-<index>`); the Job completes when every index has succeeded, and
+//! `status.completedIndexes` lists them as ranges (`0-2,4`). Not yet: pod failure policy,
+//! backoff per index, suspend.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -77,6 +81,91 @@ pub fn next(
     }
     let want = parallelism.min(completions - succeeded).max(0);
     Next::Run(want - active)
+}
+
+/// The annotation and label with an Indexed Job pod's index.
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+/// The completion index of a pod of an Indexed Job.
+pub fn index_of(pod: &Pod) -> Option<i32> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(COMPLETION_INDEX)?
+        .parse()
+        .ok()
+}
+
+/// Indexes as upstream's `completedIndexes`: sorted, runs of consecutive ones as `a-b`.
+pub fn format_indexes(set: &BTreeSet<i32>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = set.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        out.push(if end == start {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    out.join(",")
+}
+
+/// The `n` lowest indexes below `completions` that neither succeeded nor run.
+pub fn free_indexes(
+    completions: i32,
+    succeeded: &BTreeSet<i32>,
+    active: &BTreeSet<i32>,
+    n: usize,
+) -> Vec<i32> {
+    (0..completions.max(0))
+        .filter(|i| !succeeded.contains(i) && !active.contains(i))
+        .take(n)
+        .collect()
+}
+
+/// Gives a pod template its completion index.
+fn with_index(mut pod: Pod, job: &str, index: i32) -> Pod {
+    pod.metadata.generate_name = Some(format!("{job}-{index}-"));
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(COMPLETION_INDEX.into(), index.to_string());
+    pod.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(COMPLETION_INDEX.into(), index.to_string());
+    if let Some(spec) = pod.spec.as_mut() {
+        if spec.hostname.is_none() {
+            spec.hostname = Some(format!("{job}-{index}"));
+        }
+        let var = EnvVar {
+            name: "JOB_COMPLETION_INDEX".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: format!("metadata.annotations['{COMPLETION_INDEX}']"),
+                }),
+                ..Default::default()
+            }),
+        };
+        let containers = spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten());
+        for c in containers {
+            let env = c.env.get_or_insert_with(Vec::new);
+            if !env.iter().any(|e| e.name == var.name) {
+                env.push(var.clone());
+            }
+        }
+    }
+    pod
 }
 
 fn finished(job: &Job) -> Option<Timestamp> {
@@ -169,12 +258,24 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             .and_then(|s| s.phase.clone())
             .unwrap_or_default()
     };
-    let succeeded = owned.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
-    let failed = owned.iter().filter(|p| phase(p) == "Failed").count() as i32;
-    let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| pod_is_active(p)).collect();
-    let ready = active.iter().filter(|p| pod_is_ready(p)).count() as i32;
     let completions = spec.completions.unwrap_or(1);
     let parallelism = spec.parallelism.unwrap_or(1);
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let succeeded_indexes: BTreeSet<i32> = owned
+        .iter()
+        .filter(|p| phase(p) == "Succeeded")
+        .filter_map(|p| index_of(p))
+        .filter(|i| (0..completions).contains(i))
+        .collect();
+    let succeeded = if indexed {
+        succeeded_indexes.len() as i32
+    } else {
+        owned.iter().filter(|p| phase(p) == "Succeeded").count() as i32
+    };
+    let failed = owned.iter().filter(|p| phase(p) == "Failed").count() as i32;
+    let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| pod_is_active(p)).collect();
+    let active_indexes: BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
+    let ready = active.iter().filter(|p| pod_is_ready(p)).count() as i32;
     let start = job
         .status
         .as_ref()
@@ -219,9 +320,17 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                 spec: spec.template.spec.clone(),
                 status: None,
             };
+            let pods: Vec<Pod> = if indexed {
+                free_indexes(completions, &succeeded_indexes, &active_indexes, n as usize)
+                    .into_iter()
+                    .map(|i| with_index(pod.clone(), &job.name_any(), i))
+                    .collect()
+            } else {
+                vec![pod; n as usize]
+            };
             let pp = PostParams::default();
             let results =
-                futures::future::join_all((0..n).map(|_| pod_api.create(&pp, &pod))).await;
+                futures::future::join_all(pods.iter().map(|p| pod_api.create(&pp, p))).await;
             let mut names = Vec::new();
             let mut failure = None;
             for r in results {
@@ -307,6 +416,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     if let Some(t) = completion_time {
         status["completionTime"] = json!(t);
     }
+    if indexed {
+        status["completedIndexes"] = json!(format_indexes(&succeeded_indexes));
+    }
     let cur = serde_json::to_value(&job.status).unwrap_or_default();
     let changed = [
         "active",
@@ -316,12 +428,15 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         "startTime",
         "conditions",
         "completionTime",
+        "completedIndexes",
     ]
     .iter()
     .any(|k| {
         let a = cur.get(*k).cloned().unwrap_or_default();
         let b = status.get(*k).cloned().unwrap_or_default();
-        let zero = |v: &serde_json::Value| v.is_null() || v == &json!(0) || v == &json!([]);
+        let zero = |v: &serde_json::Value| {
+            v.is_null() || v == &json!(0) || v == &json!([]) || v == &json!("")
+        };
         a != b && !(zero(&a) && zero(&b))
     });
     if changed {
@@ -356,5 +471,38 @@ mod tests {
         assert_eq!(next(5, 2, 6, 0, 4, 0), Next::Run(1));
         assert_eq!(next(5, 2, 6, 0, 5, 0), Next::Complete);
         assert_eq!(next(5, 2, 1, 0, 0, 2), Next::Fail("BackoffLimitExceeded"));
+    }
+
+    #[test]
+    fn indexes_are_handed_out_lowest_first_and_listed_as_ranges() {
+        let done: BTreeSet<i32> = [0, 1, 2, 4, 7, 8].into();
+        assert_eq!(format_indexes(&done), "0-2,4,7-8");
+        assert_eq!(format_indexes(&BTreeSet::new()), "");
+        let running: BTreeSet<i32> = [3].into();
+        assert_eq!(free_indexes(10, &done, &running, 2), vec![5, 6]);
+        assert_eq!(free_indexes(5, &done, &running, 3), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn indexed_pods_carry_their_index() {
+        use k8s_openapi::api::core::v1::{Container, PodSpec};
+        let pod = Pod {
+            metadata: ObjectMeta::default(),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let p = with_index(pod, "pi", 3);
+        assert_eq!(p.metadata.generate_name.as_deref(), Some("pi-3-"));
+        assert_eq!(index_of(&p), Some(3));
+        let spec = p.spec.expect("spec");
+        assert_eq!(spec.hostname.as_deref(), Some("pi-3"));
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        assert_eq!(env[0].name, "JOB_COMPLETION_INDEX");
     }
 }

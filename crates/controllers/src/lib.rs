@@ -5,22 +5,35 @@
 //! [`Controller`](kube::runtime::Controller) whose handlers only enqueue keys and whose
 //! `reconcile` is idempotent, reads from shared caches and writes through the API.
 //! - [`informer`]: one watch and cache per kind, shared by every controller.
-//! - [`util`]: errors, per-key retry backoff, expectations, events, pod predicates.
-//! - [`namespace`], [`serviceaccount`], [`replicaset`], [`deployment`],
-//!   [`garbagecollector`], [`endpoints`], [`job`], [`disruption`]: the controllers, each with `run(shared, shutdown)`.
+//! - [`util`]: errors, per-key retry backoff, expectations, events, pod and node predicates
+//!   (tolerations, node selectors).
+//! - [`history`]: ControllerRevisions, the template history of StatefulSets and DaemonSets.
+//! - the controllers, each with `run(shared, shutdown)` and named as upstream's
+//!   `--controllers`: [`namespace`], [`serviceaccount`], [`replicaset`] (and
+//!   `replicationcontroller`), [`deployment`], [`statefulset`], [`daemonset`], [`job`],
+//!   [`cronjob`] (with its schedule parser), [`garbagecollector`], [`endpoints`]
+//!   (`endpoint` and `endpointslice`), [`nodelifecycle`] (health, condition taints and
+//!   taint-based eviction), [`nodeipam`] (pod CIDRs) and [`disruption`]
+//!   (PodDisruptionBudget status).
 //!
 //! [`run`] starts the caches, waits until they are filled, then runs every enabled controller
 //! until `shutdown` resolves.
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod garbagecollector;
+pub mod history;
 pub mod informer;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod util;
 
 use std::future::Future;
@@ -28,9 +41,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, Pod, ReplicationController, Service, ServiceAccount,
+};
 use kube::{Api, Client};
 
 use informer::Informer;
@@ -44,7 +62,8 @@ pub struct ControllerConfig {
     /// How long a node may be silent before it is marked Ready=Unknown (upstream: 40 s).
     pub node_monitor_grace_period: Duration,
     /// The tolerationSeconds added to pods without an unreachable/not-ready toleration
-    /// (upstream's DefaultTolerationSeconds admission: 300 s).
+    /// (upstream's DefaultTolerationSeconds: 300 s). That is admission, done by the API server
+    /// (`krust_apiserver::admission`); the controllers only read the tolerations pods carry.
     pub default_toleration_seconds: i64,
     /// The cluster CIDR from which nodes get their podCIDR.
     pub cluster_cidr: String,
@@ -92,6 +111,13 @@ pub struct Shared {
     pub serviceaccounts: Informer<ServiceAccount>,
     pub services: Informer<Service>,
     pub jobs: Informer<Job>,
+    pub statefulsets: Informer<StatefulSet>,
+    pub daemonsets: Informer<DaemonSet>,
+    pub controllerrevisions: Informer<ControllerRevision>,
+    pub cronjobs: Informer<CronJob>,
+    pub nodes: Informer<Node>,
+    /// Node Leases (namespace `kube-node-lease` only).
+    pub leases: Informer<Lease>,
 }
 
 impl Shared {
@@ -106,6 +132,15 @@ impl Shared {
             serviceaccounts: Informer::start(Api::all(client.clone())),
             services: Informer::start(Api::all(client.clone())),
             jobs: Informer::start(Api::all(client.clone())),
+            statefulsets: Informer::start(Api::all(client.clone())),
+            daemonsets: Informer::start(Api::all(client.clone())),
+            controllerrevisions: Informer::start(Api::all(client.clone())),
+            cronjobs: Informer::start(Api::all(client.clone())),
+            nodes: Informer::start(Api::all(client.clone())),
+            leases: Informer::start(Api::namespaced(
+                client.clone(),
+                nodelifecycle::LEASE_NAMESPACE,
+            )),
             client,
             config,
         };
@@ -119,6 +154,14 @@ impl Shared {
             shared.services.store(),
             shared.jobs.store(),
         );
+        let more = (
+            shared.statefulsets.store(),
+            shared.daemonsets.store(),
+            shared.controllerrevisions.store(),
+            shared.cronjobs.store(),
+            shared.nodes.store(),
+            shared.leases.store(),
+        );
         let _ = futures::join!(
             stores.0.wait_until_ready(),
             stores.1.wait_until_ready(),
@@ -128,6 +171,14 @@ impl Shared {
             stores.5.wait_until_ready(),
             stores.6.wait_until_ready(),
             stores.7.wait_until_ready(),
+        );
+        let _ = futures::join!(
+            more.0.wait_until_ready(),
+            more.1.wait_until_ready(),
+            more.2.wait_until_ready(),
+            more.3.wait_until_ready(),
+            more.4.wait_until_ready(),
+            more.5.wait_until_ready(),
         );
         Arc::new(shared)
     }
@@ -170,6 +221,21 @@ pub async fn run(
     }
     if cfg.enabled("disruption") {
         tasks.spawn(disruption::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("statefulset") {
+        tasks.spawn(statefulset::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("daemonset") {
+        tasks.spawn(daemonset::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("cronjob") {
+        tasks.spawn(cronjob::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("nodelifecycle") {
+        tasks.spawn(nodelifecycle::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("nodeipam") {
+        tasks.spawn(nodeipam::run(shared.clone(), shutdown.clone()));
     }
     if cfg.enabled("garbagecollector") {
         tasks.spawn(garbagecollector::run(shared.clone(), shutdown.clone()));

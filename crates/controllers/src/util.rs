@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Event, EventSource, Node, NodeSelectorRequirement, ObjectReference, Pod, PodSpec, Taint,
+    Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
@@ -301,6 +304,97 @@ pub fn labels_of(meta: &ObjectMeta) -> std::collections::BTreeMap<String, String
     meta.labels.clone().unwrap_or_default()
 }
 
+/// Whether `tol` tolerates `taint` (upstream's `ToleratesTaint`): same effect (or any), and the
+/// key matches with `Exists`, or key and value match with `Equal` (the default).
+pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
+    if let Some(e) = tol.effect.as_deref().filter(|e| !e.is_empty()) {
+        if e != taint.effect {
+            return false;
+        }
+    }
+    let key = tol.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match tol.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => {
+            !key.is_empty()
+                && tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
+/// The first taint with one of `effects` that no toleration tolerates.
+pub fn untolerated<'t>(
+    taints: &'t [Taint],
+    tolerations: &[Toleration],
+    effects: &[&str],
+) -> Option<&'t Taint> {
+    taints.iter().find(|t| {
+        effects.contains(&t.effect.as_str()) && !tolerations.iter().any(|tol| tolerates(tol, t))
+    })
+}
+
+/// Whether one node selector requirement holds for `value` (a label, or the node's name).
+fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        op @ ("Gt" | "Lt") => {
+            let (Some(v), Some(b)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if op == "Gt" {
+                v > b
+            } else {
+                v < b
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a pod spec's `nodeSelector` and required node affinity admit `node`.
+pub fn node_selected(spec: &PodSpec, node: &Node) -> bool {
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    if let Some(sel) = &spec.node_selector {
+        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return false;
+        }
+    }
+    let Some(required) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+    else {
+        return true;
+    };
+    required.node_selector_terms.iter().any(|t| {
+        let exprs = t.match_expressions.as_deref().unwrap_or_default();
+        let fields = t.match_fields.as_deref().unwrap_or_default();
+        (!exprs.is_empty() || !fields.is_empty())
+            && exprs
+                .iter()
+                .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
+            && fields
+                .iter()
+                .all(|r| requirement_holds(r, (r.key == "metadata.name").then_some(name)))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +410,102 @@ mod tests {
         assert!(!e.satisfied("ns/a", |_| true, |u| u == "u9"));
         assert!(e.satisfied("ns/a", |_| true, |_| false));
         assert!(e.satisfied("ns/a", |_| false, |_| true));
+    }
+
+    fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: value.map(String::from),
+            effect: effect.into(),
+            time_added: None,
+        }
+    }
+
+    fn tol(key: Option<&str>, op: &str, value: Option<&str>, effect: Option<&str>) -> Toleration {
+        Toleration {
+            key: key.map(String::from),
+            operator: Some(op.into()),
+            value: value.map(String::from),
+            effect: effect.map(String::from),
+            toleration_seconds: None,
+        }
+    }
+
+    #[test]
+    fn tolerations_match_taints_as_upstream() {
+        let t = taint("node.kubernetes.io/unreachable", None, "NoExecute");
+        assert!(tolerates(
+            &tol(
+                Some("node.kubernetes.io/unreachable"),
+                "Exists",
+                None,
+                Some("NoExecute")
+            ),
+            &t
+        ));
+        assert!(
+            tolerates(&tol(None, "Exists", None, None), &t),
+            "empty key + Exists tolerates all"
+        );
+        assert!(!tolerates(
+            &tol(
+                Some("node.kubernetes.io/unreachable"),
+                "Exists",
+                None,
+                Some("NoSchedule")
+            ),
+            &t
+        ));
+        let g = taint("gpu", Some("true"), "NoSchedule");
+        assert!(tolerates(
+            &tol(Some("gpu"), "Equal", Some("true"), None),
+            &g
+        ));
+        assert!(!tolerates(
+            &tol(Some("gpu"), "Equal", Some("false"), None),
+            &g
+        ));
+        assert!(untolerated(&[g.clone(), t.clone()], &[], &["NoExecute"])
+            .is_some_and(|x| x.key == t.key));
+        assert!(untolerated(&[g], &[], &["NoExecute"]).is_none());
+    }
+
+    #[test]
+    fn node_selection_honours_selector_and_affinity_fields() {
+        use k8s_openapi::api::core::v1::{Affinity, NodeAffinity, NodeSelector, NodeSelectorTerm};
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                labels: Some([("disk".to_string(), "ssd".to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut spec = PodSpec::default();
+        assert!(node_selected(&spec, &node));
+        spec.node_selector = Some([("disk".to_string(), "hdd".to_string())].into());
+        assert!(!node_selected(&spec, &node));
+        spec.node_selector = None;
+        let pin = |name: &str| Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_fields: Some(vec![NodeSelectorRequirement {
+                            key: "metadata.name".into(),
+                            operator: "In".into(),
+                            values: Some(vec![name.into()]),
+                        }]),
+                        match_expressions: None,
+                    }],
+                }),
+                preferred_during_scheduling_ignored_during_execution: None,
+            }),
+            ..Default::default()
+        };
+        spec.affinity = Some(pin("n1"));
+        assert!(node_selected(&spec, &node));
+        spec.affinity = Some(pin("n2"));
+        assert!(!node_selected(&spec, &node));
     }
 
     #[test]

@@ -470,3 +470,529 @@ fn job_with_completions_5_and_parallelism_2_completes() {
     let j = get_json(&s, &["job", "pi"]).expect("job");
     assert_eq!(j["status"]["succeeded"], 5, "{j}");
 }
+
+fn sim_with(s: &Server, log: &str, args: &[&str]) -> Proc {
+    start(s, "sim", log, args)
+}
+
+/// The node each pod of `selector` runs on.
+fn pod_nodes(s: &Server, selector: &str) -> Vec<String> {
+    items(s, &["pods", "-l", selector])
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn stateful_set_creates_web_0_1_2_in_order_then_rolls_and_scales_down() {
+    let (_dir, s) = server();
+    let _sim = sim(&s, 1);
+    let _cm = controllers(&s);
+    wait("node", &s, 30, || !items(&s, &["nodes"]).is_empty());
+    let (mut watch, lines) = s.kubectl_stream(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-w",
+        "-o",
+        r#"jsonpath={.metadata.name} {.metadata.deletionTimestamp} {.status.conditions[?(@.type=="Ready")].status}{"\n"}"#,
+    ]);
+    let sts = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 3, "serviceName": "nginx",
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "www"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]
+        }
+    });
+    apply(&s, &sts.to_string());
+    let out = s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "statefulset/web", "--timeout=90s"],
+        None,
+    );
+    assert!(
+        out.contains("3 pods ready") || out.contains("complete"),
+        "{out}"
+    );
+    // Order: web-N first appears only after web-(N-1) was seen Ready.
+    let mut seen: Vec<String> = Vec::new();
+    wait("watch lines for web-2", &s, 20, || {
+        while let Ok(l) = lines.try_recv() {
+            seen.push(l);
+        }
+        seen.iter().any(|l| l.starts_with("web-2 "))
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let first = |name: &str| {
+        seen.iter()
+            .position(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or(usize::MAX)
+    };
+    let first_ready = |name: &str| {
+        seen.iter()
+            .position(|l| l.split_whitespace().next() == Some(name) && l.ends_with("True"))
+            .unwrap_or(usize::MAX)
+    };
+    assert!(first_ready("web-0") < first("web-1"), "{seen:#?}");
+    assert!(first_ready("web-1") < first("web-2"), "{seen:#?}");
+    let pvcs: Vec<String> = items(&s, &["pvc"])
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    for n in ["www-web-0", "www-web-1", "www-web-2"] {
+        assert!(pvcs.contains(&n.to_string()), "{pvcs:?}");
+    }
+    let p = get_json(&s, &["pod", "web-1"]).expect("web-1");
+    assert_eq!(
+        p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+        "web-1"
+    );
+    assert_eq!(p["spec"]["hostname"], "web-1");
+    let st = get_json(&s, &["sts", "web"]).expect("sts");
+    assert_eq!(st["status"]["readyReplicas"], 3, "{st}");
+    assert_eq!(
+        st["status"]["currentRevision"],
+        st["status"]["updateRevision"]
+    );
+    let rev1 = st["status"]["updateRevision"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(
+        p["metadata"]["labels"]["controller-revision-hash"],
+        rev1.as_str()
+    );
+
+    // A new image rolls through every pod, highest ordinal first.
+    s.kubectl(&["set", "image", "statefulset/web", "c=nginx:2"]);
+    s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "statefulset/web", "--timeout=90s"],
+        None,
+    );
+    wait("every pod on nginx:2", &s, 30, || {
+        let pods = items(&s, &["pods", "-l", "app=web"]);
+        pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "nginx:2")
+    });
+    let st = get_json(&s, &["sts", "web"]).expect("sts");
+    assert_ne!(st["status"]["updateRevision"], rev1.as_str());
+    assert_eq!(items(&s, &["controllerrevisions"]).len(), 2);
+    let history = s.kubectl(&["rollout", "history", "statefulset/web"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    // Scale down removes the highest ordinals.
+    s.kubectl(&["scale", "statefulset/web", "--replicas=1"]);
+    wait("only web-0 left", &s, 60, || {
+        let pods = items(&s, &["pods", "-l", "app=web"]);
+        pods.len() == 1 && pods[0]["metadata"]["name"] == "web-0"
+    });
+    let described = s.kubectl(&["describe", "sts", "web"]);
+    assert!(described.contains("SuccessfulCreate"), "{described}");
+    assert!(described.contains("SuccessfulDelete"), "{described}");
+}
+
+#[test]
+fn daemon_set_covers_every_node_follows_a_new_one_and_rolls() {
+    let (_dir, s) = server();
+    let _sim = sim(&s, 2);
+    let _cm = controllers(&s);
+    wait("two nodes", &s, 30, || items(&s, &["nodes"]).len() == 2);
+    let ds = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {"metadata": {"labels": {"app": "agent"}},
+                         "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}
+        }
+    });
+    apply(&s, &ds.to_string());
+    s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+        None,
+    );
+    let mut nodes = pod_nodes(&s, "app=agent");
+    nodes.sort();
+    assert_eq!(nodes, ["sim-0", "sim-1"]);
+    let p = &items(&s, &["pods", "-l", "app=agent"])[0];
+    assert_eq!(
+        p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchFields"][0]["key"],
+        "metadata.name"
+    );
+
+    // A node that joins gets its pod.
+    let _extra = sim_with(
+        &s,
+        "sim-extra.log",
+        &["--nodes", "1", "--name-prefix", "extra-"],
+    );
+    wait("a pod on the new node", &s, 60, || {
+        let mut n = pod_nodes(&s, "app=agent");
+        n.sort();
+        n == ["extra-0", "sim-0", "sim-1"]
+    });
+    wait("status counts three", &s, 30, || {
+        get_json(&s, &["ds", "agent"]).is_some_and(|d| {
+            d["status"]["desiredNumberScheduled"] == 3 && d["status"]["numberAvailable"] == 3
+        })
+    });
+
+    // A new template rolls node by node.
+    s.kubectl(&["set", "image", "daemonset/agent", "c=agent:2"]);
+    s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "daemonset/agent", "--timeout=90s"],
+        None,
+    );
+    wait("all on agent:2", &s, 30, || {
+        let pods: Vec<Value> = items(&s, &["pods", "-l", "app=agent"])
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "agent:2")
+    });
+
+    // A NoExecute taint the pods do not tolerate takes the node out.
+    s.kubectl(&["taint", "nodes", "sim-1", "dedicated=db:NoExecute"]);
+    wait("pod gone from the tainted node", &s, 60, || {
+        let mut n = pod_nodes(&s, "app=agent");
+        n.sort();
+        n == ["extra-0", "sim-0"]
+    });
+    wait("desired 2", &s, 30, || {
+        get_json(&s, &["ds", "agent"]).is_some_and(|d| d["status"]["desiredNumberScheduled"] == 2)
+    });
+}
+
+#[test]
+fn cron_job_fires_and_kubectl_creates_a_job_from_it() {
+    let (_dir, s) = server();
+    let _sim = sim(&s, 1);
+    let _cm = controllers(&s);
+    let cj = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "hello", "namespace": "default"},
+        "spec": {
+            "schedule": "*/1 * * * *",
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 2,
+            "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}}}
+        }
+    });
+    apply(&s, &cj.to_string());
+    // kubectl create job --from=cronjob is the API server and kubectl alone.
+    s.kubectl(&["create", "job", "manual", "--from=cronjob/hello"]);
+    s.kubectl_ok(
+        KUBECTL,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/manual",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    // The schedule fires within a minute (plus slack for a loaded machine).
+    let mut fired = String::new();
+    wait("a scheduled job", &s, 80, || {
+        let jobs = items(&s, &["jobs"]);
+        if let Some(j) = jobs.iter().find(|j| {
+            j["metadata"]["name"]
+                .as_str()
+                .and_then(|n| n.strip_prefix("hello-"))
+                .is_some_and(|n| n.parse::<u64>().is_ok())
+        }) {
+            fired = j["metadata"]["name"].as_str().unwrap_or("").to_string();
+            return true;
+        }
+        false
+    });
+    let minutes: u64 = fired
+        .strip_prefix("hello-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let now_min = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60)
+        .unwrap_or(0);
+    assert!(now_min.abs_diff(minutes) <= 2, "{fired} vs now {now_min}");
+    let j = get_json(&s, &["job", &fired]).expect("job");
+    assert_eq!(j["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    assert!(
+        j["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].is_string()
+    );
+    s.kubectl_ok(
+        KUBECTL,
+        &[
+            "wait",
+            "--for=condition=complete",
+            &format!("job/{fired}"),
+            "--timeout=60s",
+        ],
+        None,
+    );
+    wait("cron job status", &s, 30, || {
+        get_json(&s, &["cronjob", "hello"]).is_some_and(|c| {
+            c["status"]["lastScheduleTime"].is_string()
+                && c["status"]["lastSuccessfulTime"].is_string()
+                && c["status"]["active"].is_null()
+        })
+    });
+    let described = s.kubectl(&["describe", "cronjob", "hello"]);
+    assert!(described.contains("SuccessfulCreate"), "{described}");
+}
+
+#[test]
+fn indexed_job_completes_every_index() {
+    let (_dir, s) = server();
+    let _sim = sim(&s, 1);
+    let _cm = controllers(&s);
+    let job = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "idx", "namespace": "default"},
+        "spec": {"completions": 4, "parallelism": 2, "completionMode": "Indexed",
+                 "template": {"spec": {"restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": "busybox"}]}}}
+    });
+    apply(&s, &job.to_string());
+    s.kubectl_ok(
+        KUBECTL,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/idx",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    let j = get_json(&s, &["job", "idx"]).expect("job");
+    assert_eq!(j["status"]["completedIndexes"], "0-3", "{j}");
+    assert_eq!(j["status"]["succeeded"], 4, "{j}");
+    let mut indexes: Vec<String> = items(&s, &["pods", "-l", "job-name=idx"])
+        .iter()
+        .filter_map(|p| {
+            p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    indexes.sort();
+    indexes.dedup();
+    assert_eq!(indexes, ["0", "1", "2", "3"]);
+}
+
+#[test]
+fn a_silent_node_is_tainted_and_its_pods_are_recreated_elsewhere() {
+    let (_dir, s) = server();
+    let _cm = start(
+        &s,
+        "controller-manager",
+        "controllers.log",
+        &["--node-monitor-grace-period", "5s"],
+    );
+    let mut victim = sim_with(
+        &s,
+        "sim-victim.log",
+        &[
+            "--nodes",
+            "1",
+            "--name-prefix",
+            "victim-",
+            "--lease-renew-seconds",
+            "1",
+        ],
+    );
+    wait("victim node", &s, 30, || items(&s, &["nodes"]).len() == 1);
+    let mut d: Value =
+        serde_json::from_str(&deployment("survivor", 4, "nginx:1", "")).expect("json");
+    d["spec"]["template"]["spec"]
+        .as_object_mut()
+        .map(|m| m.remove("nodeName"));
+    d["spec"]["template"]["spec"]["tolerations"] = serde_json::json!([
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}
+    ]);
+    apply(&s, &d.to_string());
+    s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "deployment/survivor", "--timeout=60s"],
+        None,
+    );
+    assert!(pod_nodes(&s, "app=survivor")
+        .iter()
+        .all(|n| n == "victim-0"));
+    // Admission gave the pods the not-ready toleration they lacked (300 s).
+    let p = &items(&s, &["pods", "-l", "app=survivor"])[0];
+    let tols = p["spec"]["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        tols.iter()
+            .any(|t| t["key"] == "node.kubernetes.io/not-ready" && t["tolerationSeconds"] == 300),
+        "{tols:?}"
+    );
+    assert!(tols
+        .iter()
+        .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["tolerationSeconds"] == 2));
+
+    let _stable = sim_with(
+        &s,
+        "sim-stable.log",
+        &[
+            "--nodes",
+            "1",
+            "--name-prefix",
+            "stable-",
+            "--lease-renew-seconds",
+            "1",
+        ],
+    );
+    wait("stable node ready", &s, 30, || {
+        get_json(&s, &["node", "stable-0"]).is_some_and(|n| {
+            n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+    });
+    // Stop the victim's heartbeats.
+    let _ = victim.0.kill();
+    let _ = victim.0.wait();
+    let t0 = Instant::now();
+    wait("victim marked unreachable", &s, 30, || {
+        get_json(&s, &["node", "victim-0"]).is_some_and(|n| {
+            let ready_unknown = n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "Unknown")
+            });
+            let tainted = n["spec"]["taints"].as_array().is_some_and(|t| {
+                t.iter().any(|t| {
+                    t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute"
+                })
+            });
+            ready_unknown && tainted
+        })
+    });
+    wait("pods recreated on the stable node", &s, 60, || {
+        let nodes = pod_nodes(&s, "app=survivor");
+        nodes.len() == 4 && nodes.iter().all(|n| n == "stable-0")
+    });
+    s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "deployment/survivor", "--timeout=60s"],
+        None,
+    );
+    eprintln!(
+        "pods back on another node {:.1} s after the heartbeats stopped (grace 5 s + toleration 2 s)",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn drain_moves_a_deployment_and_cordon_taints_the_node() {
+    let (_dir, s) = server();
+    let _sim = sim(&s, 2);
+    let _cm = controllers(&s);
+    wait("two nodes with pod CIDRs", &s, 30, || {
+        let nodes = items(&s, &["nodes"]);
+        let mut cidrs: Vec<&str> = nodes
+            .iter()
+            .filter_map(|n| n["spec"]["podCIDR"].as_str())
+            .collect();
+        cidrs.sort();
+        cidrs.dedup();
+        nodes.len() == 2
+            && cidrs.len() == 2
+            && cidrs
+                .iter()
+                .all(|c| c.starts_with("10.42.") && c.ends_with(".0/24"))
+    });
+    let ds = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "logs", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "logs"}},
+                 "template": {"metadata": {"labels": {"app": "logs"}},
+                              "spec": {"containers": [{"name": "c", "image": "logs:1"}]}}}
+    });
+    apply(&s, &ds.to_string());
+    let mut d: Value = serde_json::from_str(&deployment("moving", 4, "nginx:1", "")).expect("json");
+    d["spec"]["template"]["spec"]
+        .as_object_mut()
+        .map(|m| m.remove("nodeName"));
+    apply(&s, &d.to_string());
+    s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "deployment/moving", "--timeout=60s"],
+        None,
+    );
+    s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "daemonset/logs", "--timeout=60s"],
+        None,
+    );
+    let victim = pod_nodes(&s, "app=moving")
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "sim-0".to_string());
+    let other = if victim == "sim-0" { "sim-1" } else { "sim-0" };
+    let out = s.kubectl_ok(
+        KUBECTL,
+        &[
+            "drain",
+            &victim,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=90s",
+        ],
+        None,
+    );
+    assert!(out.contains("drained"), "{out}");
+    wait("deployment pods all on the other node", &s, 60, || {
+        let nodes = pod_nodes(&s, "app=moving");
+        nodes.len() == 4 && nodes.iter().all(|n| n == other)
+    });
+    s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "deployment/moving", "--timeout=60s"],
+        None,
+    );
+    // The daemon pod stays, the node is cordoned and tainted.
+    assert!(pod_nodes(&s, "app=logs").contains(&victim));
+    wait("unschedulable taint", &s, 30, || {
+        get_json(&s, &["node", &victim]).is_some_and(|n| {
+            n["spec"]["unschedulable"] == true
+                && n["spec"]["taints"].as_array().is_some_and(|t| {
+                    t.iter()
+                        .any(|t| t["key"] == "node.kubernetes.io/unschedulable")
+                })
+        })
+    });
+    s.kubectl(&["uncordon", &victim]);
+    wait("taint gone after uncordon", &s, 30, || {
+        get_json(&s, &["node", &victim]).is_some_and(|n| {
+            n["spec"]["taints"].as_array().is_none_or(|t| {
+                !t.iter()
+                    .any(|t| t["key"] == "node.kubernetes.io/unschedulable")
+            })
+        })
+    });
+}

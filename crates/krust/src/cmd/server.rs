@@ -59,6 +59,15 @@ pub struct Args {
     agent: bool,
     #[command(flatten)]
     agent_flags: super::agent::AgentFlags,
+    /// CIDR that nodes' podCIDRs come from (the hosted controller manager's node IPAM).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+    /// Prefix length of each node's podCIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// How long a node may be silent before it is marked unreachable (e.g. 40s, 500ms, 2m).
+    #[arg(long, default_value = "40s", value_parser = super::controllers::parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -73,6 +82,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         disable,
         agent,
         agent_flags,
+        cluster_cidr,
+        node_cidr_mask_size,
+        node_monitor_grace_period,
     } = args;
     let agent_config = if agent {
         Some(agent_flags.config(data_dir.join("agent"))?)
@@ -111,7 +123,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Hosted components talk to the API server through the API, like any client.
     if !disable.contains(&Component::Controllers) {
         let client = super::client(&running.kubeconfig).await?;
-        let config = krust_controllers::ControllerConfig::default();
+        let config = krust_controllers::ControllerConfig {
+            cluster_cidr,
+            node_cidr_mask_size,
+            node_monitor_grace_period,
+            ..Default::default()
+        };
         tokio::spawn(krust_controllers::run(
             client,
             config,
