@@ -22,8 +22,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodTemplateSpec, Toleration,
+    Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -164,11 +163,8 @@ pub fn new_pod(ds: &DaemonSet, template: &PodTemplateSpec, hash: &str, node: &st
         spec.tolerations.take().unwrap_or_default(),
         spec.host_network.unwrap_or(false),
     ));
-    let mut affinity = spec.affinity.take().unwrap_or(Affinity::default());
-    let mut na = affinity
-        .node_affinity
-        .take()
-        .unwrap_or(NodeAffinity::default());
+    let mut affinity = spec.affinity.take().unwrap_or_default();
+    let mut na = affinity.node_affinity.take().unwrap_or_default();
     na.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
         node_selector_terms: vec![NodeSelectorTerm {
             match_expressions: None,

@@ -1,6 +1,7 @@
 //! `krust controller-manager` end to end: the real kubectl against a server, the controller
-//! manager and simulated nodes (`krust sim`), all separate processes. Pod templates name their
-//! node, so no scheduler is needed.
+//! manager and simulated nodes (`krust sim`), all separate processes. Most pod templates name
+//! their node; the tests of StatefulSets, DaemonSets, Jobs and node failure run `krust
+//! scheduler` too.
 
 mod common;
 
@@ -475,6 +476,11 @@ fn sim_with(s: &Server, log: &str, args: &[&str]) -> Proc {
     start(s, "sim", log, args)
 }
 
+/// The scheduler, for the tests whose pods do not name their node.
+fn scheduler(s: &Server) -> Proc {
+    start(s, "scheduler", "scheduler.log", &[])
+}
+
 /// The node each pod of `selector` runs on.
 fn pod_nodes(s: &Server, selector: &str) -> Vec<String> {
     items(s, &["pods", "-l", selector])
@@ -487,6 +493,7 @@ fn pod_nodes(s: &Server, selector: &str) -> Vec<String> {
 #[test]
 fn stateful_set_creates_web_0_1_2_in_order_then_rolls_and_scales_down() {
     let (_dir, s) = server();
+    let _sched = scheduler(&s);
     let _sim = sim(&s, 1);
     let _cm = controllers(&s);
     wait("node", &s, 30, || !items(&s, &["nodes"]).is_empty());
@@ -605,6 +612,7 @@ fn stateful_set_creates_web_0_1_2_in_order_then_rolls_and_scales_down() {
 #[test]
 fn daemon_set_covers_every_node_follows_a_new_one_and_rolls() {
     let (_dir, s) = server();
+    let _sched = scheduler(&s);
     let _sim = sim(&s, 2);
     let _cm = controllers(&s);
     wait("two nodes", &s, 30, || items(&s, &["nodes"]).len() == 2);
@@ -684,6 +692,7 @@ fn daemon_set_covers_every_node_follows_a_new_one_and_rolls() {
 #[test]
 fn cron_job_fires_and_kubectl_creates_a_job_from_it() {
     let (_dir, s) = server();
+    let _sched = scheduler(&s);
     let _sim = sim(&s, 1);
     let _cm = controllers(&s);
     let cj = serde_json::json!({
@@ -764,6 +773,7 @@ fn cron_job_fires_and_kubectl_creates_a_job_from_it() {
 #[test]
 fn indexed_job_completes_every_index() {
     let (_dir, s) = server();
+    let _sched = scheduler(&s);
     let _sim = sim(&s, 1);
     let _cm = controllers(&s);
     let job = serde_json::json!({
@@ -803,6 +813,7 @@ fn indexed_job_completes_every_index() {
 #[test]
 fn a_silent_node_is_tainted_and_its_pods_are_recreated_elsewhere() {
     let (_dir, s) = server();
+    let _sched = scheduler(&s);
     let _cm = start(
         &s,
         "controller-manager",
@@ -910,6 +921,7 @@ fn a_silent_node_is_tainted_and_its_pods_are_recreated_elsewhere() {
 #[test]
 fn drain_moves_a_deployment_and_cordon_taints_the_node() {
     let (_dir, s) = server();
+    let _sched = scheduler(&s);
     let _sim = sim(&s, 2);
     let _cm = controllers(&s);
     wait("two nodes with pod CIDRs", &s, 30, || {
