@@ -689,9 +689,8 @@ impl ApiServer {
         ))
     }
 
-    /// `pods/<name>/binding`: assigns the pod to a node, once.
-    /// `pods/eviction`: deletes the pod with the Eviction's deleteOptions, answering 201 with
-    /// a Success Status as upstream. PodDisruptionBudgets are not consulted yet.
+    /// `pods/<name>/eviction`: deletes the pod with the Eviction's deleteOptions, answering 201 with
+    /// a Success Status as upstream, once its PodDisruptionBudget allows it.
     async fn evict(
         &self,
         rp: &ResourcePath<'_>,
@@ -725,6 +724,22 @@ impl ApiServer {
             subresource: None,
             legacy_watch: false,
         };
+        let (pod, _) = self.rest.get(&main, name).await?;
+        let ns = rp.namespace.as_deref().unwrap_or("default");
+        if let Some(why) = self
+            .check_disruption_budget(ns, name, &pod, dry_run)
+            .await?
+        {
+            return Ok(reply(Reply::value(
+                429,
+                &json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "TooManyRequests", "code": 429,
+                    "message": why,
+                    "details": {"causes": [{"reason": "DisruptionBudget", "message": why}]},
+                }),
+            )));
+        }
         self.rest.delete(&main, name, &opts, dry_run).await?;
         Ok(reply(Reply::value(
             201,
@@ -732,6 +747,132 @@ impl ApiServer {
         )))
     }
 
+    /// Upstream's eviction rules for PodDisruptionBudgets (whose status the disruption
+    /// controller keeps): pending, finished and terminating pods go freely; a pod covered by
+    /// more than one budget is refused; an unready pod goes while its budget is met; otherwise
+    /// the budget must allow a disruption, and its status records it (`disruptionsAllowed` - 1,
+    /// the pod in `disruptedPods`) before the pod goes. Returns why the eviction must wait
+    /// (answered with 429 TooManyRequests), if it must.
+    async fn check_disruption_budget(
+        &self,
+        ns: &str,
+        name: &str,
+        pod: &Value,
+        dry_run: bool,
+    ) -> Result<Option<String>, ApiError> {
+        let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+        if matches!(phase, Some("Pending" | "Succeeded" | "Failed"))
+            || object::deletion_timestamp(pod).is_some()
+        {
+            return Ok(None);
+        }
+        let Some(info) = self.registry.lookup("policy", "v1", "poddisruptionbudgets") else {
+            return Ok(None);
+        };
+        let prp = ResourcePath {
+            info,
+            namespace: Some(ns.to_string()),
+            name: None,
+            subresource: None,
+            legacy_watch: false,
+        };
+        let labels = pod
+            .pointer("/metadata/labels")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let refuse = |why: &str| {
+            Some(format!(
+                "Cannot evict pod as it would violate the pod's disruption budget.{why}"
+            ))
+        };
+        for _attempt in 0..5 {
+            let (items, _, _) = self.rest.list(&prp, &Query::parse(None)).await?;
+            let matching: Vec<Value> = items
+                .iter()
+                .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+                .filter(|pdb| {
+                    let sel = pdb
+                        .pointer("/spec/selector")
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    krust_machinery::selector::Selector::from_label_selector(&sel)
+                        .is_ok_and(|s| s.matches(&labels))
+                })
+                .collect();
+            let mut pdb = match matching.as_slice() {
+                [] => return Ok(None),
+                [one] => one.clone(),
+                _ => {
+                    return Err(ApiError::internal(
+                        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                    ))
+                }
+            };
+            let int = |p: &str| pdb.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+            if int("/status/observedGeneration") < int("/metadata/generation") {
+                return Ok(refuse(
+                    " The disruption budget is still being processed by the server.",
+                ));
+            }
+            let ready = pod
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+            if !ready
+                && (int("/status/currentHealthy") >= int("/status/desiredHealthy")
+                    || pdb
+                        .pointer("/spec/unhealthyPodEvictionPolicy")
+                        .and_then(Value::as_str)
+                        == Some("AlwaysAllow"))
+            {
+                return Ok(None);
+            }
+            let allowed = int("/status/disruptionsAllowed");
+            if allowed <= 0 {
+                let pdb_name = object::name(&pdb).unwrap_or_default().to_string();
+                return Ok(refuse(&format!(
+                    " The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                    int("/status/desiredHealthy"),
+                    int("/status/currentHealthy")
+                )));
+            }
+            if dry_run {
+                return Ok(None);
+            }
+            pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
+            if !pdb["status"]["disruptedPods"].is_object() {
+                pdb["status"]["disruptedPods"] = json!({});
+            }
+            pdb["status"]["disruptedPods"][name] = json!(object::now_rfc3339());
+            let srp = ResourcePath {
+                info,
+                namespace: Some(ns.to_string()),
+                name: object::name(&pdb).map(String::from),
+                subresource: Some("status".into()),
+                legacy_watch: false,
+            };
+            let q = Query::parse(None);
+            let ctx = WriteCtx {
+                query: &q,
+                manager: "kube-apiserver".into(),
+                dry_run: false,
+                validation: FieldValidation::Ignore,
+                applied: false,
+            };
+            let pdb_name = object::name(&pdb).unwrap_or_default().to_string();
+            match self.rest.update(&srp, &pdb_name, pdb, &ctx).await {
+                Ok(_) => return Ok(None),
+                Err(ApiError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(refuse(" The disruption budget kept changing; try again."))
+    }
+
+    /// `pods/<name>/binding`: assigns the pod to a node, once.
     async fn bind(
         &self,
         rp: &ResourcePath<'_>,

@@ -961,6 +961,16 @@ fn drain_moves_a_deployment_and_cordon_taints_the_node() {
         &["rollout", "status", "daemonset/logs", "--timeout=60s"],
         None,
     );
+    // A budget of one disruption at a time: drain's evictions take turns (429 meanwhile).
+    let pdb = serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "moving", "namespace": "default"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "moving"}}}
+    });
+    apply(&s, &pdb.to_string());
+    wait("budget allows one disruption", &s, 30, || {
+        get_json(&s, &["pdb", "moving"]).is_some_and(|p| p["status"]["disruptionsAllowed"] == 1)
+    });
     let victim = pod_nodes(&s, "app=moving")
         .first()
         .cloned()
@@ -998,6 +1008,26 @@ fn drain_moves_a_deployment_and_cordon_taints_the_node() {
                 })
         })
     });
+    // A budget that allows nothing: draining the other node is refused.
+    let mut strict = pdb.clone();
+    strict["spec"] =
+        serde_json::json!({"minAvailable": 4, "selector": {"matchLabels": {"app": "moving"}}});
+    apply(&s, &strict.to_string());
+    wait("budget allows nothing", &s, 30, || {
+        get_json(&s, &["pdb", "moving"]).is_some_and(|p| {
+            p["status"]["disruptionsAllowed"] == 0 && p["status"]["observedGeneration"] == 2
+        })
+    });
+    let out = s.kubectl_with(
+        KUBECTL,
+        &["drain", other, "--ignore-daemonsets", "--timeout=8s"],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("disruption budget"), "{err}");
+    assert_eq!(pod_nodes(&s, "app=moving").len(), 4);
+    s.kubectl(&["uncordon", other]);
     s.kubectl(&["uncordon", &victim]);
     wait("taint gone after uncordon", &s, 30, || {
         get_json(&s, &["node", &victim]).is_some_and(|n| {
