@@ -197,6 +197,7 @@ pub async fn run(
         logs_root: config.data_dir.join("pods"),
         runtime_name: version.runtime_name,
         cgroup_root: config.cgroup_root.clone(),
+        volumes_root: config.data_dir.join("volumes"),
     });
     pod::run(ctx, shutdown).await;
     heartbeat.abort();
@@ -262,6 +263,7 @@ pub async fn reset(data_dir: &Path, bridge: &str, cgroup_root: &Path) -> ResetRe
     }
     report.containerd_stopped = containerd::stop(&layout, Duration::from_secs(10)).await;
     let _ = std::fs::remove_dir_all(data_dir.join("pods"));
+    let _ = std::fs::remove_dir_all(data_dir.join("volumes"));
     if !bridge.is_empty() {
         report.bridge_deleted = tokio::process::Command::new("ip")
             .args(["link", "delete", bridge])

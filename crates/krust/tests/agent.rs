@@ -300,6 +300,84 @@ fn agent_runs_pods_with_containerd() {
         "3"
     );
 
+    // A container over its memory limit is OOMKilled.
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&pod_yaml(
+            "oom",
+            "Never",
+            "exec dd if=/dev/zero of=/dev/null bs=100M count=1",
+            None,
+        )),
+    );
+    wait_phase(&s, &agent, "oom", "Failed", Duration::from_secs(60));
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/oom",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
+        "OOMKilled"
+    );
+
+    // An init container, a ConfigMap volume, a Secret env var and an emptyDir shared by both.
+    s.kubectl(&[
+        "create",
+        "configmap",
+        "app-config",
+        "--from-literal=greeting=hi-from-configmap",
+    ]);
+    s.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "app-secret",
+        "--from-literal=password=s3cret",
+    ]);
+    let reader = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  nodeName: {NODE}
+  restartPolicy: Never
+  initContainers:
+  - name: init
+    image: busybox
+    command: ["sh", "-c", "echo init-was-here > /work/ready"]
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "cat /etc/config/greeting; echo; echo password=$PASSWORD; cat /work/ready"]
+    env:
+    - name: PASSWORD
+      valueFrom:
+        secretKeyRef: {{name: app-secret, key: password}}
+    volumeMounts:
+    - {{name: config, mountPath: /etc/config}}
+    - {{name: work, mountPath: /work}}
+  volumes:
+  - name: config
+    configMap: {{name: app-config}}
+  - name: work
+    emptyDir: {{}}
+"#
+    );
+    s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(&reader));
+    wait_phase(&s, &agent, "reader", "Succeeded", Duration::from_secs(60));
+    let reader_uid = jsonpath(&s, "pod/reader", "{.metadata.uid}");
+    let reader_log = agent
+        .data_dir
+        .join(format!("pods/default_reader_{reader_uid}/c/0.log"));
+    let text = std::fs::read_to_string(&reader_log).unwrap_or_default();
+    for want in ["hi-from-configmap", "password=s3cret", "init-was-here"] {
+        assert!(text.contains(want), "{want} missing from the log:\n{text}");
+    }
+
     // A crashing container restarts, then waits in CrashLoopBackOff.
     s.kubectl_ok(
         common::KUBECTL,
@@ -365,7 +443,7 @@ fn agent_runs_pods_with_containerd() {
     let took = t.elapsed();
     eprintln!("hello: deleted in {took:?}");
     assert!(took < Duration::from_secs(10), "deletion took {took:?}");
-    for p in ["once", "fails", "crash"] {
+    for p in ["once", "fails", "crash", "oom", "reader"] {
         s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
     }
     assert!(

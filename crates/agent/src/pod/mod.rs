@@ -14,6 +14,7 @@
 pub mod plan;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::hash_map::DefaultHasher;
@@ -48,6 +49,8 @@ pub struct PodContext {
     pub runtime_name: String,
     /// Where cgroup hierarchies are mounted (`/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
+    /// Pod volumes go under `<volumes_root>/<uid>/<volume>/`.
+    pub volumes_root: PathBuf,
 }
 
 /// How often the runtime is relisted.

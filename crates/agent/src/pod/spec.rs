@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 
+use super::volumes::{self, SourceError, Sources};
 use crate::labels;
 use crate::runtime::api;
 
@@ -319,14 +320,33 @@ pub fn expand(s: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
-/// The container's environment: literal values and downward API fields, in order, with
-/// `$(VAR)` references expanded. Values from ConfigMaps and Secrets are not supported yet
-/// (such variables are left out).
-pub fn env(pod: &Pod, c: &Container, ctx: &PodEnvContext) -> Vec<(String, String)> {
+/// The container's environment: `envFrom` sources first, then each `env` entry (literal
+/// values, downward API fields, ConfigMap and Secret keys), later ones overriding earlier
+/// ones, with `$(VAR)` references to earlier variables expanded.
+pub fn env(
+    pod: &Pod,
+    c: &Container,
+    ctx: &PodEnvContext,
+    sources: &Sources,
+) -> Result<Vec<(String, String)>, SourceError> {
+    let (from, values) = volumes::source_env(pod, c, sources)?;
     let mut vars: HashMap<String, String> = HashMap::new();
     let mut out: Vec<(String, String)> = Vec::new();
+    fn set(
+        vars: &mut HashMap<String, String>,
+        out: &mut Vec<(String, String)>,
+        name: &str,
+        v: String,
+    ) {
+        vars.insert(name.to_string(), v.clone());
+        out.retain(|(k, _)| k != name);
+        out.push((name.to_string(), v));
+    }
+    for (k, v) in from {
+        set(&mut vars, &mut out, &k, v);
+    }
     let items: &[EnvVar] = c.env.as_deref().unwrap_or_default();
-    for e in items {
+    for (i, e) in items.iter().enumerate() {
         let value = if let Some(v) = &e.value {
             Some(expand(v, &vars))
         } else if let Some(f) = e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()) {
@@ -334,15 +354,13 @@ pub fn env(pod: &Pod, c: &Container, ctx: &PodEnvContext) -> Vec<(String, String
         } else if e.value_from.is_none() {
             Some(String::new())
         } else {
-            None
+            values.get(i).cloned().flatten()
         };
         if let Some(v) = value {
-            vars.insert(e.name.clone(), v.clone());
-            out.retain(|(k, _)| k != &e.name);
-            out.push((e.name.clone(), v));
+            set(&mut vars, &mut out, &e.name, v);
         }
     }
-    out
+    Ok(out)
 }
 
 /// The container config of container `c` (`kind`, restart `attempt`).
@@ -351,10 +369,12 @@ pub fn container_config(
     c: &Container,
     kind: Kind,
     attempt: u32,
-    node: &str,
     ctx: &PodEnvContext,
-) -> api::ContainerConfig {
-    let env = env(pod, c, ctx);
+    sources: &Sources,
+    mounts: Vec<api::Mount>,
+) -> Result<api::ContainerConfig, SourceError> {
+    let node = ctx.node_name.as_str();
+    let env = env(pod, c, ctx, sources)?;
     let vars: HashMap<String, String> = env.iter().cloned().collect();
     let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
         v.iter().flatten().map(|s| expand(s, &vars)).collect()
@@ -385,7 +405,7 @@ pub fn container_config(
         .and_then(|s| s.termination_grace_period_seconds)
         .unwrap_or(30);
     let sc = c.security_context.as_ref();
-    api::ContainerConfig {
+    Ok(api::ContainerConfig {
         metadata: Some(api::ContainerMetadata {
             name: c.name.clone(),
             attempt,
@@ -401,6 +421,7 @@ pub fn container_config(
             .into_iter()
             .map(|(key, value)| api::KeyValue { key, value })
             .collect(),
+        mounts,
         labels,
         annotations: HashMap::from([
             (labels::RESTART_COUNT.to_string(), attempt.to_string()),
@@ -432,7 +453,7 @@ pub fn container_config(
             }),
         }),
         ..Default::default()
-    }
+    })
 }
 
 #[cfg(test)]
@@ -531,9 +552,11 @@ mod tests {
         };
         let ctx = PodEnvContext {
             pod_ip: "10.42.0.5".to_string(),
+            node_name: "n1".to_string(),
             ..Default::default()
         };
-        let cfg = container_config(&pod, &c, Kind::App, 2, "n1", &ctx);
+        let cfg = container_config(&pod, &c, Kind::App, 2, &ctx, &Sources::default(), vec![])
+            .expect("config");
         let env: Vec<(String, String)> = cfg
             .envs
             .iter()

@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 use super::plan::{self, Action, CState, Observed, ObservedContainer, ObservedSandbox};
 use super::spec::{self, Kind, PodEnvContext};
 use super::status::{self, Inputs};
+use super::volumes;
 use super::PodContext;
 use crate::images;
 use crate::labels;
@@ -73,6 +74,7 @@ enum SyncError {
         #[source]
         source: std::io::Error,
     },
+    /// A container cannot be made (image, config): the reason its status shows.
     #[error("{reason}: {message}")]
     Image { reason: String, message: String },
 }
@@ -262,6 +264,7 @@ impl Worker {
     ) -> Result<(), SyncError> {
         let rt = self.ctx.runtime.clone();
         let log_dir = spec::log_directory(&self.ctx.logs_root, pod);
+        let mut sources: Option<volumes::Sources> = None;
         for action in actions {
             match action {
                 Action::RunSandbox { attempt } => {
@@ -301,14 +304,33 @@ impl Worker {
                         host_ip: self.ctx.node_ip.clone(),
                         node_name: self.ctx.node_name.clone(),
                     };
-                    let config = spec::container_config(
-                        pod,
-                        c,
-                        *kind,
-                        *attempt,
-                        &self.ctx.node_name,
-                        &env_ctx,
-                    );
+                    if sources.is_none() {
+                        sources = Some(volumes::fetch(&self.ctx.client, pod).await?);
+                    }
+                    let srcs = sources.clone().unwrap_or_default();
+                    let volume_root = self.ctx.volumes_root.join(&self.uid);
+                    let config = volumes::plan_volumes(pod, &srcs)
+                        .and_then(|planned| volumes::prepare(&volume_root, &planned))
+                        .and_then(|paths| {
+                            volumes::mounts(c, &paths, &volumes::read_only_volumes(pod))
+                        })
+                        .and_then(|mounts| {
+                            spec::container_config(pod, c, *kind, *attempt, &env_ctx, &srcs, mounts)
+                        });
+                    let config = match config {
+                        Ok(config) => config,
+                        Err(e) => {
+                            let message = e.to_string();
+                            self.errors.insert(
+                                c.name.clone(),
+                                ("CreateContainerConfigError".to_string(), message.clone()),
+                            );
+                            return Err(SyncError::Image {
+                                reason: "CreateContainerConfigError".to_string(),
+                                message,
+                            });
+                        }
+                    };
                     let _ = std::fs::create_dir_all(log_dir.join(&c.name));
                     let id = match rt
                         .create_container(&sandbox.id, config, sandbox_config)
@@ -480,6 +502,7 @@ impl Worker {
             rt.remove_pod_sandbox(&s.id).await?;
         }
         cleanup_cgroups(&self.ctx.cgroup_root, &self.uid);
+        let _ = std::fs::remove_dir_all(self.ctx.volumes_root.join(&self.uid));
         if let Some(p) = pod {
             let _ = std::fs::remove_dir_all(spec::log_directory(&self.ctx.logs_root, p));
             let api: Api<Pod> = Api::namespaced(
