@@ -31,6 +31,9 @@ use std::time::Duration;
 use runtime::cri::CriRuntime;
 use runtime::Runtime;
 
+/// How long the agent waits for a node IPAM controller to give the new Node a podCIDR.
+const POD_CIDR_WAIT: Duration = Duration::from_secs(3);
+
 /// What can stop the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -173,13 +176,29 @@ pub async fn run(
             context: "registering the node",
             source: Box::new(e),
         })?;
-    if let Some(cidr) = registered
-        .spec
-        .as_ref()
-        .and_then(|s| s.pod_cidr.as_deref())
-        .and_then(cni::Cidr::parse)
-    {
-        write_cni(&layout, &config, cidr)?;
+    let pod_cidr = |n: &k8s_openapi::api::core::v1::Node| {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_deref())
+            .and_then(cni::Cidr::parse)
+    };
+    let mut assigned = pod_cidr(&registered);
+    // A node IPAM controller assigns new nodes a CIDR right after they register: give it a
+    // moment, as the kubelet waits for its podCIDR, before falling back to --pod-cidr.
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let deadline = std::time::Instant::now() + POD_CIDR_WAIT;
+    while assigned.is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Ok(n) = nodes.get(&config.node_name).await {
+            assigned = pod_cidr(&n);
+        }
+    }
+    match assigned {
+        Some(cidr) => {
+            tracing::info!(%cidr, "pod CIDR from the Node");
+            write_cni(&layout, &config, cidr)?;
+        }
+        None => tracing::info!(cidr = %default_cidr, "the Node has no podCIDR; using --pod-cidr"),
     }
     tracing::info!(node = %config.node_name, runtime = %id.runtime_version, elapsed = ?started.elapsed(), "node agent ready");
 

@@ -77,7 +77,7 @@ impl Agent {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--node-name", NODE, "--node-ip", "127.0.0.1"])
-            .args(["--pod-cidr", CIDR, "--bridge", BRIDGE])
+            .args(["--pod-cidr", "10.42.250.0/24", "--bridge", BRIDGE])
             .env("KRUST_LOG", "info,krust_agent=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -178,6 +178,15 @@ fn agent_runs_pods_with_containerd() {
         return;
     }
     let s = Server::start();
+    // The Node exists with its podCIDR before the agent registers (so the node IPAM
+    // controller leaves it alone); the agent picks the CIDR up for its bridge.
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["create", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\nspec:\n  podCIDR: {CIDR}\n  podCIDRs: [{CIDR}]\n"
+        )),
+    );
     let mut agent = Agent::start(&s);
 
     // The node registers and turns Ready (containerd started, images built and imported).
