@@ -1,10 +1,11 @@
 //! NodeIpamController with upstream's RangeAllocator: every node without `spec.podCIDR` gets
 //! the lowest free subnet of `--node-cidr-mask-size` bits from `--cluster-cidr` (IPv4), written
-//! to `spec.podCIDR` and `spec.podCIDRs`; a deleted node's subnet is free again. The allocator
+//! to `spec.podCIDR` and `spec.podCIDRs`; a deleted node's subnet is free again. When the range
+//! is full a node gets one CIDRNotAvailable event and is retried every minute. The allocator
 //! is filled from the nodes in the cache before the first allocation, so a restart never hands
 //! out a subnet twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
@@ -133,6 +134,8 @@ struct Ctx {
     shared: Arc<Shared>,
     range: Range,
     alloc: Mutex<Allocator>,
+    /// Nodes already told that no subnet is left (one event each, not one per retry).
+    warned: Mutex<HashSet<String>>,
     backoff: Backoff,
     recorder: Recorder,
 }
@@ -152,6 +155,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
         shared: shared.clone(),
         range,
         alloc: Mutex::default(),
+        warned: Mutex::default(),
         backoff: Backoff::default(),
         recorder: Recorder::new(shared.client.clone(), "node-ipam-controller"),
     });
@@ -191,6 +195,10 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
             .is_none()
         {
             a.release(&name);
+            ctx.warned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
             return Ok(Action::await_change());
         }
         if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) {
@@ -202,12 +210,19 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
         a.allocate(&name, &ctx.range)
     };
     let Some(i) = allocated else {
-        ctx.recorder.warning(
-            &*node,
-            "CIDRNotAvailable",
-            format!("Node {name} status is now: CIDRNotAvailable"),
-        );
-        return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+        if ctx
+            .warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone())
+        {
+            ctx.recorder.warning(
+                &*node,
+                "CIDRNotAvailable",
+                format!("Node {name} status is now: CIDRNotAvailable"),
+            );
+        }
+        return Ok(Action::requeue(std::time::Duration::from_secs(60)));
     };
     let cidr = ctx.range.subnet(i);
     let api: Api<Node> = Api::all(ctx.shared.client.clone());
