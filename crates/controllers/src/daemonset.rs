@@ -15,7 +15,7 @@
 //! the revision hash in `controller-revision-hash`. Status follows upstream so `kubectl rollout
 //! status ds/x` works.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -303,29 +303,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     if selector_of(Some(&spec.selector)).is_nothing() {
         return Ok(Action::await_change());
     }
-    let all_pods: Vec<Arc<Pod>> = ctx
-        .shared
-        .pods
-        .store()
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .collect();
-    {
-        let names: HashSet<&str> = all_pods
-            .iter()
-            .filter_map(|p| p.metadata.name.as_deref())
-            .collect();
-        let uids: HashSet<&str> = all_pods
-            .iter()
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        if !ctx
-            .expectations
-            .satisfied(&key, |n| names.contains(n), |u| uids.contains(u))
-        {
-            return Ok(Action::requeue(Duration::from_secs(2)));
-        }
+    let all_pods = ctx.shared.pods_in(&ns);
+    if !ctx.expectations.satisfied_by_pods(&key, &all_pods) {
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     // Revisions.
     let rev_api: Api<ControllerRevision> = Api::namespaced(ctx.shared.client.clone(), &ns);

@@ -228,14 +228,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let uid = job.metadata.uid.clone().unwrap_or_default();
-    let pods: Vec<Arc<Pod>> = ctx
-        .shared
-        .pods
-        .store()
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .collect();
+    let pods = ctx.shared.pods_in(&ns);
     {
         let names: HashSet<&str> = pods
             .iter()

@@ -121,6 +121,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The cached pods of one namespace.
+    pub fn pods_in(&self, ns: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .store()
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .collect()
+    }
+
     /// Starts every cache and waits until each has listed once.
     pub async fn start(client: Client, config: ControllerConfig) -> Arc<Shared> {
         let shared = Shared {

@@ -6,7 +6,7 @@
 //! [`BURST`] per pass) and are recorded as expectations, so a reconcile never acts on a
 //! cache that has not yet seen its last creations and deletions.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -262,29 +262,9 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, ctx: Arc<Ctx<K>>) -> Result<Act
         return Ok(Action::await_change());
     }
     let uid = obj.meta().uid.clone().unwrap_or_default();
-    let pods: Vec<Arc<Pod>> = ctx
-        .shared
-        .pods
-        .store()
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .collect();
-    {
-        let names: HashSet<&str> = pods
-            .iter()
-            .filter_map(|p| p.metadata.name.as_deref())
-            .collect();
-        let uids: HashSet<&str> = pods
-            .iter()
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        if !ctx
-            .expectations
-            .satisfied(&key, |n| names.contains(n), |u| uids.contains(u))
-        {
-            return Ok(Action::requeue(Duration::from_secs(2)));
-        }
+    let pods = ctx.shared.pods_in(&ns);
+    if !ctx.expectations.satisfied_by_pods(&key, &pods) {
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let selector = obj.pod_selector();
     let deleting = obj.meta().deletion_timestamp.is_some();

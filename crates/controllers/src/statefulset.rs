@@ -16,7 +16,7 @@
 //! `statefulset.kubernetes.io/pod-name`. Status (replicas, ready, available, current, updated,
 //! current/update revision, observedGeneration) makes `kubectl rollout status sts/x` work.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -264,29 +264,9 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
     if selector.is_nothing() {
         return Ok(Action::await_change());
     }
-    let all_pods: Vec<Arc<Pod>> = ctx
-        .shared
-        .pods
-        .store()
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .collect();
-    {
-        let names: HashSet<&str> = all_pods
-            .iter()
-            .filter_map(|p| p.metadata.name.as_deref())
-            .collect();
-        let uids: HashSet<&str> = all_pods
-            .iter()
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        if !ctx
-            .expectations
-            .satisfied(&key, |n| names.contains(n), |u| uids.contains(u))
-        {
-            return Ok(Action::requeue(Duration::from_secs(2)));
-        }
+    let all_pods = ctx.shared.pods_in(&ns);
+    if !ctx.expectations.satisfied_by_pods(&key, &all_pods) {
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let pods: BTreeMap<i32, Arc<Pod>> = all_pods
         .into_iter()

@@ -105,6 +105,19 @@ impl Expectations {
         e.at = Some(Instant::now());
     }
 
+    /// [`Expectations::satisfied`] against the pods in a controller's namespace.
+    pub fn satisfied_by_pods(&self, key: &str, pods: &[std::sync::Arc<Pod>]) -> bool {
+        let names: std::collections::HashSet<&str> = pods
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect();
+        let uids: std::collections::HashSet<&str> = pods
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        self.satisfied(key, |n| names.contains(n), |u| uids.contains(u))
+    }
+
     /// True when the cache has caught up with what `key` did: every created name is present and
     /// every deleted uid is gone (or the expectations expired). Satisfied ones are forgotten.
     pub fn satisfied(
