@@ -41,7 +41,7 @@ fn start(s: &Server, sub: &str, log: &str, extra: &[&str]) -> Proc {
 /// separate process, with their own flags); the directory lives as long as the server.
 fn server() -> (tempfile::TempDir, Server) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let s = Server::start_in(tmp.path(), &["--disable", "controllers"]);
+    let s = Server::start_in(tmp.path(), &["--disable", "controllers,scheduler"]);
     (tmp, s)
 }
 

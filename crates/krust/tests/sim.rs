@@ -199,3 +199,42 @@ fn simulated_nodes_run_pods() {
         s.log()
     );
 }
+
+/// A bare `krust server` hosts the scheduler and the controller manager: a Deployment of
+/// three replicas becomes three Running pods on simulated nodes with nothing else started.
+#[test]
+fn bare_server_schedules_and_runs_a_deployment() {
+    let s = Server::start();
+    let _sim = start_sim(&s, &["--nodes", "2"]);
+    s.kubectl_ok(
+        KUBECTL,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--replicas=3",
+        ],
+        None,
+    );
+    let mut pods = Value::Null;
+    let running = eventually(Duration::from_secs(60), || {
+        pods = get_json(&s, &["pods", "-l", "app=web"]).unwrap_or(Value::Null);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 3
+            && items.iter().all(|p| {
+                p["status"]["phase"] == "Running"
+                    && p["spec"]["nodeName"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("sim-"))
+                    && condition(p, "PodScheduled").as_deref() == Some("True")
+            })
+    });
+    assert!(running, "deployment not running: {pods:#}\n{}", s.log());
+    let out = s.kubectl_ok(
+        KUBECTL,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    );
+    assert!(out.contains("successfully rolled out"), "{out}");
+}

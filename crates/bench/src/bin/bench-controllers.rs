@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(10_000);
     let tmp = tempfile::tempdir()?;
-    let server = start_server(tmp.path(), &["--disable", "controllers"]).await?;
+    let server = start_server(tmp.path(), &["--disable", "controllers,scheduler"]).await?;
     let client = server.client()?;
     let _sim = spawn(tmp.path(), "sim", &["--nodes", &nodes.to_string()])?;
     let _sched = spawn(tmp.path(), "scheduler", &[])?;

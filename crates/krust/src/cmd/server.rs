@@ -135,6 +135,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             super::shutdown_signal(),
         ));
     }
+    if !disable.contains(&Component::Scheduler) {
+        let client = super::client(&running.kubeconfig).await?;
+        tokio::spawn(async move {
+            let config = krust_scheduler::SchedulerConfig::default();
+            if let Err(e) = krust_scheduler::run(client, config, super::shutdown_signal()).await {
+                tracing::error!(error = ?anyhow::Error::from(e), "scheduler stopped");
+            }
+        });
+    }
     if let Some(config) = agent_config {
         let client = super::client(&running.kubeconfig).await?;
         tokio::spawn(async move {

@@ -419,6 +419,11 @@ mod tests {
             ),
             ("apps/v1", "ControllerRevision", ns(json!({"revision": 1}))),
             (
+                "policy/v1",
+                "PodDisruptionBudget",
+                ns(json!({"spec": {"selector": sel, "minAvailable": 1}})),
+            ),
+            (
                 "batch/v1",
                 "CronJob",
                 ns(
@@ -491,6 +496,7 @@ mod tests {
             ),
         ];
         let registry = crate::Registry::builtin();
+        let case_count = cases.len();
         for (api_version, kind, mut obj) in cases {
             let info = testutil::info(api_version, kind);
             obj["apiVersion"] = json!(api_version);
@@ -530,7 +536,7 @@ mod tests {
             .iter()
             .filter(|r| r.kind != "Job")
             .count();
-        assert_eq!(covered, 31);
+        assert_eq!(covered, case_count);
         let info = testutil::info("batch/v1", "Job");
         let mut job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "d", "uid": "u1"},
             "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
