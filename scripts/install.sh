@@ -19,7 +19,7 @@ if pgrep -f "krust server --data-dir $DATA_DIR" >/dev/null; then
   echo "krust is already running (data in $DATA_DIR)"
 else
   mkdir -p "$DATA_DIR"
-  nohup /usr/local/bin/krust server --data-dir "$DATA_DIR" --listen "$LISTEN" --agent >>"$DATA_DIR/krust.log" 2>&1 &
+  nohup /usr/local/bin/krust server --data-dir "$DATA_DIR" --listen "$LISTEN" >>"$DATA_DIR/krust.log" 2>&1 &
   for _ in $(seq 100); do
     curl -sk "https://$LISTEN/readyz" 2>/dev/null | grep -q ok && break
     sleep 0.1

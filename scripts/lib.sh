@@ -20,3 +20,11 @@ stop_system_etcd() {
     service etcd stop >/dev/null 2>&1 || pkill -x etcd || true
   fi
 }
+
+# Debian's docker-registry may start a system registry on :5000 on install; the tests run
+# their own on loopback.
+stop_system_registry() {
+  if pgrep -f "docker-registry serve /etc/docker" >/dev/null 2>&1; then
+    service docker-registry stop >/dev/null 2>&1 || pkill -f "docker-registry serve /etc/docker" || true
+  fi
+}

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages etcd-server protobuf-compiler libprotobuf-dev curl ca-certificates \
-  containerd runc containernetworking-plugins busybox-static nftables build-essential iproute2
+  containerd runc containernetworking-plugins busybox-static nftables build-essential iproute2 docker-registry
 stop_system_etcd
+stop_system_registry
 python3 -c "import kubernetes" 2>/dev/null || python3 -m pip install -q kubernetes 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes
 
 cargo build --release --workspace --all-targets

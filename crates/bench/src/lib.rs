@@ -53,6 +53,7 @@ pub async fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> 
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--disable", "agent"])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -13,8 +13,8 @@
 //!   `replicationcontroller`), [`deployment`], [`statefulset`], [`daemonset`], [`job`],
 //!   [`cronjob`] (with its schedule parser), [`garbagecollector`], [`endpoints`]
 //!   (`endpoint` and `endpointslice`), [`nodelifecycle`] (health, condition taints and
-//!   taint-based eviction), [`nodeipam`] (pod CIDRs) and [`disruption`]
-//!   (PodDisruptionBudget status).
+//!   taint-based eviction), [`nodeipam`] (pod CIDRs), [`disruption`]
+//!   (PodDisruptionBudget status) and [`podgc`] (pods no kubelet will finish).
 //!
 //! [`run`] starts the caches, waits until they are filled, then runs every enabled controller
 //! until `shutdown` resolves.
@@ -31,6 +31,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -61,10 +62,10 @@ pub type Shutdown = SharedFuture<BoxFuture<'static, ()>>;
 pub struct ControllerConfig {
     /// How long a node may be silent before it is marked Ready=Unknown (upstream: 40 s).
     pub node_monitor_grace_period: Duration,
-    /// The tolerationSeconds added to pods without an unreachable/not-ready toleration
-    /// (upstream's DefaultTolerationSeconds: 300 s). That is admission, done by the API server
-    /// (`krust_apiserver::admission`); the controllers only read the tolerations pods carry.
-    pub default_toleration_seconds: i64,
+    /// Terminated pods beyond this many are deleted, oldest first (0: never).
+    /// The tolerationSeconds pods get against unreachable/not-ready taints are admission's,
+    /// in the API server; the controllers only read the tolerations pods carry.
+    pub terminated_pod_gc_threshold: usize,
     /// The cluster CIDR from which nodes get their podCIDR.
     pub cluster_cidr: String,
     /// The prefix length of each node's podCIDR.
@@ -77,7 +78,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             node_monitor_grace_period: Duration::from_secs(40),
-            default_toleration_seconds: 300,
+            terminated_pod_gc_threshold: 12500,
             cluster_cidr: "10.42.0.0/16".to_string(),
             node_cidr_mask_size: 24,
             controllers: vec!["*".to_string()],
@@ -246,6 +247,9 @@ pub async fn run(
     }
     if cfg.enabled("nodeipam") {
         tasks.spawn(nodeipam::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("podgc") {
+        tasks.spawn(podgc::run(shared.clone(), shutdown.clone()));
     }
     if cfg.enabled("garbagecollector") {
         tasks.spawn(garbagecollector::run(shared.clone(), shutdown.clone()));

@@ -466,3 +466,299 @@ spec:
         .join(format!("pods/default_hello_{uid}"))
         .exists());
 }
+
+/// A `docker-registry` on a loopback port with one htpasswd user, stopped when dropped.
+struct Registry {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const REGISTRY_USER: &str = "krust";
+const REGISTRY_PASSWORD: &str = "krust-secret";
+/// bcrypt (cost 5) of REGISTRY_PASSWORD: the registry accepts only bcrypt htpasswd entries.
+const REGISTRY_HTPASSWD: &str =
+    "krust:$2y$05$xSICqmE/ELNfi9zxmvrwYu12z5iRMx5WVekYUpp8TOlWbcXXmmNja";
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("krust-registry")
+            .tempdir()
+            .expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            format!("{REGISTRY_HTPASSWD}\n"),
+        )
+        .expect("htpasswd");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: krust\n    path: {}\n",
+            dir.path().join("data").display(),
+            dir.path().join("htpasswd").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("registry config");
+        let log = dir.path().join("registry.log");
+        let file = std::fs::File::create(&log).expect("registry log");
+        let file2 = file.try_clone().expect("registry log");
+        // The access log goes to stdout, the rest to stderr.
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(file)
+            .stderr(file2)
+            .spawn()
+            .expect("start docker-registry");
+        let r = Registry {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
+        let up = eventually(Duration::from_secs(20), || {
+            r.curl(&["-o", "/dev/null", "-w", "%{http_code}", "/v2/"], false) == "401"
+        });
+        assert!(up, "registry did not start:\n{}", r.log());
+        r
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// curl against the registry (authenticated if `auth`), stdout as text.
+    fn curl(&self, args: &[&str], auth: bool) -> String {
+        let mut cmd = Command::new("curl");
+        cmd.arg("-s");
+        if auth {
+            cmd.arg("-u")
+                .arg(format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"));
+        }
+        let (last, rest) = args.split_last().expect("a path");
+        cmd.args(rest).arg(format!("http://{}{last}", self.addr));
+        cmd.output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// How many requests (HEAD or GET) for a manifest of `repo` the access log shows.
+    fn manifest_gets(&self, repo: &str, reference: &str) -> usize {
+        let log = self.log();
+        ["HEAD", "GET"]
+            .iter()
+            .map(|m| {
+                log.matches(&format!("\"{m} /v2/{repo}/manifests/{reference} HTTP"))
+                    .count()
+            })
+            .sum()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Ready node (its Node created beforehand with a podCIDR, as in the test above).
+fn ready_node(s: &Server) -> Agent {
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["create", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\nspec:\n  podCIDR: {CIDR}\n  podCIDRs: [{CIDR}]\n"
+        )),
+    );
+    let agent = Agent::start(s);
+    let ready = eventually(Duration::from_secs(90), || {
+        jsonpath(
+            s,
+            &format!("node/{NODE}"),
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
+    });
+    assert!(ready, "node not Ready; agent log:\n{}", agent.log());
+    agent
+}
+
+fn registry_pod(name: &str, image: &str, policy: &str, secret: Option<&str>) -> String {
+    let secrets = secret
+        .map(|s| format!("  imagePullSecrets:\n  - name: {s}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {NODE}\n  restartPolicy: Never\n{secrets}  containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: {policy}\n    command: [\"sh\", \"-c\", \"echo pulled\"]\n"
+    )
+}
+
+/// Real pulls through CRI from a private loopback registry: credentials from
+/// imagePullSecrets, a refused pull without them (ErrImagePull, then ImagePullBackOff), a
+/// digest reference, and `imagePullPolicy: Always` fetching the manifest again.
+#[test]
+fn agent_pulls_from_a_loopback_registry() {
+    let mut missing = missing_tools();
+    if !Path::new("/usr/bin/docker-registry").exists() {
+        missing.push("docker-registry");
+    }
+    if !missing.is_empty() {
+        eprintln!("skipping: not installed: {missing:?} (scripts/test.sh installs them)");
+        return;
+    }
+    let registry = Registry::start();
+    let s = Server::start();
+    let agent = ready_node(&s);
+
+    // Push the node's busybox into the registry under two tags, then forget those names on
+    // the node, so that only a pull can bring them back.
+    let ctr = |args: &[&str]| {
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(agent.socket())
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("ctr");
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let repo = "krust/busybox";
+    let user = format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}");
+    for tag in ["v1", "v2"] {
+        let image = format!("{}/{repo}:{tag}", registry.addr);
+        ctr(&["images", "tag", "docker.io/library/busybox:latest", &image]);
+        ctr(&["images", "push", "--plain-http", "-u", &user, &image]);
+        ctr(&["images", "rm", &image]);
+    }
+    let accept = "Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+    let headers = registry.curl(
+        &["-I", "-H", accept, &format!("/v2/{repo}/manifests/v1")],
+        true,
+    );
+    let digest = headers
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("docker-content-digest:")
+                .map(|d| d.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no digest in {headers}"));
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    // Without credentials the registry refuses: ErrImagePull, then ImagePullBackOff.
+    let v2 = format!("{}/{repo}:v2", registry.addr);
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&registry_pod("anonymous", &v2, "IfNotPresent", None)),
+    );
+    let mut reasons = Vec::new();
+    let backed_off = eventually(Duration::from_secs(60), || {
+        let r = jsonpath(
+            &s,
+            "pod/anonymous",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        );
+        if !r.is_empty() && reasons.last() != Some(&r) {
+            reasons.push(r.clone());
+        }
+        r == "ImagePullBackOff"
+    });
+    assert!(
+        backed_off && reasons.contains(&"ErrImagePull".to_string()),
+        "reasons {reasons:?}: {}\n{}",
+        s.kubectl(&["get", "pod", "anonymous", "-o", "yaml"]),
+        agent.log()
+    );
+    let message = jsonpath(
+        &s,
+        "pod/anonymous",
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(message.contains("pulling image"), "{message}");
+    assert_eq!(jsonpath(&s, "pod/anonymous", "{.status.phase}"), "Pending");
+
+    // With the secret `kubectl create secret docker-registry` makes, by digest and by tag.
+    s.kubectl_ok(
+        common::KUBECTL,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            &format!("--docker-server={}", registry.addr),
+            &format!("--docker-username={REGISTRY_USER}"),
+            &format!("--docker-password={REGISTRY_PASSWORD}"),
+        ],
+        None,
+    );
+    let by_digest = format!("{}/{repo}@{digest}", registry.addr);
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&registry_pod(
+            "by-digest",
+            &by_digest,
+            "IfNotPresent",
+            Some("regcred"),
+        )),
+    );
+    wait_phase(
+        &s,
+        &agent,
+        "by-digest",
+        "Succeeded",
+        Duration::from_secs(60),
+    );
+    assert!(
+        registry.manifest_gets(repo, &digest) >= 1,
+        "{}",
+        registry.log()
+    );
+
+    let v1 = format!("{}/{repo}:v1", registry.addr);
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&registry_pod(
+            "by-tag",
+            &v1,
+            "IfNotPresent",
+            Some("regcred"),
+        )),
+    );
+    wait_phase(&s, &agent, "by-tag", "Succeeded", Duration::from_secs(60));
+
+    // IfNotPresent does not go back to the registry; Always does.
+    let gets = registry.manifest_gets(repo, "v1");
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&registry_pod("again", &v1, "IfNotPresent", Some("regcred"))),
+    );
+    wait_phase(&s, &agent, "again", "Succeeded", Duration::from_secs(60));
+    assert_eq!(registry.manifest_gets(repo, "v1"), gets);
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&registry_pod("always", &v1, "Always", Some("regcred"))),
+    );
+    wait_phase(&s, &agent, "always", "Succeeded", Duration::from_secs(60));
+    assert!(
+        registry.manifest_gets(repo, "v1") > gets,
+        "Always did not fetch the manifest:\n{}",
+        registry.log()
+    );
+
+    for p in ["anonymous", "by-digest", "by-tag", "again", "always"] {
+        s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
+    }
+}

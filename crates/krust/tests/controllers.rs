@@ -916,6 +916,27 @@ fn a_silent_node_is_tainted_and_its_pods_are_recreated_elsewhere() {
         "pods back on another node {:.1} s after the heartbeats stopped (grace 5 s + toleration 2 s)",
         t0.elapsed().as_secs_f64()
     );
+    // The evicted pods stay Terminating: no kubelet finishes them.
+    let on_victim = |s: &Server| {
+        items(s, &["pods", "-l", "app=survivor"])
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == "victim-0")
+            .count()
+    };
+    assert_eq!(on_victim(&s), 4, "evicted pods should still be Terminating");
+    // Declaring the node out of service (non-graceful node shutdown) lets the pod garbage
+    // collector force-delete them on its next pass (every 20 s).
+    s.kubectl_ok(
+        KUBECTL,
+        &[
+            "taint",
+            "node",
+            "victim-0",
+            "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute",
+        ],
+        None,
+    );
+    wait("terminating pods collected", &s, 45, || on_victim(&s) == 0);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! - [`spec`]: Pod -> CRI sandbox and container configs.
 //! - [`plan`]: the pure per-pod state machine (documented there).
 //! - [`status`]: the pure status computation.
+//! - [`pull`]: pull policy, imagePullSecrets credentials and pull back-off.
 //! - [`worker`]: one task per pod that observes, acts and writes status.
 //! - this module: the manager. It watches the Pods bound to this node (field selector
 //!   `spec.nodeName`), hands each worker the latest Pod, and every second relists the
@@ -12,6 +13,7 @@
 //!   them up, once the watch's initial list is complete.
 
 pub mod plan;
+pub mod pull;
 pub mod spec;
 pub mod status;
 pub mod volumes;

@@ -16,11 +16,11 @@ use kube::Api;
 use tokio::sync::{watch, Notify};
 
 use super::plan::{self, Action, CState, Observed, ObservedContainer, ObservedSandbox};
+use super::pull;
 use super::spec::{self, Kind, PodEnvContext};
 use super::status::{self, Inputs};
 use super::volumes;
 use super::PodContext;
-use crate::images;
 use crate::labels;
 use crate::runtime::{api, container_state, sandbox_ready, RuntimeError};
 
@@ -52,6 +52,8 @@ pub struct Worker {
     /// Status details of exited containers (they never change).
     exited: HashMap<String, CState>,
     grace_seconds: i64,
+    /// Failed image pulls, for ImagePullBackOff.
+    pull_backoff: pull::PullBackoff,
 }
 
 fn now_nanos() -> i64 {
@@ -101,6 +103,7 @@ impl Worker {
             failures: 0,
             exited: HashMap::new(),
             grace_seconds: GONE_GRACE_SECONDS,
+            pull_backoff: pull::PullBackoff::default(),
         }
     }
 
@@ -108,34 +111,56 @@ impl Worker {
     pub async fn run(mut self) {
         loop {
             let desired = self.rx.borrow_and_update().clone();
-            let wait = match desired {
+            let wait = match &desired {
                 Desired::Gone => match self.terminate(None).await {
                     Ok(()) => return,
                     Err(e) => self.failed("terminating", &e),
                 },
                 Desired::Pod(pod) if pod.metadata.deletion_timestamp.is_some() => {
-                    match self.terminate(Some(&pod)).await {
+                    match self.terminate(Some(pod)).await {
                         Ok(()) => return,
                         Err(e) => self.failed("terminating", &e),
                     }
                 }
-                Desired::Pod(pod) => match self.sync(&pod).await {
+                Desired::Pod(pod) => match self.sync(pod).await {
                     Ok(next) => {
                         self.failures = 0;
                         next
                     }
-                    Err(e) => self.failed("syncing", &e),
+                    Err(e) => {
+                        let retry = self.failed("syncing", &e);
+                        match &e {
+                            // ErrImagePull stays visible a while; the next sync falls inside
+                            // the pull back-off and shows ImagePullBackOff until it ends.
+                            SyncError::Image { reason, .. } if reason == "ErrImagePull" => {
+                                pull::PULL_ERROR_SHOWN
+                            }
+                            SyncError::Image { reason, .. } if reason == "ImagePullBackOff" => self
+                                .pull_backoff
+                                .next_retry(std::time::Instant::now())
+                                .unwrap_or(retry),
+                            _ => retry,
+                        }
+                    }
                 },
             };
-            tokio::select! {
-                changed = self.rx.changed() => {
-                    if changed.is_err() {
-                        // The manager stopped: leave everything running.
-                        return;
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    changed = self.rx.changed() => {
+                        if changed.is_err() {
+                            // The manager stopped: leave everything running.
+                            return;
+                        }
+                        // The agent's own status writes come back as Pod updates; like the
+                        // kubelet, only a change to what the pod should be starts a sync.
+                        if !status_only_change(&desired, &self.rx.borrow()) {
+                            break;
+                        }
                     }
+                    _ = self.wake.notified() => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
                 }
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -292,7 +317,7 @@ impl Worker {
                     let Some(c) = list.get(*index) else {
                         continue;
                     };
-                    if let Err((reason, message)) = self.ensure_image(c).await {
+                    if let Err((reason, message)) = self.ensure_image(pod, c).await {
                         self.errors
                             .insert(c.name.clone(), (reason.clone(), message.clone()));
                         return Err(SyncError::Image { reason, message });
@@ -367,44 +392,21 @@ impl Worker {
         Ok(())
     }
 
-    /// Makes the container's image present per its pull policy, or says why not
-    /// (`ErrImagePull`, `ErrImageNeverPull`).
+    /// Makes the container's image present per its pull policy, or says why not.
     async fn ensure_image(
-        &self,
+        &mut self,
+        pod: &Pod,
         c: &k8s_openapi::api::core::v1::Container,
     ) -> Result<(), (String, String)> {
-        let image = c.image.clone().unwrap_or_default();
-        if image.is_empty() {
-            return Err(("InvalidImageName".to_string(), "no image".to_string()));
-        }
-        let rt = &self.ctx.runtime;
-        let present = rt
-            .image_status(&image)
-            .await
-            .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?
-            .is_some();
-        let policy = c
-            .image_pull_policy
-            .clone()
-            .unwrap_or_else(|| default_pull_policy(&image).to_string());
-        match policy.as_str() {
-            "Never" if present => Ok(()),
-            "Never" => Err((
-                "ErrImageNeverPull".to_string(),
-                format!("Container image \"{image}\" is not present with pull policy of Never"),
-            )),
-            "IfNotPresent" if present => Ok(()),
-            // Images the agent imported itself have no registry to be pulled from.
-            "Always" if present && is_preloaded(&image) => Ok(()),
-            _ => match rt.pull_image(&image, None, None).await {
-                Ok(_) => Ok(()),
-                Err(e) if present => {
-                    tracing::warn!(image, error = %e, "pull failed; using the image present on the node");
-                    Ok(())
-                }
-                Err(e) => Err(("ErrImagePull".to_string(), e.to_string())),
-            },
-        }
+        let rt = self.ctx.runtime.clone();
+        pull::ensure_image(
+            rt.as_ref(),
+            &self.ctx.client,
+            pod,
+            c,
+            &mut self.pull_backoff,
+        )
+        .await
     }
 
     async fn write_status(
@@ -540,6 +542,22 @@ impl Worker {
     }
 }
 
+/// Whether `new` differs from `old` only in status (or bookkeeping such as resourceVersion).
+fn status_only_change(old: &Desired, new: &Desired) -> bool {
+    match (old, new) {
+        (Desired::Pod(a), Desired::Pod(b)) => {
+            a.spec == b.spec
+                && a.metadata.uid == b.metadata.uid
+                && a.metadata.labels == b.metadata.labels
+                && a.metadata.annotations == b.metadata.annotations
+                && a.metadata.deletion_timestamp == b.metadata.deletion_timestamp
+                && a.metadata.deletion_grace_period_seconds
+                    == b.metadata.deletion_grace_period_seconds
+        }
+        _ => false,
+    }
+}
+
 fn from_status(st: &api::ContainerStatus) -> CState {
     match container_state(st.state) {
         api::ContainerState::ContainerCreated => CState::Created,
@@ -555,23 +573,6 @@ fn from_status(st: &api::ContainerStatus) -> CState {
         },
         api::ContainerState::ContainerUnknown => CState::Unknown,
     }
-}
-
-/// Upstream's default: Always for `:latest` or no tag, IfNotPresent otherwise.
-pub fn default_pull_policy(image: &str) -> &'static str {
-    if image.contains('@') {
-        return "IfNotPresent";
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.split_once(':') {
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
-    }
-}
-
-fn is_preloaded(image: &str) -> bool {
-    let norm = crate::runtime::fake::normalize_image(image);
-    images::PRELOADED.contains(&norm.as_str())
 }
 
 /// Removes the pod's cgroup directories (runc leaves them, under every hierarchy).
@@ -599,17 +600,33 @@ pub fn cleanup_cgroups(root: &std::path::Path, uid: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
 
     #[test]
-    fn pull_policy_defaults() {
-        assert_eq!(default_pull_policy("busybox"), "Always");
-        assert_eq!(default_pull_policy("busybox:latest"), "Always");
-        assert_eq!(default_pull_policy("busybox:1.36"), "IfNotPresent");
-        assert_eq!(default_pull_policy("localhost:5000/app"), "Always");
-        assert_eq!(default_pull_policy("localhost:5000/app:v1"), "IfNotPresent");
-        assert_eq!(default_pull_policy("app@sha256:abc"), "IfNotPresent");
-        assert!(is_preloaded("busybox"));
-        assert!(is_preloaded("docker.io/library/busybox:latest"));
-        assert!(!is_preloaded("busybox:1.36"));
+    fn status_writes_do_not_start_a_sync() {
+        let pod = Pod {
+            spec: Some(PodSpec::default()),
+            ..Default::default()
+        };
+        let mut with_status = pod.clone();
+        with_status.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        });
+        with_status.metadata.resource_version = Some("7".into());
+        let old = Desired::Pod(Arc::new(pod.clone()));
+        assert!(status_only_change(
+            &old,
+            &Desired::Pod(Arc::new(with_status))
+        ));
+        let mut deleted = pod.clone();
+        deleted.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        assert!(!status_only_change(&old, &Desired::Pod(Arc::new(deleted))));
+        let mut labelled = pod;
+        labelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(!status_only_change(&old, &Desired::Pod(Arc::new(labelled))));
+        assert!(!status_only_change(&old, &Desired::Gone));
     }
 }

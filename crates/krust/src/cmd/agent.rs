@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// Flags of the node agent, shared with the agent `krust server --agent` hosts.
+/// Flags of the node agent, shared with the agent `krust server` hosts.
 #[derive(clap::Args, Clone, Debug)]
 pub struct AgentFlags {
     /// Name of the Node (default: the machine's hostname).
     #[arg(long)]
     pub node_name: Option<String>,
-    /// The node's InternalIP (tests pass 127.0.0.1).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub node_ip: String,
+    /// The node's InternalIP (default: the address of the interface the default route uses,
+    /// as upstream; tests pass 127.0.0.1).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
     /// Pod CIDR when the Node has no spec.podCIDR.
     #[arg(long, default_value = "10.42.0.0/24")]
     pub pod_cidr: String,
@@ -43,7 +44,12 @@ impl AgentFlags {
         };
         Ok(krust_agent::AgentConfig {
             node_name,
-            node_ip: self.node_ip.clone(),
+            node_ip: match self.node_ip {
+                Some(ip) => ip.to_string(),
+                None => primary_address()
+                    .context("no --node-ip given and no default route to take it from")?
+                    .to_string(),
+            },
             data_dir,
             pod_cidr: self.pod_cidr.clone(),
             bridge: self.bridge.clone(),
@@ -54,6 +60,16 @@ impl AgentFlags {
             ..Default::default()
         })
     }
+}
+
+/// The source address the kernel picks for traffic to the outside world, i.e. the address of
+/// the default route's interface. Connecting a UDP socket only consults the routing table: no
+/// packet is sent.
+fn primary_address() -> std::io::Result<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    // TEST-NET-3 (RFC 5737): never routed anywhere real, but it selects the default route.
+    socket.connect("203.0.113.1:9")?;
+    Ok(socket.local_addr()?.ip())
 }
 
 fn hostname() -> anyhow::Result<String> {

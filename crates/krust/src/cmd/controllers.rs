@@ -13,9 +13,10 @@ pub struct Args {
     /// How long a node may be silent before it is marked unreachable (e.g. 40s, 500ms, 2m).
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
-    /// tolerationSeconds given to pods without a not-ready/unreachable toleration.
-    #[arg(long, default_value_t = 300)]
-    default_toleration_seconds: i64,
+    /// How many terminated (Succeeded or Failed) pods may exist before the pod garbage
+    /// collector deletes the oldest; 0 keeps them all.
+    #[arg(long, default_value_t = 12500)]
+    terminated_pod_gc_threshold: usize,
     /// The CIDR from which nodes get their podCIDR.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
@@ -48,7 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = super::client(&args.kubeconfig).await?;
     let config = ControllerConfig {
         node_monitor_grace_period: args.node_monitor_grace_period,
-        default_toleration_seconds: args.default_toleration_seconds,
+        terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask_size: args.node_cidr_mask_size,
         controllers: args.controllers,

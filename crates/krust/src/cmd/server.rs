@@ -24,6 +24,8 @@ pub enum Component {
     Controllers,
     /// The scheduler (`krust scheduler`), with upstream's default profile.
     Scheduler,
+    /// The node agent (`krust agent`, data in DATA_DIR/agent): makes this machine a node.
+    Agent,
 }
 
 #[derive(clap::Args)]
@@ -52,11 +54,6 @@ pub struct Args {
     /// Components not to run in this process (comma separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     disable: Vec<Component>,
-    /// Also run a node agent in this process (data in DATA_DIR/agent), making this machine a
-    /// node of the cluster. Opt-in while the agent matures, so that servers started for tests
-    /// and benchmarks do not start containerd.
-    #[arg(long)]
-    agent: bool,
     #[command(flatten)]
     agent_flags: super::agent::AgentFlags,
     /// CIDR that nodes' podCIDRs come from (the hosted controller manager's node IPAM).
@@ -80,13 +77,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         service_cidr,
         tls_sans,
         disable,
-        agent,
         agent_flags,
         cluster_cidr,
         node_cidr_mask_size,
         node_monitor_grace_period,
     } = args;
-    let agent_config = if agent {
+    let agent_config = if !disable.contains(&Component::Agent) {
         Some(agent_flags.config(data_dir.join("agent"))?)
     } else {
         None
@@ -140,7 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let config = krust_scheduler::SchedulerConfig::default();
             if let Err(e) = krust_scheduler::run(client, config, super::shutdown_signal()).await {
-                tracing::error!(error = ?anyhow::Error::from(e), "scheduler stopped");
+                tracing::error!(error = ?e, "scheduler stopped");
             }
         });
     }

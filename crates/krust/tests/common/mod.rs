@@ -61,6 +61,8 @@ impl Server {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--kubeconfig-out")
             .arg(&kubeconfig)
+            // Tests that need a real node start `krust agent` themselves.
+            .args(["--disable", "agent"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::from(
