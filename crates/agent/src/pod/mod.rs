@@ -3,7 +3,10 @@
 //! - [`spec`]: Pod -> CRI sandbox and container configs.
 //! - [`plan`]: the pure per-pod state machine (documented there).
 //! - [`status`]: the pure status computation.
-//! - [`worker`]: one task per pod that observes, acts and writes status.
+//! - [`probe`]: liveness, readiness and startup probes (one task per container and probe)
+//!   and the handlers lifecycle hooks share with them.
+//! - [`events`]: Events about a pod's containers (Unhealthy, Killing, failed hooks).
+//! - [`worker`]: one task per pod that observes, acts (probes, hooks, kills) and writes status.
 //! - this module: the manager. It watches the Pods bound to this node (field selector
 //!   `spec.nodeName`), hands each worker the latest Pod, and every second relists the
 //!   runtime's sandboxes and containers (one ListPodSandbox and one ListContainers for the
@@ -11,7 +14,9 @@
 //!   pods the API no longer has (deleted while the agent was down) get a worker that cleans
 //!   them up, once the watch's initial list is complete.
 
+pub mod events;
 pub mod plan;
+pub mod probe;
 pub mod spec;
 pub mod status;
 pub mod volumes;
