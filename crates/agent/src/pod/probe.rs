@@ -468,11 +468,15 @@ pub async fn run(t: Task) {
             Outcome::Failure(output) => {
                 successes = 0;
                 failures = failures.saturating_add(1);
-                t.events.warning(
-                    &t.container_name,
-                    "Unhealthy",
-                    format!("{} probe failed: {}", t.kind.as_str(), output.trim_end()),
-                );
+                // Each failure up to the verdict gets an event, then every 30th: upstream's
+                // recorder folds repeats into one event's count, which this one does not.
+                if failures <= t.settings.failure_threshold || failures % 30 == 0 {
+                    t.events.warning(
+                        &t.container_name,
+                        "Unhealthy",
+                        format!("{} probe failed: {}", t.kind.as_str(), output.trim_end()),
+                    );
+                }
                 if failures >= t.settings.failure_threshold {
                     let changed = results.set(&t.container_id, t.kind, false);
                     if changed || t.kind != ProbeType::Readiness {
