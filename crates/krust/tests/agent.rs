@@ -309,16 +309,19 @@ fn agent_runs_pods_with_containerd() {
         "3"
     );
 
-    // A container over its memory limit is OOMKilled.
+    // A container over its memory limit (32Mi) is OOMKilled: dd's 100M buffer is touched.
     s.kubectl_ok(
         common::KUBECTL,
         &["apply", "-f", "-"],
-        Some(&pod_yaml(
-            "oom",
-            "Never",
-            "exec dd if=/dev/zero of=/dev/null bs=100M count=1",
-            None,
-        )),
+        Some(
+            &pod_yaml(
+                "oom",
+                "Never",
+                "exec dd if=/dev/zero of=/dev/null bs=100M count=1",
+                None,
+            )
+            .replace("memory: 64Mi", "memory: 32Mi"),
+        ),
     );
     wait_phase(&s, &agent, "oom", "Failed", Duration::from_secs(60));
     assert_eq!(
@@ -328,6 +331,22 @@ fn agent_runs_pods_with_containerd() {
             "{.status.containerStatuses[0].state.terminated.reason}"
         ),
         "OOMKilled"
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/oom",
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "137"
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/oom",
+            "{.spec.containers[0].resources.limits.memory}"
+        ),
+        "32Mi"
     );
 
     // An init container, a ConfigMap volume, a Secret env var and an emptyDir shared by both.
