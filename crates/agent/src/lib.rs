@@ -218,6 +218,7 @@ pub async fn run(
         runtime_name: version.runtime_name,
         cgroup_root: config.cgroup_root.clone(),
         volumes_root: config.data_dir.join("volumes"),
+        sandbox_starts: Arc::new(tokio::sync::Semaphore::new(pod::SANDBOX_STARTS)),
     });
     pod::run(ctx, shutdown).await;
     heartbeat.abort();

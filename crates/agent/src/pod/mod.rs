@@ -56,7 +56,14 @@ pub struct PodContext {
     pub cgroup_root: PathBuf,
     /// Pod volumes go under `<volumes_root>/<uid>/<volume>/`.
     pub volumes_root: PathBuf,
+    /// Sandboxes started at once. When many pods arrive together, a few sandboxes at a time
+    /// (in arrival order: the semaphore is fair) finish sooner than all of them interleaved
+    /// in runc and the CNI plugins, so the first pods are not held back by the last.
+    pub sandbox_starts: Arc<tokio::sync::Semaphore>,
 }
+
+/// Default for [`PodContext::sandbox_starts`].
+pub const SANDBOX_STARTS: usize = 4;
 
 /// How often the runtime is relisted.
 const RELIST: Duration = Duration::from_secs(1);

@@ -321,7 +321,9 @@ impl Worker {
                     })?;
                     let config = spec::sandbox_config(pod, &self.ctx.node_name, *attempt, &log_dir);
                     let started = std::time::Instant::now();
+                    let permit = self.ctx.sandbox_starts.clone().acquire_owned().await;
                     let id = rt.run_pod_sandbox(config).await?;
+                    drop(permit);
                     tracing::debug!(uid = %self.uid, sandbox = %id, elapsed = ?started.elapsed(), "sandbox running");
                 }
                 Action::StartContainer {
