@@ -9,7 +9,8 @@
 //! - [`cni`]: the bridge conflist over the node's pod CIDR.
 //! - [`images`]: the pause and busybox images, built locally as OCI archives and imported.
 //! - [`node`]: the Node object, registration, Lease and status heartbeats.
-//! - [`pod`]: the pod manager, the per-pod state machine and status computation.
+//! - [`pod`]: the pod manager, the per-pod state machine and status computation, probes,
+//!   lifecycle hooks and the Events about containers.
 //! - [`labels`]: labels and annotations on CRI objects (the agent's checkpoint).
 //!
 //! [`run`] sets the node up (containerd, images, Node, CNI) and then runs until `shutdown`;
@@ -217,6 +218,7 @@ pub async fn run(
         runtime_name: version.runtime_name,
         cgroup_root: config.cgroup_root.clone(),
         volumes_root: config.data_dir.join("volumes"),
+        sandbox_starts: Arc::new(tokio::sync::Semaphore::new(pod::SANDBOX_STARTS)),
     });
     pod::run(ctx, shutdown).await;
     heartbeat.abort();

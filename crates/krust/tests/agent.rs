@@ -309,16 +309,19 @@ fn agent_runs_pods_with_containerd() {
         "3"
     );
 
-    // A container over its memory limit is OOMKilled.
+    // A container over its memory limit (32Mi) is OOMKilled: dd's 100M buffer is touched.
     s.kubectl_ok(
         common::KUBECTL,
         &["apply", "-f", "-"],
-        Some(&pod_yaml(
-            "oom",
-            "Never",
-            "exec dd if=/dev/zero of=/dev/null bs=100M count=1",
-            None,
-        )),
+        Some(
+            &pod_yaml(
+                "oom",
+                "Never",
+                "exec dd if=/dev/zero of=/dev/null bs=100M count=1",
+                None,
+            )
+            .replace("memory: 64Mi", "memory: 32Mi"),
+        ),
     );
     wait_phase(&s, &agent, "oom", "Failed", Duration::from_secs(60));
     assert_eq!(
@@ -328,6 +331,22 @@ fn agent_runs_pods_with_containerd() {
             "{.status.containerStatuses[0].state.terminated.reason}"
         ),
         "OOMKilled"
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/oom",
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "137"
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/oom",
+            "{.spec.containers[0].resources.limits.memory}"
+        ),
+        "32Mi"
     );
 
     // An init container, a ConfigMap volume, a Secret env var and an emptyDir shared by both.
@@ -415,6 +434,8 @@ spec:
         agent.log()
     );
 
+    probes_and_hooks(&s, &agent);
+
     // The agent is killed and comes back: the running container is re-adopted, not restarted.
     let container_id = jsonpath(
         &s,
@@ -452,7 +473,16 @@ spec:
     let took = t.elapsed();
     eprintln!("hello: deleted in {took:?}");
     assert!(took < Duration::from_secs(10), "deletion took {took:?}");
-    for p in ["once", "fails", "crash", "oom", "reader"] {
+    for p in [
+        "once",
+        "fails",
+        "crash",
+        "oom",
+        "reader",
+        "live",
+        "ready-exec",
+        "ready-http",
+    ] {
         s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
     }
     assert!(
@@ -761,4 +791,232 @@ fn agent_pulls_from_a_loopback_registry() {
     for p in ["anonymous", "by-digest", "by-tag", "again", "always"] {
         s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
     }
+}
+
+fn ready_of(s: &Server, pod: &str) -> (String, String) {
+    (
+        jsonpath(s, &format!("pod/{pod}"), "{.status.phase}"),
+        jsonpath(
+            s,
+            &format!("pod/{pod}"),
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ),
+    )
+}
+
+/// Reasons of the events about `pod`, in order.
+fn event_reasons(s: &Server, pod: &str) -> String {
+    jsonpath(
+        s,
+        "events",
+        &format!("{{.items[?(@.involvedObject.name==\"{pod}\")].reason}}"),
+    )
+}
+
+/// Liveness restarts, readiness gating (exec and httpGet), postStart and preStop hooks, and
+/// a graceful deletion of a container that ignores SIGTERM.
+fn probes_and_hooks(s: &Server, agent: &Agent) {
+    let host = tempfile::Builder::new()
+        .prefix("krust-probes")
+        .tempdir()
+        .expect("tempdir");
+    let dir = host.path().display().to_string();
+    let www = host.path().join("www");
+    std::fs::create_dir_all(&www).expect("www");
+
+    // A liveness probe that starts failing: the container is killed and restarted.
+    let live = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: live
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600"]
+    livenessProbe:
+      exec: {{command: ["cat", "/tmp/healthy"]}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#
+    );
+    // Readiness by exec: not Ready until the file the probe reads appears (on a hostPath).
+    let ready_exec = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: ready-exec
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+    readinessProbe:
+      exec: {{command: ["cat", "/data/ready"]}}
+      periodSeconds: 1
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+  volumes:
+  - name: data
+    hostPath: {{path: "{dir}"}}
+"#
+    );
+    // Readiness by httpGet against busybox httpd: 404 until index.html exists.
+    let ready_http = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: ready-http
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports:
+    - {{name: web, containerPort: 8080}}
+    readinessProbe:
+      httpGet: {{path: /index.html, port: web, httpHeaders: [{{name: X-Probe, value: e2e}}]}}
+      periodSeconds: 1
+    volumeMounts:
+    - {{name: www, mountPath: /www}}
+  volumes:
+  - name: www
+    hostPath: {{path: "{dir}/www"}}
+"#
+    );
+    for y in [&live, &ready_exec, &ready_http] {
+        s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(y));
+    }
+    for pod in ["ready-exec", "ready-http"] {
+        wait_phase(s, agent, pod, "Running", Duration::from_secs(60));
+    }
+    // Running for a while, yet not Ready.
+    std::thread::sleep(Duration::from_secs(3));
+    for pod in ["ready-exec", "ready-http"] {
+        assert_eq!(
+            ready_of(s, pod),
+            ("Running".to_string(), "False".to_string()),
+            "{pod} is Ready before its probe succeeded"
+        );
+        assert_eq!(
+            jsonpath(
+                s,
+                &format!("pod/{pod}"),
+                "{.status.containerStatuses[0].ready}"
+            ),
+            "false"
+        );
+    }
+    std::fs::write(host.path().join("ready"), "yes").expect("ready file");
+    std::fs::write(www.join("index.html"), "ok").expect("index.html");
+    for pod in ["ready-exec", "ready-http"] {
+        let t = Instant::now();
+        let ready = eventually(Duration::from_secs(15), || ready_of(s, pod).1 == "True");
+        assert!(
+            ready,
+            "{pod} never Ready: {}\n{}",
+            s.kubectl(&["get", "pod", pod, "-o", "yaml"]),
+            agent.log()
+        );
+        eprintln!(
+            "{pod}: Ready {:?} after the probe could succeed",
+            t.elapsed()
+        );
+        assert_eq!(
+            jsonpath(
+                s,
+                &format!("pod/{pod}"),
+                "{.status.conditions[?(@.type==\"ContainersReady\")].status}"
+            ),
+            "True"
+        );
+    }
+    // Readiness goes away again when the probe fails.
+    std::fs::remove_file(host.path().join("ready")).expect("rm ready");
+    assert!(eventually(Duration::from_secs(15), || ready_of(
+        s,
+        "ready-exec"
+    )
+    .1 == "False"));
+
+    let restarted = eventually(Duration::from_secs(60), || {
+        jsonpath(s, "pod/live", "{.status.containerStatuses[0].restartCount}")
+            .parse::<i32>()
+            .is_ok_and(|n| n >= 1)
+    });
+    assert!(
+        restarted,
+        "liveness never restarted the container: {}\n{}",
+        s.kubectl(&["get", "pod", "live", "-o", "yaml"]),
+        agent.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let reasons = event_reasons(s, "live");
+            reasons.contains("Unhealthy") && reasons.contains("Killing")
+        }),
+        "events: {}",
+        event_reasons(s, "live")
+    );
+    assert_eq!(
+        jsonpath(
+            s,
+            "pod/live",
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
+        "137",
+        "killed after the grace period (sh ignores SIGTERM)"
+    );
+
+    // postStart and preStop hooks, and a container that ignores SIGTERM: deletion takes the
+    // grace period (3 s), no more.
+    let stopper = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: stopper
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "echo post-start-ran > /data/poststart"]}}
+      preStop:
+        exec: {{command: ["sh", "-c", "echo pre-stop-ran > /data/prestop"]}}
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+  volumes:
+  - name: data
+    hostPath: {{path: "{dir}"}}
+"#
+    );
+    s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(&stopper));
+    wait_phase(s, agent, "stopper", "Running", Duration::from_secs(60));
+    let post = std::fs::read_to_string(host.path().join("poststart")).unwrap_or_default();
+    assert_eq!(
+        post.trim(),
+        "post-start-ran",
+        "postStart ran before Running"
+    );
+    let t = Instant::now();
+    s.kubectl(&["delete", "pod", "stopper", "--timeout=60s"]);
+    let took = t.elapsed();
+    eprintln!("stopper (grace 3s, ignores SIGTERM): deleted in {took:?}");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(3 + 3),
+        "deletion took {took:?}"
+    );
+    let pre = std::fs::read_to_string(host.path().join("prestop")).unwrap_or_default();
+    assert_eq!(pre.trim(), "pre-stop-ran", "preStop ran");
 }

@@ -4,7 +4,10 @@
 //! - [`plan`]: the pure per-pod state machine (documented there).
 //! - [`status`]: the pure status computation.
 //! - [`pull`]: pull policy, imagePullSecrets credentials and pull back-off.
-//! - [`worker`]: one task per pod that observes, acts and writes status.
+//! - [`probe`]: liveness, readiness and startup probes (one task per container and probe)
+//!   and the handlers lifecycle hooks share with them.
+//! - [`events`]: Events about a pod's containers (Unhealthy, Killing, failed hooks).
+//! - [`worker`]: one task per pod that observes, acts (probes, hooks, kills) and writes status.
 //! - this module: the manager. It watches the Pods bound to this node (field selector
 //!   `spec.nodeName`), hands each worker the latest Pod, and every second relists the
 //!   runtime's sandboxes and containers (one ListPodSandbox and one ListContainers for the
@@ -12,7 +15,9 @@
 //!   pods the API no longer has (deleted while the agent was down) get a worker that cleans
 //!   them up, once the watch's initial list is complete.
 
+pub mod events;
 pub mod plan;
+pub mod probe;
 pub mod pull;
 pub mod spec;
 pub mod status;
@@ -53,7 +58,14 @@ pub struct PodContext {
     pub cgroup_root: PathBuf,
     /// Pod volumes go under `<volumes_root>/<uid>/<volume>/`.
     pub volumes_root: PathBuf,
+    /// Sandboxes started at once. When many pods arrive together, a few sandboxes at a time
+    /// (in arrival order: the semaphore is fair) finish sooner than all of them interleaved
+    /// in runc and the CNI plugins, so the first pods are not held back by the last.
+    pub sandbox_starts: Arc<tokio::sync::Semaphore>,
 }
+
+/// Default for [`PodContext::sandbox_starts`].
+pub const SANDBOX_STARTS: usize = 4;
 
 /// How often the runtime is relisted.
 const RELIST: Duration = Duration::from_secs(1);

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::plan::{self, CState, Observed, ObservedContainer, Plan, Terminal};
+use super::probe::{self, ProbeType};
 use super::spec::Kind;
 
 /// What the status is computed from besides the Pod.
@@ -23,6 +24,8 @@ pub struct Inputs<'a> {
     pub runtime_name: &'a str,
     /// Why a container could not be started: name -> (reason, message), e.g. `ErrImagePull`.
     pub errors: &'a HashMap<String, (String, String)>,
+    /// Probe verdicts by (container id, probe type): `ready` and `started` follow them.
+    pub probes: &'a HashMap<(String, ProbeType), bool>,
     pub now: Timestamp,
 }
 
@@ -113,8 +116,8 @@ fn container_status(c: &Container, kind: Kind, inputs: &Inputs<'_>) -> Container
                     }),
                     ..Default::default()
                 });
-                st.started = Some(true);
-                st.ready = kind == Kind::App;
+                st.started = Some(probe::started(c, &l.id, inputs.probes));
+                st.ready = kind == Kind::App && probe::ready(c, &l.id, inputs.probes);
                 st.last_state = obs.previous(&c.name).and_then(|p| terminated(p, runtime));
             }
             CState::Exited { exit_code, .. } => {
@@ -323,6 +326,7 @@ mod tests {
                 host_ip: "127.0.0.1",
                 runtime_name: "containerd",
                 errors: &errors,
+                probes: &HashMap::new(),
                 now: Timestamp::from_second(1_700_000_000).expect("ts"),
             },
         )
@@ -485,9 +489,61 @@ mod tests {
                 host_ip: "127.0.0.1",
                 runtime_name: "containerd",
                 errors: &errors,
+                probes: &HashMap::new(),
                 now: Timestamp::from_second(1_700_000_100).expect("ts"),
             },
         );
         assert_eq!(later, st, "an unchanged pod gets an identical status");
+    }
+
+    #[test]
+    fn probes_gate_ready_and_started() {
+        let mut pd = pod(&[], &["a"], "Always");
+        if let Some(spec) = pd.spec.as_mut() {
+            spec.containers[0].readiness_probe = Some(Default::default());
+            spec.containers[0].startup_probe = Some(Default::default());
+        }
+        let obs = Observed {
+            sandboxes: vec![sandbox("s", 0, true)],
+            containers: vec![ctr("s", "a", 0, CState::Running { started_at: SEC })],
+        };
+        let p = plan(&pd, &obs, 2 * SEC);
+        let errors = HashMap::new();
+        let with = |probes: &HashMap<(String, ProbeType), bool>| {
+            pod_status(
+                &pd,
+                &Inputs {
+                    obs: &obs,
+                    plan: &p,
+                    host_ip: "127.0.0.1",
+                    runtime_name: "containerd",
+                    errors: &errors,
+                    probes,
+                    now: Timestamp::from_second(1_700_000_000).expect("ts"),
+                },
+            )
+        };
+        let mut probes = HashMap::new();
+        let st = with(&probes);
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        assert_eq!(
+            (cond(&st, "Ready"), cond(&st, "ContainersReady")),
+            ("False".into(), "False".into())
+        );
+        let cs = &st.container_statuses.as_ref().expect("statuses")[0];
+        assert_eq!((cs.ready, cs.started), (false, Some(false)));
+        // Readiness alone is not enough while the startup probe has not succeeded.
+        probes.insert(("s-a-0".to_string(), ProbeType::Readiness), true);
+        assert_eq!(cond(&with(&probes), "Ready"), "False");
+        probes.insert(("s-a-0".to_string(), ProbeType::Startup), true);
+        let st = with(&probes);
+        assert_eq!(
+            (cond(&st, "Ready"), cond(&st, "ContainersReady")),
+            ("True".into(), "True".into())
+        );
+        let cs = &st.container_statuses.as_ref().expect("statuses")[0];
+        assert_eq!((cs.ready, cs.started), (true, Some(true)));
+        probes.insert(("s-a-0".to_string(), ProbeType::Readiness), false);
+        assert_eq!(cond(&with(&probes), "Ready"), "False");
     }
 }

@@ -2,27 +2,34 @@
 //! the status, and on deletion terminates the pod and deletes the Pod object.
 //!
 //! The worker wakes when the Pod changes, when the relister sees the pod's containers change,
-//! or when a back-off or retry ends. When the agent stops, workers stop without touching the
-//! containers: they keep running and are re-adopted by the next agent.
+//! when a probe verdict changes, or when a back-off or retry ends. It keeps one probe task per
+//! running container and probe type ([`super::probe`]), kills containers whose liveness or
+//! startup probe failed (the plan then restarts them by the restart policy), and runs
+//! lifecycle hooks: postStart right after a container starts (a failure kills it), preStop
+//! before SIGTERM, within the grace period. When the agent stops, workers stop without
+//! touching the containers: they keep running and are re-adopted by the next agent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::Api;
 use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 
+use super::events::EventSink;
 use super::plan::{self, Action, CState, Observed, ObservedContainer, ObservedSandbox};
+use super::probe::{self, ProbeType};
 use super::pull;
 use super::spec::{self, Kind, PodEnvContext};
 use super::status::{self, Inputs};
 use super::volumes;
 use super::PodContext;
 use crate::labels;
-use crate::runtime::{api, container_state, sandbox_ready, RuntimeError};
+use crate::runtime::{api, container_state, sandbox_ready, Runtime, RuntimeError};
 
 /// What the worker is told about its pod.
 #[derive(Clone, Debug)]
@@ -39,6 +46,34 @@ const RESYNC: Duration = Duration::from_secs(30);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Grace period for pods whose Pod object vanished (force deletion).
 const GONE_GRACE_SECONDS: i64 = 2;
+/// What a container gets after its preStop hook used up the grace period (upstream's).
+const MIN_GRACE_AFTER_HOOK: i64 = 2;
+
+/// Tasks aborted when dropped, so a worker that ends takes its probes with it.
+struct Tasks<K: std::hash::Hash + Eq>(HashMap<K, JoinHandle<()>>);
+
+impl<K: std::hash::Hash + Eq> Default for Tasks<K> {
+    fn default() -> Self {
+        Tasks(HashMap::new())
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Tasks<K> {
+    fn abort_all(&mut self) {
+        for (_, t) in self.0.drain() {
+            t.abort();
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Drop for Tasks<K> {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
+
+/// How long a postStart hook may run.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Worker {
     ctx: Arc<PodContext>,
@@ -54,6 +89,12 @@ pub struct Worker {
     grace_seconds: i64,
     /// Failed image pulls, for ImagePullBackOff.
     pull_backoff: pull::PullBackoff,
+    /// Probe verdicts of this pod's containers, written by the probe tasks.
+    results: Arc<probe::Results>,
+    /// Probe tasks by (container id, probe type).
+    probes: Tasks<(String, ProbeType)>,
+    /// Containers being killed for a failed liveness or startup probe.
+    killing: HashMap<String, JoinHandle<()>>,
 }
 
 fn now_nanos() -> i64 {
@@ -104,6 +145,9 @@ impl Worker {
             exited: HashMap::new(),
             grace_seconds: GONE_GRACE_SECONDS,
             pull_backoff: pull::PullBackoff::default(),
+            results: Arc::new(probe::Results::default()),
+            probes: Tasks::default(),
+            killing: HashMap::new(),
         }
     }
 
@@ -257,6 +301,7 @@ impl Worker {
         let mut failure = None;
         for _round in 0..8 {
             let obs = self.observe().await?;
+            self.kill_unhealthy(pod, &obs);
             let plan = plan::plan(pod, &obs, now_nanos());
             let done = plan.actions.is_empty() || failure.is_some();
             if !done {
@@ -265,6 +310,7 @@ impl Worker {
                 }
                 continue;
             }
+            self.reconcile_probes(pod, &obs);
             self.write_status(pod, &obs, &plan).await?;
             if let Some(e) = failure {
                 return Err(e);
@@ -274,6 +320,7 @@ impl Worker {
         // Still acting after several rounds: write what is there and come back soon.
         let obs = self.observe().await?;
         let plan = plan::plan(pod, &obs, now_nanos());
+        self.reconcile_probes(pod, &obs);
         self.write_status(pod, &obs, &plan).await?;
         match failure {
             Some(e) => Err(e),
@@ -299,7 +346,9 @@ impl Worker {
                     })?;
                     let config = spec::sandbox_config(pod, &self.ctx.node_name, *attempt, &log_dir);
                     let started = std::time::Instant::now();
+                    let permit = self.ctx.sandbox_starts.clone().acquire_owned().await;
                     let id = rt.run_pod_sandbox(config).await?;
+                    drop(permit);
                     tracing::debug!(uid = %self.uid, sandbox = %id, elapsed = ?started.elapsed(), "sandbox running");
                 }
                 Action::StartContainer {
@@ -378,6 +427,7 @@ impl Worker {
                         return Err(e.into());
                     }
                     self.errors.remove(&c.name);
+                    self.post_start(pod, c, &id, &sandbox.ip).await;
                     tracing::debug!(uid = %self.uid, container = %c.name, attempt, "container started");
                 }
                 Action::StartCreated { id } => rt.start_container(id).await?,
@@ -390,6 +440,151 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Kills running app containers whose liveness or startup probe failed, in the
+    /// background (preStop, then the grace period); the plan restarts them once they exited.
+    fn kill_unhealthy(&mut self, pod: &Pod, obs: &Observed) {
+        self.killing.retain(|_, t| !t.is_finished());
+        let Some(sandbox) = obs.sandbox().filter(|s| s.ready) else {
+            return;
+        };
+        for c in plan::app_containers(pod) {
+            let Some(oc) = obs.latest_in(&c.name, &sandbox.id) else {
+                continue;
+            };
+            if !matches!(oc.state, CState::Running { .. }) || self.killing.contains_key(&oc.id) {
+                continue;
+            }
+            let Some(kind) = [ProbeType::Liveness, ProbeType::Startup]
+                .into_iter()
+                .find(|k| self.results.get(&oc.id, *k) == Some(false))
+            else {
+                continue;
+            };
+            // A probe may carry its own grace period for this kill.
+            let grace = kind
+                .of(c)
+                .and_then(|p| p.termination_grace_period_seconds)
+                .unwrap_or(self.grace_seconds);
+            let message = format!(
+                "Container {} failed {} probe, will be restarted",
+                c.name,
+                kind.as_str().to_lowercase()
+            );
+            tracing::info!(uid = %self.uid, container = %c.name, "{message}");
+            let task = tokio::spawn(kill_logged(
+                self.ctx.runtime.clone(),
+                oc.id.clone(),
+                Some(c.clone()),
+                sandbox.ip.clone(),
+                grace,
+                Some(EventSink::new(
+                    self.ctx.client.clone(),
+                    pod,
+                    &self.ctx.node_name,
+                )),
+                Some(message),
+            ));
+            self.killing.insert(oc.id.clone(), task);
+        }
+    }
+
+    /// Keeps one probe task per running app container and probe type; stops the others.
+    fn reconcile_probes(&mut self, pod: &Pod, obs: &Observed) {
+        let mut want = std::collections::HashSet::new();
+        let now = now_nanos();
+        if let Some(sandbox) = obs.sandbox().filter(|s| s.ready) {
+            for c in plan::app_containers(pod) {
+                let Some(oc) = obs.latest_in(&c.name, &sandbox.id) else {
+                    continue;
+                };
+                let CState::Running { started_at } = oc.state else {
+                    continue;
+                };
+                for kind in ProbeType::ALL {
+                    let Some(p) = kind.of(c) else {
+                        continue;
+                    };
+                    let key = (oc.id.clone(), kind);
+                    want.insert(key.clone());
+                    // A finished task (a liveness verdict of failure) stays, so the
+                    // container is not probed again before it is killed.
+                    if self.probes.0.contains_key(&key) {
+                        continue;
+                    }
+                    let handler = match probe::probe_handler(p, c, &sandbox.ip) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            tracing::debug!(uid = %self.uid, container = %c.name, error = %e, "probe not run");
+                            continue;
+                        }
+                    };
+                    let task = probe::Task {
+                        runtime: self.ctx.runtime.clone(),
+                        container_id: oc.id.clone(),
+                        container_name: c.name.clone(),
+                        kind,
+                        handler,
+                        settings: probe::Settings::of(p, kind),
+                        has_startup: c.startup_probe.is_some(),
+                        running_for: Duration::from_nanos(
+                            u64::try_from(now.saturating_sub(started_at)).unwrap_or(0),
+                        ),
+                        results: self.results.clone(),
+                        wake: self.wake.clone(),
+                        events: EventSink::new(self.ctx.client.clone(), pod, &self.ctx.node_name),
+                    };
+                    self.probes.0.insert(key, tokio::spawn(probe::run(task)));
+                }
+            }
+        }
+        self.probes.0.retain(|k, t| {
+            let keep = want.contains(k);
+            if !keep {
+                t.abort();
+            }
+            keep
+        });
+        self.results
+            .retain(&|id| want.iter().any(|(wanted, _)| wanted == id));
+    }
+
+    /// Runs the container's postStart hook, if any, right after it started; a hook that
+    /// fails kills the container (the plan restarts it by the restart policy).
+    async fn post_start(&mut self, pod: &Pod, c: &Container, id: &str, pod_ip: &str) {
+        let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+            return;
+        };
+        let rt = self.ctx.runtime.clone();
+        let outcome = match probe::hook_handler(hook, c, pod_ip) {
+            Ok(h) => probe::check(rt.as_ref(), id, &h, POST_START_TIMEOUT).await,
+            Err(e) => probe::Outcome::Failure(e.to_string()),
+        };
+        let message = match outcome {
+            probe::Outcome::Success => return,
+            probe::Outcome::Failure(m) | probe::Outcome::Error(m) => m,
+        };
+        let events = EventSink::new(self.ctx.client.clone(), pod, &self.ctx.node_name);
+        events.warning(
+            &c.name,
+            "FailedPostStartHook",
+            format!("PostStartHook failed: {}", message.trim_end()),
+        );
+        tracing::info!(uid = %self.uid, container = %c.name, message, "postStart hook failed");
+        kill_logged(
+            rt,
+            id.to_string(),
+            Some(c.clone()),
+            pod_ip.to_string(),
+            self.grace_seconds,
+            Some(events),
+            Some(format!(
+                "FailedPostStartHook: container {} is killed",
+                c.name
+            )),
+        )
+        .await;
     }
 
     /// Makes the container's image present per its pull policy, or says why not.
@@ -430,6 +625,7 @@ impl Worker {
                     host_ip: &self.ctx.node_ip,
                     runtime_name: &self.ctx.runtime_name,
                     errors: &self.errors,
+                    probes: &self.results.snapshot(),
                     now: Timestamp::now(),
                 },
             );
@@ -477,21 +673,26 @@ impl Worker {
             None => self.grace_seconds.min(GONE_GRACE_SECONDS),
         }
         .max(0);
+        self.probes.abort_all();
         let obs = self.observe().await?;
         let rt = self.ctx.runtime.clone();
+        let pod_ip = obs.sandbox().map(|s| s.ip.clone()).unwrap_or_default();
+        let events = pod.map(|p| EventSink::new(self.ctx.client.clone(), p, &self.ctx.node_name));
         let stops = obs
             .containers
             .iter()
             .filter(|c| matches!(c.state, CState::Running { .. } | CState::Unknown))
-            .map(|c| {
-                let rt = rt.clone();
-                let id = c.id.clone();
-                async move {
-                    match rt.stop_container(&id, grace).await {
-                        Err(e) if !e.is_not_found() => Err(e),
-                        _ => Ok(()),
-                    }
-                }
+            .map(|oc| {
+                let spec = pod.and_then(|p| spec_of(p, &oc.name)).cloned();
+                kill_container(
+                    rt.clone(),
+                    oc.id.clone(),
+                    spec,
+                    pod_ip.clone(),
+                    grace,
+                    events.clone(),
+                    None,
+                )
             });
         for r in futures::future::join_all(stops).await {
             r?;
@@ -555,6 +756,86 @@ fn status_only_change(old: &Desired, new: &Desired) -> bool {
                     == b.metadata.deletion_grace_period_seconds
         }
         _ => false,
+    }
+}
+
+/// The spec of the app or init container `name`.
+fn spec_of<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    plan::app_containers(pod)
+        .iter()
+        .chain(plan::init_containers(pod).iter())
+        .find(|c| c.name == name)
+}
+
+/// [`kill_container`] for background kills: failures are logged.
+async fn kill_logged(
+    rt: Arc<dyn Runtime>,
+    id: String,
+    spec: Option<Container>,
+    pod_ip: String,
+    grace: i64,
+    events: Option<EventSink>,
+    message: Option<String>,
+) {
+    if let Err(e) = kill_container(rt, id.clone(), spec, pod_ip, grace, events, message).await {
+        tracing::warn!(container = %id, error = %e, "killing a container");
+    }
+}
+
+/// Stops a container as upstream's killContainer does: a `Killing` event, the preStop hook
+/// (if the spec is known) within the grace period, then SIGTERM and SIGKILL after what is
+/// left of the grace period (at least 2 s after a hook).
+pub async fn kill_container(
+    rt: Arc<dyn Runtime>,
+    id: String,
+    spec: Option<Container>,
+    pod_ip: String,
+    grace: i64,
+    events: Option<EventSink>,
+    message: Option<String>,
+) -> Result<(), RuntimeError> {
+    let grace = grace.max(0);
+    let name = spec.as_ref().map(|c| c.name.clone()).unwrap_or_default();
+    if let Some(ev) = &events {
+        ev.normal(
+            &name,
+            "Killing",
+            message.unwrap_or_else(|| format!("Stopping container {name}")),
+        );
+    }
+    let mut left = grace;
+    let hook = spec.as_ref().and_then(|c| {
+        c.lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .map(|h| (c, h))
+    });
+    if let Some((c, hook)) = hook {
+        let started = std::time::Instant::now();
+        let limit = Duration::from_secs(grace.unsigned_abs().max(1));
+        let failure = match probe::hook_handler(hook, c, &pod_ip) {
+            Ok(h) => {
+                match tokio::time::timeout(limit, probe::check(rt.as_ref(), &id, &h, limit)).await {
+                    Ok(probe::Outcome::Success) => None,
+                    Ok(probe::Outcome::Failure(m) | probe::Outcome::Error(m)) => Some(m),
+                    Err(_) => Some(format!("PreStopHook did not finish within {grace}s")),
+                }
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let (Some(m), Some(ev)) = (failure, &events) {
+            ev.warning(
+                &name,
+                "FailedPreStopHook",
+                format!("PreStopHook failed: {}", m.trim_end()),
+            );
+        }
+        let used = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+        left = grace.saturating_sub(used).max(MIN_GRACE_AFTER_HOOK);
+    }
+    match rt.stop_container(&id, left).await {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
     }
 }
 

@@ -286,6 +286,44 @@ impl Runtime for CriRuntime {
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))
     }
 
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<api::ExecSyncResponse> {
+        let secs = u64::try_from(timeout.max(0)).unwrap_or(0);
+        let resp = self
+            .runtime
+            .clone()
+            .exec_sync(request(
+                api::ExecSyncRequest {
+                    container_id: id.to_string(),
+                    cmd,
+                    timeout,
+                },
+                CALL_TIMEOUT + Duration::from_secs(secs),
+            ))
+            .await;
+        match resp {
+            Ok(r) => Ok(r.into_inner()),
+            // containerd 1.6 kills the process and answers Unknown "timeout 1s exceeded:
+            // context deadline exceeded"; newer ones answer DeadlineExceeded.
+            Err(s)
+                if timeout > 0
+                    && (s.code() == tonic::Code::DeadlineExceeded
+                        || (s.message().contains("timeout")
+                            && s.message().contains("exceeded"))) =>
+            {
+                Err(RuntimeError::Timeout {
+                    op: "ExecSync",
+                    seconds: timeout,
+                })
+            }
+            Err(s) => Err(rpc_error("ExecSync", id, s)),
+        }
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>> {
         let resp = self
             .images

@@ -6,6 +6,11 @@
 //! as a shell that ignores SIGTERM does). Tests can also end a running container with
 //! [`FakeRuntime::exit`], fail the next call of an operation with [`FakeRuntime::fail_next`],
 //! and read how often each container was started with [`FakeRuntime::starts`].
+//!
+//! ExecSync understands a few commands against a per-container set of files (see
+//! [`FakeRuntime::write_file`]): `cat F` fails unless F exists, `touch F` creates it, `rm F`
+//! removes it, `echo ...` prints, `sleep N` takes N seconds (or times out), `exit N` exits N;
+//! anything else exits 0. Every exec is logged ([`FakeRuntime::execs`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -33,6 +38,7 @@ struct Ctr {
     finished_at: i64,
     exit_code: i32,
     reason: String,
+    files: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -45,6 +51,7 @@ struct State {
     pullable: HashSet<String>,
     fail_next: HashMap<&'static str, String>,
     starts: HashMap<(String, String, u32), u32>,
+    execs: Vec<(String, String)>,
 }
 
 /// The in-memory runtime. Cheap to create; all state behind one lock.
@@ -123,6 +130,26 @@ impl FakeRuntime {
                 c.finished_at = now_nanos();
             }
         }
+    }
+
+    /// Creates file `path` in container `id`, for `cat` in exec probes.
+    pub fn write_file(&self, id: &str, path: &str) {
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.files.insert(path.to_string());
+        }
+    }
+
+    /// Whether container `id` has file `path` (made by [`FakeRuntime::write_file`] or `touch`).
+    pub fn has_file(&self, id: &str, path: &str) -> bool {
+        self.lock()
+            .containers
+            .get(id)
+            .is_some_and(|c| c.files.contains(path))
+    }
+
+    /// The commands exec'd so far, as (container id, command line), oldest first.
+    pub fn execs(&self) -> Vec<(String, String)> {
+        self.lock().execs.clone()
     }
 
     /// Marks a sandbox not ready, as if its pause process died.
@@ -347,6 +374,7 @@ impl Runtime for FakeRuntime {
                 finished_at: 0,
                 exit_code: 0,
                 reason: String::new(),
+                files: HashSet::new(),
             },
         );
         Ok(id)
@@ -462,6 +490,76 @@ impl Runtime for FakeRuntime {
             log_path: c.config.log_path.clone(),
             ..Default::default()
         })
+    }
+
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<api::ExecSyncResponse> {
+        let line = cmd.join(" ");
+        {
+            let mut st = self.lock();
+            self.check(&mut st, "ExecSync")?;
+            match st.containers.get(id) {
+                None => return Err(RuntimeError::NotFound(id.to_string())),
+                Some(c) if c.state != api::ContainerState::ContainerRunning => {
+                    return Err(RuntimeError::Fake(format!("container {id} is not running")))
+                }
+                Some(_) => {}
+            }
+            st.execs.push((id.to_string(), line.clone()));
+        }
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let arg = |cmd: &str| {
+            words
+                .windows(2)
+                .find(|w| w[0] == cmd)
+                .map(|w| w[1].trim_matches(|c| c == '\'' || c == '"').to_string())
+        };
+        let mut resp = api::ExecSyncResponse::default();
+        if let Some(secs) = arg("sleep").and_then(|n| n.parse::<i64>().ok()) {
+            if timeout > 0 && secs > timeout {
+                tokio::time::sleep(std::time::Duration::from_secs(timeout.unsigned_abs())).await;
+                return Err(RuntimeError::Timeout {
+                    op: "ExecSync",
+                    seconds: timeout,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(secs.unsigned_abs())).await;
+        }
+        let mut st = self.lock();
+        let Some(c) = st.containers.get_mut(id) else {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        };
+        if let Some(f) = arg("touch") {
+            c.files.insert(f);
+        }
+        if let Some(f) = arg("rm") {
+            c.files.remove(&f);
+        }
+        if let Some(f) = arg("cat") {
+            if !c.files.contains(&f) {
+                resp.stderr = format!("cat: can't open '{f}': No such file or directory\n").into();
+                resp.exit_code = 1;
+            }
+        }
+        if let Some(pos) = words.iter().position(|w| *w == "echo") {
+            let text: Vec<&str> = words[pos + 1..]
+                .iter()
+                .take_while(|w| **w != "exit")
+                .copied()
+                .collect();
+            resp.stdout = format!("{}\n", text.join(" ")).into();
+        }
+        if let Some(code) = arg("exit").and_then(|n| n.parse().ok()) {
+            resp.exit_code = code;
+        }
+        Ok(resp)
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>> {

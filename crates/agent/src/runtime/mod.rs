@@ -41,6 +41,9 @@ pub enum RuntimeError {
         #[source]
         status: Box<tonic::Status>,
     },
+    /// A call with a time limit (ExecSync) ran past it; the runtime killed what it ran.
+    #[error("{op} timed out after {seconds}s")]
+    Timeout { op: &'static str, seconds: i64 },
     /// The fake runtime refused a call (a scripted failure or a bad argument).
     #[error("{0}")]
     Fake(String),
@@ -49,6 +52,10 @@ pub enum RuntimeError {
 impl RuntimeError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RuntimeError::NotFound(_))
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RuntimeError::Timeout { .. })
     }
 }
 
@@ -91,6 +98,15 @@ pub trait Runtime: Send + Sync + 'static {
         -> Result<Vec<api::Container>>;
     /// A container's status; [`RuntimeError::NotFound`] if it does not exist.
     async fn container_status(&self, id: &str) -> Result<api::ContainerStatus>;
+    /// Runs `cmd` in a running container and waits for it (exec probes and hooks). With
+    /// `timeout` > 0 seconds the runtime kills it after that long and the call fails with
+    /// [`RuntimeError::Timeout`]; a non-zero exit is a result, not an error.
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<api::ExecSyncResponse>;
 
     /// The image if the runtime has it (`None` if absent).
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>>;

@@ -161,6 +161,34 @@ pub async fn run_in(rt: &dyn Runtime, log_dir: &str) {
         .filter_map(|c| c.metadata.as_ref().map(|m| m.name.as_str()))
         .collect();
     assert!(names.contains(&"quick") && names.contains(&"long"));
+    // ExecSync: output and exit codes come back; a time limit kills the command.
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = rt
+        .exec_sync(&long, words(&["echo", "hi"]), 5)
+        .await
+        .expect("ExecSync");
+    assert_eq!((out.exit_code, out.stdout.as_slice()), (0, &b"hi\n"[..]));
+    let out = rt
+        .exec_sync(&long, words(&["sh", "-c", "exit 3"]), 5)
+        .await
+        .expect("ExecSync");
+    assert_eq!(out.exit_code, 3);
+    let out = rt
+        .exec_sync(&long, words(&["cat", "/nonexistent"]), 0)
+        .await
+        .expect("ExecSync without a time limit");
+    assert_ne!(out.exit_code, 0);
+    let t = Instant::now();
+    let timed_out = rt.exec_sync(&long, words(&["sleep", "10"]), 1).await;
+    assert!(
+        timed_out.as_ref().is_err_and(|e| e.is_timeout()),
+        "{timed_out:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(rt
+        .exec_sync(&quick, words(&["echo", "hi"]), 5)
+        .await
+        .is_err());
     rt.stop_container(&long, 1).await.expect("StopContainer");
     let st = wait_state(rt, &long, api::ContainerState::ContainerExited).await;
     assert_ne!(st.exit_code, 0);
