@@ -227,7 +227,7 @@ async fn handle(ctx: Arc<Context>, allowed: bool, req: Request<Incoming>) -> Res
     let segs: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
-        .map(|s| percent(s))
+        .map(percent)
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let get = req.method() == Method::GET;
@@ -467,7 +467,7 @@ async fn stream_log(
         // At the end of the file: stop once the container no longer runs (after reading
         // what it wrote last), else wait for more.
         idle_checks += 1;
-        if idle_checks % 5 == 0 {
+        if idle_checks.is_multiple_of(5) {
             let running = runtime
                 .container_status(&id)
                 .await
