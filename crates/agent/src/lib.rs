@@ -12,6 +12,8 @@
 //! - [`pod`]: the pod manager, the per-pod state machine and status computation, probes,
 //!   lifecycle hooks and the Events about containers.
 //! - [`labels`]: labels and annotations on CRI objects (the agent's checkpoint).
+//! - [`server`]: the agent's HTTPS API (kubelet port): container logs, and exec, attach and
+//!   port-forward proxied to containerd's streaming server.
 //!
 //! [`run`] sets the node up (containerd, images, Node, CNI) and then runs until `shutdown`;
 //! [`reset`] removes what a node left on the machine (`krust agent-reset`).
@@ -23,6 +25,7 @@ pub mod labels;
 pub mod node;
 pub mod pod;
 pub mod runtime;
+pub mod server;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -46,6 +49,8 @@ pub enum AgentError {
     Runtime(#[from] runtime::RuntimeError),
     #[error("preparing the node's images")]
     Images(#[from] images::ImageError),
+    #[error("starting the agent's HTTPS API")]
+    Server(#[from] server::ServerError),
     #[error("{context}")]
     Api {
         context: &'static str,
@@ -79,6 +84,10 @@ pub struct AgentConfig {
     pub lease_interval: Duration,
     pub status_interval: Duration,
     pub cgroup_root: PathBuf,
+    /// Port of the agent's HTTPS API on the node IP (0: any free port); the Node says which.
+    pub kubelet_port: u16,
+    /// The cluster CA (DER) that callers' client certificates must be signed by.
+    pub client_ca: Vec<Vec<u8>>,
 }
 
 impl Default for AgentConfig {
@@ -94,6 +103,8 @@ impl Default for AgentConfig {
             lease_interval: Duration::from_secs(10),
             status_interval: Duration::from_secs(60),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            kubelet_port: 10250,
+            client_ca: Vec::new(),
         }
     }
 }
@@ -164,12 +175,36 @@ pub async fn run(
     let version = rt.version().await?;
     images::ensure_images(rt.as_ref(), &socket, &config.data_dir.join("images")).await?;
 
+    // The API comes up before the Node registers, so the Node names the port it listens on.
+    let ip: std::net::IpAddr = config
+        .node_ip
+        .parse()
+        .map_err(|_| AgentError::Config(format!("bad --node-ip {}", config.node_ip)))?;
+    let api = server::Server::bind(
+        std::net::SocketAddr::new(ip, config.kubelet_port),
+        &[
+            config.node_ip.clone(),
+            config.node_name.clone(),
+            "localhost".to_string(),
+        ],
+        &config.client_ca,
+        server::Context {
+            runtime: rt.clone(),
+            node_name: config.node_name.clone(),
+        },
+    )
+    .await?;
+    let kubelet_port = api.port();
+    let api = tokio::spawn(api.serve());
+    tracing::info!(port = kubelet_port, "agent API listening");
+
     let id = Arc::new(node::NodeIdentity {
         name: config.node_name.clone(),
         ip: config.node_ip.clone(),
         max_pods: config.max_pods,
         machine: node::Machine::probe(&config.data_dir),
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
+        kubelet_port,
     });
     let registered = node::register(&client, &id)
         .await
@@ -222,6 +257,7 @@ pub async fn run(
     });
     pod::run(ctx, shutdown).await;
     heartbeat.abort();
+    api.abort();
     tracing::info!(node = %config.node_name, "node agent stopped; containers keep running");
     Ok(())
 }

@@ -141,6 +141,8 @@ pub struct NodeIdentity {
     pub machine: Machine,
     /// `containerd://1.6.20~ds1`.
     pub runtime_version: String,
+    /// Port of the agent's HTTPS API (`daemonEndpoints.kubeletEndpoint.Port`).
+    pub kubelet_port: u16,
 }
 
 pub fn labels(id: &NodeIdentity) -> BTreeMap<String, String> {
@@ -228,7 +230,9 @@ pub fn node_status(id: &NodeIdentity, now: Timestamp, since: Timestamp) -> NodeS
             ),
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(id.kubelet_port),
+            }),
         }),
         node_info: Some(NodeSystemInfo {
             architecture: m.architecture.clone(),
@@ -445,6 +449,7 @@ mod tests {
             max_pods: 110,
             machine: m,
             runtime_version: "containerd://1.6.20".to_string(),
+            kubelet_port: 10250,
         };
         let t = Timestamp::from_second(1_700_000_000).expect("ts");
         let st = node_status(&id, t, t);

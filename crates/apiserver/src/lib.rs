@@ -2,7 +2,8 @@
 //!
 //! - `server`: start-up and the request chain (authentication -> authorization ->
 //!   admission -> REST storage); `tls` and `pki` for HTTPS and the cluster's certificates;
-//!   `auth` for identities and authorizers.
+//!   `auth` for identities and authorizers; `kubelet` for `pods/log`, `exec`, `attach` and
+//!   `portforward`, forwarded to the pod's node agent (upgrades tunnelled).
 //! - `request`: API paths and query parameters; `rest`: generic storage for every kind;
 //!   `strategy`: kind-specific rules; `admission`: mutating admission plugins on create
 //!   (DefaultTolerationSeconds); `alloc`: Service IPs and node ports.
@@ -16,6 +17,7 @@ pub mod body;
 pub mod cache;
 pub mod discovery;
 pub mod glue;
+pub mod kubelet;
 pub mod managed;
 pub mod openapi;
 pub mod pki;

@@ -36,6 +36,8 @@ pub struct ApiServer {
     openapi: OpenApi,
     /// `host:port` clients reach this server at, for discovery documents.
     server_address: String,
+    /// Client of node agents, for pods' log, exec, attach and portforward.
+    kubelet: Option<crate::kubelet::KubeletClient>,
 }
 
 fn status_response(
@@ -149,7 +151,14 @@ impl ApiServer {
             authorizer,
             openapi,
             server_address,
+            kubelet: None,
         }
+    }
+
+    /// Lets the server reach node agents (pods' log, exec, attach, portforward).
+    pub fn with_kubelet_client(mut self, client: crate::kubelet::KubeletClient) -> Self {
+        self.kubelet = Some(client);
+        self
     }
 
     /// `/openapi/v2` (a stub kubectl needs before it moves on) and `/openapi/v3[/<gv>]`.
@@ -345,6 +354,18 @@ impl ApiServer {
                 let mut r = self.rest.create(&rp, obj, &ctx).await?;
                 r.warnings.extend(warnings);
                 Ok(reply(r))
+            }
+            ("get", Some(name), Some(sub @ "log"))
+            | ("get" | "create", Some(name), Some(sub @ ("exec" | "attach" | "portforward"))) => {
+                crate::kubelet::pod_subresource(
+                    &self.rest,
+                    self.kubelet.as_ref(),
+                    &rp,
+                    &name,
+                    sub,
+                    parts,
+                )
+                .await
             }
             ("create", Some(name), Some("binding")) => {
                 self.bind(&rp, &name, &ct, &body).await.map(reply)
@@ -1125,11 +1146,15 @@ pub async fn start(
         cache,
         alloc,
     };
-    let server = Arc::new(ApiServer::new(
-        rest,
-        Box::new(auth::AllowAllAuthenticated),
-        format!("{host}:{}", addr.port()),
-    ));
+    let kubelet = crate::kubelet::KubeletClient::new(&pki.ca_cert_pem, &pki.ca_key_pem)?;
+    let server = Arc::new(
+        ApiServer::new(
+            rest,
+            Box::new(auth::AllowAllAuthenticated),
+            format!("{host}:{}", addr.port()),
+        )
+        .with_kubelet_client(kubelet),
+    );
     server.bootstrap().await?;
     let tls = crate::tls::server_config(&pki)?;
     let handler = move |who: Option<Identity>, req| server.clone().handle(who, req);

@@ -39,6 +39,9 @@ fn missing_tools() -> Vec<&'static str> {
 /// A `krust agent` process; dropping it kills the agent and resets the node.
 struct Agent {
     child: Option<Child>,
+    node: &'static str,
+    bridge: &'static str,
+    pod_cidr: &'static str,
     data_dir: PathBuf,
     kubeconfig: PathBuf,
     log: PathBuf,
@@ -48,12 +51,25 @@ struct Agent {
 
 impl Agent {
     fn start(server: &Server) -> Agent {
+        Agent::start_node(server, NODE, BRIDGE, "10.42.250.0/24")
+    }
+
+    /// An agent for node `node` (tests running at once need their own name and bridge).
+    fn start_node(
+        server: &Server,
+        node: &'static str,
+        bridge: &'static str,
+        pod_cidr: &'static str,
+    ) -> Agent {
         let tmp = tempfile::Builder::new()
             .prefix("krust-agent")
             .tempdir()
             .expect("tempdir");
         let mut a = Agent {
             child: None,
+            node,
+            bridge,
+            pod_cidr,
             data_dir: tmp.path().join("agent"),
             kubeconfig: server.kubeconfig.clone(),
             log: tmp.path().join("agent.log"),
@@ -76,8 +92,9 @@ impl Agent {
             .arg(&self.kubeconfig)
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--node-name", NODE, "--node-ip", "127.0.0.1"])
-            .args(["--pod-cidr", "10.42.250.0/24", "--bridge", BRIDGE])
+            .args(["--node-name", self.node, "--node-ip", "127.0.0.1"])
+            .args(["--pod-cidr", self.pod_cidr, "--bridge", self.bridge])
+            .args(["--kubelet-port", "0"])
             .env("KRUST_LOG", "info,krust_agent=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -123,7 +140,7 @@ impl Drop for Agent {
             .arg("agent-reset")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--bridge", BRIDGE])
+            .args(["--bridge", self.bridge])
             .output();
         if let Ok(o) = out {
             eprintln!("agent-reset: {}", String::from_utf8_lossy(&o.stdout).trim());
@@ -1019,4 +1036,211 @@ spec:
     );
     let pre = std::fs::read_to_string(host.path().join("prestop")).unwrap_or_default();
     assert_eq!(pre.trim(), "pre-stop-ran", "preStop ran");
+}
+
+const STREAM_NODE: &str = "krust-e2e-stream";
+
+fn stream_pod(name: &str, script: &str, volume: bool) -> String {
+    let (mounts, volumes) = if volume {
+        (
+            "    volumeMounts:\n    - {name: state, mountPath: /state}\n",
+            "  volumes:\n  - name: state\n    emptyDir: {}\n",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {STREAM_NODE}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sh\", \"-c\", {script:?}]\n{mounts}{volumes}"
+    )
+}
+
+/// One HTTP/1.0 GET to 127.0.0.1:`port`; the whole answer.
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = c.write_all(b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out
+}
+
+/// `kubectl logs`, `exec`, `attach`-free TTY exec and `port-forward` against pods the agent
+/// runs: through the API server, the agent's HTTPS API and containerd's streaming server.
+#[test]
+fn agent_streams_logs_exec_and_port_forward() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        eprintln!("skipping: not installed: {missing:?} (scripts/test.sh installs them)");
+        return;
+    }
+    let s = Server::start();
+    let cidr = "10.42.201.0/24";
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["create", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {STREAM_NODE}\nspec:\n  podCIDR: {cidr}\n  podCIDRs: [{cidr}]\n"
+        )),
+    );
+    let agent = Agent::start_node(&s, STREAM_NODE, "krte2e1", "10.42.251.0/24");
+    let ready = eventually(Duration::from_secs(90), || {
+        jsonpath(
+            &s,
+            &format!("node/{STREAM_NODE}"),
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
+    });
+    assert!(ready, "node not Ready; agent log:\n{}", agent.log());
+    let port = jsonpath(
+        &s,
+        &format!("node/{STREAM_NODE}"),
+        "{.status.daemonEndpoints.kubeletEndpoint.Port}",
+    );
+    assert!(
+        port.parse::<u16>().is_ok_and(|p| p > 0),
+        "kubelet port {port:?}"
+    );
+
+    let talker = "i=0; while true; do i=$((i+1)); echo line$i; sleep 1; done";
+    let restarter =
+        "n=$(cat /state/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /state/n; echo instance-$n; sleep 1; exit 1";
+    let web =
+        "mkdir -p /www; echo hello-from-httpd > /www/index.html; exec httpd -f -p 8080 -h /www";
+    for (name, script, volume) in [
+        ("talker", talker, false),
+        ("restarter", restarter, true),
+        ("web", web, false),
+    ] {
+        s.kubectl_ok(
+            common::KUBECTL,
+            &["apply", "-f", "-"],
+            Some(&stream_pod(name, script, volume)),
+        );
+    }
+    wait_phase(&s, &agent, "talker", "Running", Duration::from_secs(60));
+    wait_phase(&s, &agent, "web", "Running", Duration::from_secs(60));
+
+    // Logs: all of them, the last two, and followed as they are written.
+    assert!(eventually(Duration::from_secs(15), || s
+        .kubectl(&["logs", "talker"])
+        .contains("line3\n")));
+    let all = s.kubectl(&["logs", "talker"]);
+    assert!(all.starts_with("line1\nline2\nline3\n"), "{all:?}");
+    let tail = s.kubectl(&["logs", "talker", "--tail=2"]);
+    assert_eq!(tail.lines().count(), 2, "{tail:?}");
+    let stamped = s.kubectl(&["logs", "talker", "--tail=1", "--timestamps"]);
+    assert!(
+        stamped.starts_with("20") && stamped.contains("Z line"),
+        "{stamped:?}"
+    );
+    let limited = s.kubectl(&["logs", "talker", "--limit-bytes=3"]);
+    assert_eq!(limited, "lin");
+    let last: u32 = all
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("line"))
+        .and_then(|n| n.parse().ok())
+        .expect("a last line");
+    let (mut follow, rx) = s.kubectl_stream(&["logs", "-f", "talker"]);
+    let newer = format!("line{}", last + 2);
+    let seen = common::wait_line(&rx, Duration::from_secs(20), |l| l == newer);
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen.is_some(), "kubectl logs -f never showed {newer}");
+    let err = s.kubectl_err(&["logs", "nope"], None);
+    assert!(err.contains("not found"), "{err}");
+    let err = s.kubectl_err(&["logs", "talker", "-c", "nope"], None);
+    assert!(
+        err.contains("container nope is not valid for pod talker"),
+        "{err}"
+    );
+
+    // exec: output, stdin to the end, exit codes, a TTY.
+    assert_eq!(
+        s.kubectl(&["exec", "talker", "--", "cat", "/etc/hostname"]),
+        "talker\n"
+    );
+    let out = s.kubectl_ok(
+        common::KUBECTL,
+        &["exec", "-i", "talker", "--", "cat"],
+        Some("hello\nworld\n"),
+    );
+    assert_eq!(out, "hello\nworld\n");
+    let out = s.kubectl_with(
+        common::KUBECTL,
+        &["exec", "talker", "--", "sh", "-c", "echo oops >&2; exit 3"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+    let err = s.kubectl_err(&["exec", "talker", "-c", "nope", "--", "true"], None);
+    assert!(
+        err.contains("container nope is not valid for pod talker"),
+        "{err}"
+    );
+    if Path::new("/usr/bin/script").exists() {
+        // util-linux's script gives kubectl a terminal, so -t really asks for a TTY.
+        let out = Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} exec -it talker -- tty", common::KUBECTL),
+                "/dev/null",
+            ])
+            .env("KUBECONFIG", &s.kubeconfig)
+            .env("HOME", &s.data_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("/dev/pts/"), "tty said {text:?}");
+    }
+
+    // port-forward to busybox httpd.
+    let local = common::free_port();
+    let mut pf = Command::new(common::KUBECTL)
+        .env("KUBECONFIG", &s.kubeconfig)
+        .env("HOME", &s.data_dir)
+        .args(["port-forward", "pod/web", &format!("{local}:8080")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    let forwarding = eventually(Duration::from_secs(20), || {
+        http_get(local).contains("hello-from-httpd")
+    });
+    let second = http_get(local);
+    let _ = pf.kill();
+    let out = pf.wait_with_output().expect("port-forward output");
+    assert!(
+        forwarding && second.contains("hello-from-httpd"),
+        "port-forward: {second:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // --previous: the earlier instance's output after a restart.
+    let restarted = eventually(Duration::from_secs(60), || {
+        jsonpath(
+            &s,
+            "pod/restarter",
+            "{.status.containerStatuses[0].restartCount}",
+        )
+        .parse::<u32>()
+        .is_ok_and(|n| n >= 1)
+    });
+    assert!(restarted, "restarter never restarted:\n{}", agent.log());
+    let prev = s.kubectl(&["logs", "restarter", "--previous"]);
+    let cur = s.kubectl(&["logs", "restarter"]);
+    assert!(prev.starts_with("instance-"), "previous: {prev:?}");
+    assert!(cur.starts_with("instance-"), "current: {cur:?}");
+    assert_ne!(prev, cur);
+    let err = s.kubectl_err(&["logs", "talker", "--previous"], None);
+    assert!(err.contains("previous terminated container"), "{err}");
+
+    for p in ["talker", "restarter", "web"] {
+        s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
+    }
 }

@@ -370,4 +370,42 @@ impl Runtime for CriRuntime {
             .map_err(|s| rpc_error("PullImage", image, s))?;
         Ok(resp.into_inner().image_ref)
     }
+
+    async fn exec(&self, req: api::ExecRequest) -> Result<String> {
+        let id = req.container_id.clone();
+        let resp = self
+            .runtime
+            .clone()
+            .exec(request(req, CALL_TIMEOUT))
+            .await
+            .map_err(|s| rpc_error("Exec", &id, s))?;
+        Ok(resp.into_inner().url)
+    }
+
+    async fn attach(&self, req: api::AttachRequest) -> Result<String> {
+        let id = req.container_id.clone();
+        let resp = self
+            .runtime
+            .clone()
+            .attach(request(req, CALL_TIMEOUT))
+            .await
+            .map_err(|s| rpc_error("Attach", &id, s))?;
+        Ok(resp.into_inner().url)
+    }
+
+    async fn port_forward(&self, sandbox_id: &str) -> Result<String> {
+        let resp = self
+            .runtime
+            .clone()
+            .port_forward(request(
+                api::PortForwardRequest {
+                    pod_sandbox_id: sandbox_id.to_string(),
+                    port: Vec::new(),
+                },
+                CALL_TIMEOUT,
+            ))
+            .await
+            .map_err(|s| rpc_error("PortForward", sandbox_id, s))?;
+        Ok(resp.into_inner().url)
+    }
 }

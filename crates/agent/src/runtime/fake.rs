@@ -589,6 +589,47 @@ impl Runtime for FakeRuntime {
         st.images.insert(name.clone());
         Ok(format!("sha256:{:064}", name.len()))
     }
+
+    async fn exec(&self, req: api::ExecRequest) -> Result<String> {
+        let mut st = self.lock();
+        self.check(&mut st, "Exec")?;
+        running(&st, &req.container_id)?;
+        if req.cmd.is_empty() {
+            return Err(RuntimeError::Fake("cmd must not be empty".into()));
+        }
+        st.next_id += 1;
+        Ok(format!("http://127.0.0.1:0/exec/fake{}", st.next_id))
+    }
+
+    async fn attach(&self, req: api::AttachRequest) -> Result<String> {
+        let mut st = self.lock();
+        self.check(&mut st, "Attach")?;
+        running(&st, &req.container_id)?;
+        st.next_id += 1;
+        Ok(format!("http://127.0.0.1:0/attach/fake{}", st.next_id))
+    }
+
+    async fn port_forward(&self, sandbox_id: &str) -> Result<String> {
+        let mut st = self.lock();
+        self.check(&mut st, "PortForward")?;
+        if !st.sandboxes.contains_key(sandbox_id) {
+            return Err(RuntimeError::NotFound(sandbox_id.to_string()));
+        }
+        st.next_id += 1;
+        Ok(format!("http://127.0.0.1:0/portforward/fake{}", st.next_id))
+    }
+}
+
+/// Exec and attach need a running container, as containerd's do.
+fn running(st: &State, id: &str) -> Result<()> {
+    let c = st
+        .containers
+        .get(id)
+        .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+    if c.state != api::ContainerState::ContainerRunning {
+        return Err(RuntimeError::Fake(format!("container {id} is not running")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

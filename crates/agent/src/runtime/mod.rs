@@ -117,6 +117,14 @@ pub trait Runtime: Send + Sync + 'static {
         auth: Option<api::AuthConfig>,
         sandbox_config: Option<api::PodSandboxConfig>,
     ) -> Result<String>;
+
+    /// Prepares a command in a running container; returns the URL on the runtime's streaming
+    /// server that runs it once a client upgrades a request to it (SPDY or WebSocket).
+    async fn exec(&self, req: api::ExecRequest) -> Result<String>;
+    /// Prepares an attach to a running container's process; returns the streaming URL.
+    async fn attach(&self, req: api::AttachRequest) -> Result<String>;
+    /// Prepares port forwarding into a sandbox's network namespace; returns the streaming URL.
+    async fn port_forward(&self, sandbox_id: &str) -> Result<String>;
 }
 
 /// The state of a container as the agent reasons about it.

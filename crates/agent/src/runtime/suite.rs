@@ -189,6 +189,30 @@ pub async fn run_in(rt: &dyn Runtime, log_dir: &str) {
         .exec_sync(&quick, words(&["echo", "hi"]), 5)
         .await
         .is_err());
+
+    // Streaming: URLs on the runtime's streaming server for a running container and the
+    // sandbox; an exited container or an unknown one is refused.
+    let exec = |id: &str| api::ExecRequest {
+        container_id: id.to_string(),
+        cmd: vec!["cat".to_string(), "/etc/hostname".to_string()],
+        stdout: true,
+        ..Default::default()
+    };
+    let url = rt.exec(exec(&long)).await.expect("Exec");
+    assert!(url.starts_with("http://"), "exec url {url:?}");
+    let url = rt
+        .attach(api::AttachRequest {
+            container_id: long.clone(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Attach");
+    assert!(url.starts_with("http://"), "attach url {url:?}");
+    let url = rt.port_forward(&sb).await.expect("PortForward");
+    assert!(url.starts_with("http://"), "port-forward url {url:?}");
+    assert!(rt.exec(exec(&quick)).await.is_err());
+    assert!(rt.exec(exec("no-such-container")).await.is_err());
     rt.stop_container(&long, 1).await.expect("StopContainer");
     let st = wait_state(rt, &long, api::ContainerState::ContainerExited).await;
     assert_ne!(st.exit_code, 0);

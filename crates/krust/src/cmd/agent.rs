@@ -34,6 +34,10 @@ pub struct AgentFlags {
     /// Seconds between node status updates.
     #[arg(long, default_value_t = 60)]
     pub status_update_seconds: u64,
+    /// Port of the agent's HTTPS API (logs, exec, port-forward) on the node IP; 0 picks a
+    /// free one. The Node's status.daemonEndpoints says which.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
 }
 
 impl AgentFlags {
@@ -57,6 +61,7 @@ impl AgentFlags {
             max_pods: self.max_pods,
             lease_interval: Duration::from_secs(self.lease_renew_seconds.max(1)),
             status_interval: Duration::from_secs(self.status_update_seconds.max(1)),
+            kubelet_port: self.kubelet_port,
             ..Default::default()
         })
     }
@@ -70,6 +75,19 @@ fn primary_address() -> std::io::Result<std::net::IpAddr> {
     // TEST-NET-3 (RFC 5737): never routed anywhere real, but it selects the default route.
     socket.connect("203.0.113.1:9")?;
     Ok(socket.local_addr()?.ip())
+}
+
+/// The cluster CA of a kubeconfig (DER): the agent's API accepts client certificates it
+/// signed.
+pub async fn cluster_ca(kubeconfig: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    config.root_cert.context(
+        "the kubeconfig has no certificate-authority(-data); the agent's API needs the cluster CA",
+    )
 }
 
 fn hostname() -> anyhow::Result<String> {
@@ -114,7 +132,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             kube::Client::try_from(config)?
         }
     };
-    let config = args.flags.config(args.data_dir)?;
+    let mut config = args.flags.config(args.data_dir)?;
+    config.client_ca = cluster_ca(&args.kubeconfig).await?;
     krust_agent::run(client, config, super::shutdown_signal())
         .await
         .context("node agent")

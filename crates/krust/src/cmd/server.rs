@@ -140,8 +140,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    if let Some(config) = agent_config {
+    if let Some(mut config) = agent_config {
         let client = super::client(&running.kubeconfig).await?;
+        config.client_ca = super::agent::cluster_ca(&running.kubeconfig).await?;
         tokio::spawn(async move {
             if let Err(e) = krust_agent::run(client, config, super::shutdown_signal()).await {
                 tracing::error!(error = ?anyhow::Error::from(e), "node agent stopped");

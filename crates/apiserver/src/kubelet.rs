@@ -1,0 +1,560 @@
+//! The API server as a client of node agents (kubelets), for `pods/log`, `pods/exec`,
+//! `pods/attach` and `pods/portforward`.
+//!
+//! It authenticates with a client certificate the cluster CA signs at start-up
+//! (`kube-apiserver-kubelet-client`, group `system:masters`, as upstream's). Like
+//! kube-apiserver without `--kubelet-certificate-authority`, it does not verify the agent's
+//! serving certificate (agents make their own). One connection per request: a plain request
+//! streams the agent's answer back (followed logs); an upgrade request (SPDY or WebSocket)
+//! becomes, after the agent's `101`, a byte-for-byte tunnel between client and agent.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use krust_machinery::ApiError;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use serde_json::Value;
+
+use crate::body::{self, Body};
+use crate::request::ResourcePath;
+use crate::rest::Rest;
+
+/// The identity the API server presents to agents.
+pub const CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+/// The port agents listen on when their Node does not say.
+pub const DEFAULT_PORT: u16 = 10250;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts any serving certificate (agents' are self-signed) while still checking that the
+/// handshake is signed by the key of the certificate presented.
+#[derive(Debug)]
+struct AnyServerCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What can go wrong making the client.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletClientError {
+    #[error("making the kubelet client certificate")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("kubelet client TLS")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("kubelet client TLS configuration")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A client of node agents' HTTPS APIs.
+#[derive(Clone)]
+pub struct KubeletClient {
+    tls: tokio_rustls::TlsConnector,
+}
+
+/// Where an agent listens.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl KubeletClient {
+    /// A client with a fresh certificate signed by the cluster CA.
+    pub fn new(ca_cert_pem: &str, ca_key_pem: &str) -> Result<KubeletClient, KubeletClientError> {
+        let (cert, key) =
+            crate::pki::client_cert(ca_cert_pem, ca_key_pem, CLIENT_USER, &["system:masters"])?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+            .with_client_auth_cert(crate::tls::certs(&cert)?, crate::tls::key(&key)?)?;
+        // Upgrades need HTTP/1.1.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(KubeletClient {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// Sends `method path_and_query` with `headers` to the agent at `to` and relays its
+    /// answer. With `upgrade` (the client's pending upgrade), a `101` from the agent joins
+    /// the client's connection to the agent's in a background task.
+    pub async fn forward(
+        &self,
+        to: &Endpoint,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<Body>, ApiError> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            ApiError::internal(format!("error dialing backend: {}:{}: {e}", to.ip, to.port))
+        };
+        let mut req = http::Request::builder().method(method).uri(path_and_query);
+        for (k, v) in headers {
+            // The client's own credentials are for the API server, not for the agent.
+            if k != http::header::HOST
+                && k != http::header::AUTHORIZATION
+                && k != http::header::CONTENT_LENGTH
+            {
+                req = req.header(k, v);
+            }
+        }
+        let req = req
+            .header(http::header::HOST, format!("{}:{}", to.ip, to.port))
+            .body(Empty::<Bytes>::new())
+            .map_err(ApiError::internal)?;
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let tcp = tokio::net::TcpStream::connect((to.ip, to.port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = self
+                .tls
+                .connect(ServerName::IpAddress(to.ip.into()), tcp)
+                .await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+            Ok::<_, std::io::Error>(sender)
+        })
+        .await;
+        let mut sender = match connected {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(unreachable(&e)),
+            Err(_) => return Err(unreachable(&"timed out")),
+        };
+        let mut resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = upgrade else {
+                return Err(ApiError::internal(
+                    "the node agent switched protocols on a plain request",
+                ));
+            };
+            let agent_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::join!(client_upgrade, agent_upgrade) {
+                    (Ok(c), Ok(a)) => {
+                        let (mut c, mut a) = (TokioIo::new(c), TokioIo::new(a));
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut a).await {
+                            tracing::debug!("stream to the node agent ended: {e}");
+                        }
+                    }
+                    (Err(e), _) | (_, Err(e)) => tracing::debug!("stream upgrade failed: {e}"),
+                }
+            });
+            let mut answer = Response::new(body::empty());
+            *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            *answer.headers_mut() = resp.headers().clone();
+            return Ok(answer);
+        }
+        if !resp.status().is_success() {
+            // The agent answers errors in plain text; clients want a Status.
+            let code = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let msg = String::from_utf8_lossy(&bytes).trim().to_string();
+            return Err(agent_error(code, msg));
+        }
+        let (parts, incoming) = resp.into_parts();
+        let mut out = Response::new(incoming.map_err(std::io::Error::other).boxed());
+        *out.status_mut() = parts.status;
+        if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
+            out.headers_mut()
+                .insert(http::header::CONTENT_TYPE, ct.clone());
+        }
+        Ok(out)
+    }
+}
+
+/// The Status for an agent's error answer.
+fn agent_error(code: StatusCode, msg: String) -> ApiError {
+    match code {
+        StatusCode::NOT_FOUND => ApiError::bad_request(msg),
+        StatusCode::BAD_REQUEST => ApiError::bad_request(msg),
+        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ApiError::forbidden(msg),
+        _ => ApiError::internal(msg),
+    }
+}
+
+/// Whether a WebSocket upgrade offers only protocols that need the API server to translate
+/// them to SPDY for the node (`v5.channel.k8s.io`, which half-closes stdin, and SPDY
+/// tunnelled in WebSocket for port-forward). krust does not translate: it refuses them before
+/// anything runs, and client-go (kubectl 1.30+) then retries with SPDY, which the node's
+/// runtime speaks. Older WebSocket protocols (`v4.channel.k8s.io`, ...) pass through.
+pub fn needs_translation(headers: &HeaderMap) -> bool {
+    let websocket = headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("websocket"));
+    websocket
+        && headers
+            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|p| p == "v5.channel.k8s.io" || p.starts_with("SPDY/3.1+"))
+}
+
+/// `pods/{log,exec,attach,portforward}`: checks the pod and container as upstream does,
+/// finds the pod's node and forwards the request to its agent.
+pub async fn pod_subresource(
+    rest: &Rest,
+    client: Option<&KubeletClient>,
+    rp: &ResourcePath<'_>,
+    name: &str,
+    sub: &str,
+    mut parts: http::request::Parts,
+) -> Result<Response<Body>, ApiError> {
+    let client = client.ok_or_else(|| ApiError::internal("no client for node agents"))?;
+    let main = ResourcePath {
+        info: rp.info,
+        namespace: rp.namespace.clone(),
+        name: None,
+        subresource: None,
+        legacy_watch: false,
+    };
+    let (pod, _) = rest.get(&main, name).await?;
+    let ns = rp.namespace.clone().unwrap_or_default();
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let param = |k: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let streaming = sub != "log";
+    if streaming {
+        if needs_translation(&parts.headers) {
+            return Err(ApiError::bad_request(
+                "WebSocket stream protocols v5.channel.k8s.io and SPDY tunnelling are not served; use SPDY/3.1 or v4.channel.k8s.io",
+            ));
+        }
+        if !parts.headers.contains_key(http::header::UPGRADE) {
+            return Err(ApiError::bad_request("Upgrade request required"));
+        }
+    }
+    let container = if sub == "portforward" {
+        None
+    } else {
+        Some(pick_container(&pod, name, param("container"))?)
+    };
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    let Some(node) = node else {
+        if sub == "log" {
+            // As upstream: an unscheduled pod has no logs yet.
+            return Ok(Response::new(body::empty()));
+        }
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    };
+    let to = node_endpoint(rest, node).await?;
+    let path = agent_path(sub, &ns, name, container.as_deref(), &query);
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    client
+        .forward(
+            &to,
+            parts.method.clone(),
+            &path,
+            &parts.headers,
+            streaming.then_some(upgrade).flatten(),
+        )
+        .await
+}
+
+/// The agent's path and query for a pod subresource request (upstream's kubelet API).
+fn agent_path(
+    sub: &str,
+    ns: &str,
+    name: &str,
+    container: Option<&str>,
+    query: &[(String, String)],
+) -> String {
+    let param = |k: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    let on = |v: Option<&str>| v.is_some_and(|v| matches!(v, "true" | "1" | "True" | "TRUE"));
+    let path = match sub {
+        "log" => {
+            for k in [
+                "follow",
+                "previous",
+                "timestamps",
+                "tailLines",
+                "sinceSeconds",
+                "sinceTime",
+                "limitBytes",
+            ] {
+                if let Some(v) = param(k) {
+                    q.append_pair(k, v);
+                }
+            }
+            format!(
+                "/containerLogs/{}/{}/{}",
+                enc(ns),
+                enc(name),
+                enc(container.unwrap_or_default())
+            )
+        }
+        "exec" | "attach" => {
+            for (k, v) in query {
+                if k == "command" {
+                    q.append_pair("command", v);
+                }
+            }
+            // Upstream's names for the kubelet's stream parameters.
+            for (api, kubelet) in [
+                ("stdin", "input"),
+                ("stdout", "output"),
+                ("stderr", "error"),
+                ("tty", "tty"),
+            ] {
+                if on(param(api)) {
+                    q.append_pair(kubelet, "1");
+                }
+            }
+            let verb = if sub == "exec" { "exec" } else { "attach" };
+            format!(
+                "/{verb}/{}/{}/{}",
+                enc(ns),
+                enc(name),
+                enc(container.unwrap_or_default())
+            )
+        }
+        _ => {
+            for (k, v) in query {
+                if k == "ports" {
+                    q.append_pair("ports", v);
+                }
+            }
+            format!("/portForward/{}/{}", enc(ns), enc(name))
+        }
+    };
+    let q = q.finish();
+    if q.is_empty() {
+        path
+    } else {
+        format!("{path}?{q}")
+    }
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn names(pod: &Value, field: &str) -> Vec<String> {
+    pod.pointer(&format!("/spec/{field}"))
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The container a request means: the one it names (any kind), else the pod's only one.
+fn pick_container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
+    let app = names(pod, "containers");
+    if let Some(c) = asked {
+        let known = app
+            .iter()
+            .chain(names(pod, "initContainers").iter())
+            .chain(names(pod, "ephemeralContainers").iter())
+            .any(|n| n == c);
+        if !known {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        return Ok(c.to_string());
+    }
+    match app.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}"
+        ))),
+        many => {
+            let mut msg = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                many.join(" ")
+            );
+            let init = names(pod, "initContainers");
+            if !init.is_empty() {
+                msg.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
+            }
+            Err(ApiError::bad_request(msg))
+        }
+    }
+}
+
+/// A node's agent: its first InternalIP (else ExternalIP) and the port its status names.
+async fn node_endpoint(rest: &Rest, node: &str) -> Result<Endpoint, ApiError> {
+    let info = rest
+        .registry
+        .lookup("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
+    let rp = ResourcePath {
+        info,
+        namespace: None,
+        name: None,
+        subresource: None,
+        legacy_watch: false,
+    };
+    let (obj, _) = rest.get(&rp, node).await?;
+    let addresses = obj
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ip = ["InternalIP", "ExternalIP"].iter().find_map(|t| {
+        addresses
+            .iter()
+            .filter(|a| a.get("type").and_then(Value::as_str) == Some(*t))
+            .find_map(|a| a.get("address").and_then(Value::as_str)?.parse().ok())
+    });
+    let Some(ip) = ip else {
+        return Err(ApiError::bad_request(format!(
+            "node {node} has no InternalIP or ExternalIP address; known addresses: {}",
+            Value::Array(addresses)
+        )));
+    };
+    let port = obj
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(DEFAULT_PORT);
+    Ok(Endpoint { ip, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_protocols_that_need_translation() {
+        let h = |upgrade: &str, protocols: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::UPGRADE, upgrade.parse().expect("header"));
+            m.insert(
+                http::header::SEC_WEBSOCKET_PROTOCOL,
+                protocols.parse().expect("header"),
+            );
+            needs_translation(&m)
+        };
+        assert!(h("websocket", "v5.channel.k8s.io, v4.channel.k8s.io"));
+        assert!(h("websocket", "SPDY/3.1+portforward.k8s.io"));
+        assert!(!h("websocket", "v4.channel.k8s.io"));
+        assert!(!h("SPDY/3.1", "v5.channel.k8s.io"));
+    }
+
+    #[test]
+    fn the_container_a_request_means() {
+        let pod = serde_json::json!({"spec": {
+            "initContainers": [{"name": "init"}],
+            "containers": [{"name": "a"}, {"name": "b"}]}});
+        assert_eq!(pick_container(&pod, "p", Some("b")).expect("b"), "b");
+        assert_eq!(
+            pick_container(&pod, "p", Some("init")).expect("init"),
+            "init"
+        );
+        let e = pick_container(&pod, "p", Some("x")).expect_err("unknown");
+        assert_eq!(
+            e.to_string(),
+            ApiError::bad_request("container x is not valid for pod p").to_string()
+        );
+        let e = pick_container(&pod, "p", None).expect_err("ambiguous");
+        assert_eq!(e.code(), 400);
+        assert!(e.to_status()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("choose one of: [a b] or one of the init containers: [init]"));
+        let one = serde_json::json!({"spec": {"containers": [{"name": "only"}]}});
+        assert_eq!(pick_container(&one, "p", None).expect("only"), "only");
+    }
+
+    #[test]
+    fn makes_a_client() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki =
+            crate::pki::Pki::load_or_create(dir.path(), &["127.0.0.1".to_string()]).expect("pki");
+        KubeletClient::new(&pki.ca_cert_pem, &pki.ca_key_pem).expect("client");
+    }
+}
