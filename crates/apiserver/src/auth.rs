@@ -1,5 +1,6 @@
-//! The request chain's first two links: authentication (x509 client certificates; the
-//! subject's CN is the user, its O entries the groups) and authorization.
+//! The request chain's first two links: authentication (x509 client certificates, whose
+//! subject's CN is the user and O entries the groups; else a service account bearer token,
+//! checked by `serviceaccount`) and authorization.
 
 use rustls::pki_types::CertificateDer;
 

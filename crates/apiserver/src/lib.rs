@@ -4,6 +4,9 @@
 //!   admission -> REST storage); `tls` and `pki` for HTTPS and the cluster's certificates;
 //!   `auth` for identities and authorizers; `kubelet` for `pods/log`, `exec`, `attach` and
 //!   `portforward`, forwarded to the pod's node agent (upgrades tunnelled).
+//!   `token` signs and checks service account
+//!   tokens, `serviceaccount` serves TokenRequest, bearer authentication and the identity
+//!   endpoints (SelfSubjectReview, TokenReview, OIDC discovery).
 //! - `request`: API paths and query parameters; `rest`: generic storage for every kind;
 //!   `strategy`: kind-specific rules; `admission`: mutating admission plugins on create
 //!   (DefaultTolerationSeconds); `alloc`: Service IPs and node ports.
@@ -24,8 +27,10 @@ pub mod pki;
 pub mod request;
 pub mod rest;
 pub mod server;
+pub mod serviceaccount;
 pub mod strategy;
 pub mod tls;
+pub mod token;
 pub mod watch;
 
 pub use server::{start, Config, Running};

@@ -93,7 +93,7 @@ fn kind_has_spec(obj: &Value) -> bool {
 }
 
 /// The random suffix upstream appends to `generateName`.
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
@@ -281,7 +281,8 @@ impl Rest {
             krust_machinery::defaults::set_job_selector(&mut obj);
         }
         glue::apply_defaults(info, &mut obj);
-        crate::admission::admit_create(info, &mut obj);
+        let sa = crate::admission::service_account_of(self, info, &obj).await;
+        crate::admission::admit_create(info, &mut obj, sa.as_ref());
         let causes = glue::validate_create(info, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, &name, causes));

@@ -38,6 +38,8 @@ pub struct ApiServer {
     server_address: String,
     /// Client of node agents, for pods' log, exec, attach and portforward.
     kubelet: Option<crate::kubelet::KubeletClient>,
+    /// Service account token signing and checking (`serviceaccount`).
+    pub(crate) tokens: Option<Arc<crate::token::Tokens>>,
 }
 
 fn status_response(
@@ -121,7 +123,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
 }
 
 /// Decodes a request body by its content type into JSON plus duplicate-field paths.
-fn decode_body(content_type: &str, bytes: &[u8]) -> Result<codec::Parsed, ApiError> {
+pub(crate) fn decode_body(content_type: &str, bytes: &[u8]) -> Result<codec::Parsed, ApiError> {
     if krust_machinery::proto::is_protobuf(content_type) {
         let value = krust_machinery::proto::decode(bytes)
             .map_err(|e| ApiError::bad_request(format!("decoding protobuf body: {e}")))?;
@@ -152,6 +154,7 @@ impl ApiServer {
             openapi,
             server_address,
             kubelet: None,
+            tokens: None,
         }
     }
 
@@ -220,6 +223,10 @@ impl ApiServer {
         } else {
             read_body(incoming).await
         };
+        let who = match who {
+            Some(w) => Some(w),
+            None => self.bearer_identity(&parts.headers).await,
+        };
         let Some(who) = who else {
             return error_response(&ApiError::Unauthorized);
         };
@@ -265,6 +272,13 @@ impl ApiServer {
             .to_string();
         if let Some(rest) = path.strip_prefix("/openapi/") {
             return self.openapi(rest, &q, &accept);
+        }
+        let ct = content_type(&parts.headers);
+        if let Some(r) = self
+            .identity_route(who, &parts.method, &path, &ct, &body)
+            .await
+        {
+            return r.map(reply);
         }
         let target = parse_path(&self.registry, &path)?;
         let rp = match target {
@@ -316,7 +330,6 @@ impl ApiServer {
             )));
         }
         let table = wants_table(&parts.headers);
-        let ct = content_type(&parts.headers);
         let validation =
             FieldValidation::parse(q.get("fieldValidation")).map_err(ApiError::bad_request)?;
         let ctx = WriteCtx {
@@ -369,6 +382,9 @@ impl ApiServer {
             }
             ("create", Some(name), Some("binding")) => {
                 self.bind(&rp, &name, &ct, &body).await.map(reply)
+            }
+            ("create", Some(name), Some("token")) => {
+                self.token_request(&rp, &name, &ct, &body).await.map(reply)
             }
             ("create", Some(name), Some("eviction")) => {
                 self.evict(&rp, &name, &ct, &body, ctx.dry_run).await
@@ -1147,14 +1163,17 @@ pub async fn start(
         alloc,
     };
     let kubelet = crate::kubelet::KubeletClient::new(&pki.ca_cert_pem, &pki.ca_key_pem)?;
-    let server = Arc::new(
-        ApiServer::new(
-            rest,
-            Box::new(auth::AllowAllAuthenticated),
-            format!("{host}:{}", addr.port()),
-        )
-        .with_kubelet_client(kubelet),
-    );
+    let mut server = ApiServer::new(
+        rest,
+        Box::new(auth::AllowAllAuthenticated),
+        format!("{host}:{}", addr.port()),
+    )
+    .with_kubelet_client(kubelet);
+    server.tokens = Some(Arc::new(crate::token::Tokens::load_or_create(
+        &config.data_dir.join("tls"),
+        crate::token::DEFAULT_ISSUER,
+    )?));
+    let server = Arc::new(server);
     server.bootstrap().await?;
     let tls = crate::tls::server_config(&pki)?;
     let handler = move |who: Option<Identity>, req| server.clone().handle(who, req);

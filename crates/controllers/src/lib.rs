@@ -14,7 +14,9 @@
 //!   [`cronjob`] (with its schedule parser), [`garbagecollector`], [`endpoints`]
 //!   (`endpoint` and `endpointslice`), [`nodelifecycle`] (health, condition taints and
 //!   taint-based eviction), [`nodeipam`] (pod CIDRs), [`disruption`]
-//!   (PodDisruptionBudget status) and [`podgc`] (pods no kubelet will finish).
+//!   (PodDisruptionBudget status), [`podgc`] (pods no kubelet will finish) and
+//!   [`rootcacertpublisher`] (`root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in
+//!   every namespace).
 //!
 //! [`run`] starts the caches, waits until they are filled, then runs every enabled controller
 //! until `shutdown` resolves.
@@ -33,6 +35,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod rootcacertpublisher;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod util;
@@ -72,6 +75,9 @@ pub struct ControllerConfig {
     pub node_cidr_mask_size: u8,
     /// Which controllers run: names as upstream's `--controllers`, `*` for all.
     pub controllers: Vec<String>,
+    /// The cluster CA (PEM) that `root-ca-cert-publisher` publishes; without it that
+    /// controller does not run.
+    pub root_ca: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -82,6 +88,7 @@ impl Default for ControllerConfig {
             cluster_cidr: "10.42.0.0/16".to_string(),
             node_cidr_mask_size: 24,
             controllers: vec!["*".to_string()],
+            root_ca: None,
         }
     }
 }
@@ -250,6 +257,17 @@ pub async fn run(
     }
     if cfg.enabled("podgc") {
         tasks.spawn(podgc::run(shared.clone(), shutdown.clone()));
+    }
+    match cfg.root_ca.clone() {
+        Some(ca) if cfg.enabled("root-ca-cert-publisher") => {
+            tasks.spawn(rootcacertpublisher::run(
+                shared.clone(),
+                ca,
+                shutdown.clone(),
+            ));
+        }
+        Some(_) => {}
+        None => tracing::info!("no root CA given: root-ca-cert-publisher does not run"),
     }
     if cfg.enabled("garbagecollector") {
         tasks.spawn(garbagecollector::run(shared.clone(), shutdown.clone()));

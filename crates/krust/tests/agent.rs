@@ -422,6 +422,7 @@ spec:
     for want in ["hi-from-configmap", "password=s3cret", "init-was-here"] {
         assert!(text.contains(want), "{want} missing from the log:\n{text}");
     }
+    service_account_and_downward_api_volumes(&s, &agent);
 
     // A crashing container restarts, then waits in CrashLoopBackOff.
     s.kubectl_ok(
@@ -1243,4 +1244,83 @@ fn agent_streams_logs_exec_and_port_forward() {
     for p in ["talker", "restarter", "web"] {
         s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
     }
+}
+
+/// The kube-api-access volume (token, CA, namespace) and a downwardAPI volume seen from inside
+/// a container; the token file's token authenticates as the pod's ServiceAccount.
+fn service_account_and_downward_api_volumes(s: &Server, agent: &Agent) {
+    const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: sa-reader
+  labels: {{app: sa-reader, tier: test}}
+spec:
+  nodeName: {NODE}
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo ns=$(cat {SA_DIR}/namespace); echo token-parts=$(tr . ' ' < {SA_DIR}/token | wc -w); grep -c 'BEGIN CERTIFICATE' {SA_DIR}/ca.crt; cat /etc/podinfo/labels; echo; echo name=$(cat /etc/podinfo/name); echo mem=$(cat /etc/podinfo/mem); stat -c mode=%a /etc/podinfo/name"]
+    resources:
+      limits: {{memory: 64Mi}}
+    volumeMounts:
+    - {{name: podinfo, mountPath: /etc/podinfo}}
+  volumes:
+  - name: podinfo
+    downwardAPI:
+      defaultMode: 0600
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+      - {{path: name, fieldRef: {{fieldPath: metadata.name}}}}
+      - {{path: mem, resourceFieldRef: {{containerName: c, resource: limits.memory, divisor: 1Mi}}}}
+"#
+    );
+    s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(&pod));
+    wait_phase(s, agent, "sa-reader", "Succeeded", Duration::from_secs(60));
+    let uid = jsonpath(s, "pod/sa-reader", "{.metadata.uid}");
+    let log = agent
+        .data_dir
+        .join(format!("pods/default_sa-reader_{uid}/c/0.log"));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for want in [
+        "ns=default",
+        "token-parts=3",
+        "F 1\n",
+        "app=\"sa-reader\"",
+        "tier=\"test\"",
+        "name=sa-reader",
+        "mem=64",
+        "mode=600",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} missing from the log:\n{text}"
+        );
+    }
+    // The token the agent wrote for the pod authenticates as the pod's ServiceAccount.
+    let vol = jsonpath(s, "pod/sa-reader", "{.spec.volumes[1].name}");
+    assert!(vol.starts_with("kube-api-access-"), "{vol}");
+    let token = std::fs::read_to_string(agent.data_dir.join(format!("volumes/{uid}/{vol}/token")))
+        .expect("token file");
+    let (ca, _, _) = s.client_files();
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "--cacert"])
+        .arg(&ca)
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+        .args(["-X", "POST", "-H", "Content-Type: application/json", "-d"])
+        .arg(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#)
+        .arg(format!(
+            "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            s.url
+        ))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains("system:serviceaccount:default:default"),
+        "{body}"
+    );
+    s.kubectl(&["delete", "pod", "sa-reader", "--timeout=60s"]);
 }

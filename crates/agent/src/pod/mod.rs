@@ -1,6 +1,8 @@
 //! Running the node's pods.
 //!
 //! - [`spec`]: Pod -> CRI sandbox and container configs.
+//! - [`volumes`] and [`projection`]: what containers read besides their image (env sources,
+//!   volume files, service account tokens).
 //! - [`plan`]: the pure per-pod state machine (documented there).
 //! - [`status`]: the pure status computation.
 //! - [`pull`]: pull policy, imagePullSecrets credentials and pull back-off.
@@ -18,6 +20,7 @@
 pub mod events;
 pub mod plan;
 pub mod probe;
+pub mod projection;
 pub mod pull;
 pub mod spec;
 pub mod status;

@@ -1,9 +1,12 @@
 //! What a pod's containers read besides their image: environment values from ConfigMaps and
-//! Secrets, and volumes (emptyDir, hostPath, configMap, secret) as bind mounts.
+//! Secrets, and volumes (emptyDir, hostPath, configMap, secret; downwardAPI and projected
+//! from `projection`) as bind mounts.
 //!
-//! Volume contents live under `<volumes root>/<pod uid>/<volume name>/`; configMap and secret
-//! volumes are (re)written before each container start, so a restarted container sees the
-//! current data. They go when the pod goes.
+//! Volume contents live under `<volumes root>/<pod uid>/<volume name>/`; configMap, secret,
+//! downwardAPI and projected volumes are (re)written before each container start, so a
+//! restarted container sees the current data, and when a projected token is due for
+//! refresh. Each file is replaced by a rename, so a reader never sees half a file. They go
+//! when the pod goes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -11,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Volume};
 use kube::Api;
 
+use super::projection;
 use crate::runtime::api;
 
 /// The ConfigMaps and Secrets a pod refers to, as fetched (`None`: not found).
@@ -18,6 +22,8 @@ use crate::runtime::api;
 pub struct Sources {
     pub config_maps: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// Service account tokens for projected volumes, by audience and lifetime.
+    pub tokens: BTreeMap<projection::TokenKey, projection::Token>,
 }
 
 /// Why a container's config cannot be made (upstream's `CreateContainerConfigError`).
@@ -102,6 +108,7 @@ pub fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
             secrets.insert(s);
         }
     }
+    projection::referenced(pod, &mut cms, &mut secrets);
     (cms, secrets)
 }
 
@@ -121,11 +128,12 @@ pub async fn fetch(client: &kube::Client, pod: &Pod) -> Result<Sources, kube::Er
         let s = secret_api.get_opt(&name).await?;
         out.secrets.insert(name, s.as_ref().map(secret_data));
     }
+    out.tokens = projection::fetch_tokens(client, pod).await?;
     Ok(out)
 }
 
 impl Sources {
-    fn data(
+    pub(crate) fn data(
         &self,
         kind: &'static str,
         name: &str,
@@ -235,14 +243,14 @@ pub struct VolumeFile {
 }
 
 /// A relative path that stays inside the volume.
-fn safe_relative(p: &str) -> Option<PathBuf> {
+pub(crate) fn safe_relative(p: &str) -> Option<PathBuf> {
     let path = Path::new(p);
     path.components()
         .all(|c| matches!(c, Component::Normal(_)))
         .then(|| path.to_path_buf())
 }
 
-fn files_of(
+pub(crate) fn files_of(
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     default_mode: u32,
@@ -295,7 +303,8 @@ pub enum Prepared {
     },
 }
 
-/// What each of the pod's volumes should be, from the fetched sources.
+/// What each of the pod's volumes should be, from the fetched sources. `plan_volume` needs
+/// the pod for downward API values.
 pub fn plan_volumes(pod: &Pod, sources: &Sources) -> Result<Vec<(String, Prepared)>, SourceError> {
     let mut out = Vec::new();
     for v in pod
@@ -305,12 +314,12 @@ pub fn plan_volumes(pod: &Pod, sources: &Sources) -> Result<Vec<(String, Prepare
         .into_iter()
         .flatten()
     {
-        out.push((v.name.clone(), plan_volume(v, sources)?));
+        out.push((v.name.clone(), plan_volume(pod, v, sources)?));
     }
     Ok(out)
 }
 
-fn plan_volume(v: &Volume, sources: &Sources) -> Result<Prepared, SourceError> {
+fn plan_volume(pod: &Pod, v: &Volume, sources: &Sources) -> Result<Prepared, SourceError> {
     let mode =
         |m: Option<i32>, default: u32| m.and_then(|m| u32::try_from(m).ok()).unwrap_or(default);
     if let Some(cm) = &v.config_map {
@@ -352,6 +361,12 @@ fn plan_volume(v: &Volume, sources: &Sources) -> Result<Prepared, SourceError> {
     if v.empty_dir.is_some() {
         return Ok(Prepared::Dir(Vec::new()));
     }
+    if let Some(d) = &v.downward_api {
+        return projection::downward_api(pod, d, &v.name).map(Prepared::Dir);
+    }
+    if let Some(p) = &v.projected {
+        return projection::projected(pod, p, sources, &v.name).map(Prepared::Dir);
+    }
     Err(SourceError::Volume {
         volume: v.name.clone(),
         message: "this volume type is not supported by the krust agent yet".to_string(),
@@ -379,10 +394,7 @@ pub fn prepare(
                     if let Some(parent) = path.parent() {
                         std::fs::create_dir_all(parent).map_err(io)?;
                     }
-                    std::fs::write(&path, &f.data).map_err(io)?;
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
-                        .map_err(io)?;
+                    write_atomic(&path, &f.data, f.mode).map_err(io)?;
                 }
                 paths.insert(name.clone(), dir);
             }
@@ -402,6 +414,16 @@ pub fn prepare(
         }
     }
     Ok(paths)
+}
+
+/// Replaces `path` with `data` by a rename, so a container never reads half a file.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{}.tmp", name.unwrap_or_default()));
+    std::fs::write(&tmp, data)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The CRI mounts of container `c`, given each volume's host path.
@@ -433,14 +455,20 @@ pub fn mounts(
     Ok(out)
 }
 
-/// Volumes that are mounted read-only whatever the mount says (configMap, secret).
+/// Volumes that are mounted read-only whatever the mount says (configMap, secret,
+/// downwardAPI, projected).
 pub fn read_only_volumes(pod: &Pod) -> BTreeSet<String> {
     pod.spec
         .as_ref()
         .and_then(|s| s.volumes.as_ref())
         .into_iter()
         .flatten()
-        .filter(|v| v.config_map.is_some() || v.secret.is_some())
+        .filter(|v| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+        })
         .map(|v| v.name.clone())
         .collect()
 }

@@ -26,8 +26,8 @@ use super::probe::{self, ProbeType};
 use super::pull;
 use super::spec::{self, Kind, PodEnvContext};
 use super::status::{self, Inputs};
-use super::volumes;
 use super::PodContext;
+use super::{projection, volumes};
 use crate::labels;
 use crate::runtime::{api, container_state, sandbox_ready, Runtime, RuntimeError};
 
@@ -95,6 +95,8 @@ pub struct Worker {
     probes: Tasks<(String, ProbeType)>,
     /// Containers being killed for a failed liveness or startup probe.
     killing: HashMap<String, JoinHandle<()>>,
+    /// When the pod's projected service account tokens are due to be replaced.
+    token_refresh: Option<SystemTime>,
 }
 
 fn now_nanos() -> i64 {
@@ -148,6 +150,7 @@ impl Worker {
             results: Arc::new(probe::Results::default()),
             probes: Tasks::default(),
             killing: HashMap::new(),
+            token_refresh: None,
         }
     }
 
@@ -215,6 +218,21 @@ impl Worker {
         Duration::from_millis(500)
             .saturating_mul(1 << self.failures.min(8))
             .min(MAX_RETRY)
+    }
+
+    /// Rewrites the pod's volumes with fresh tokens (and current ConfigMaps and Secrets).
+    async fn refresh_volumes(&mut self, pod: &Pod) -> Result<(), SyncError> {
+        let fetched = volumes::fetch(&self.ctx.client, pod).await?;
+        let root = self.ctx.volumes_root.join(&self.uid);
+        volumes::plan_volumes(pod, &fetched)
+            .and_then(|planned| volumes::prepare(&root, &planned))
+            .map_err(|e| SyncError::Image {
+                reason: "FailedMount".to_string(),
+                message: e.to_string(),
+            })?;
+        self.token_refresh = projection::next_refresh(&fetched.tokens);
+        tracing::debug!(uid = %self.uid, "projected tokens refreshed");
+        Ok(())
     }
 
     /// What the runtime holds for this pod.
@@ -298,6 +316,9 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30);
+        if self.token_refresh.is_some_and(|at| SystemTime::now() >= at) {
+            self.refresh_volumes(pod).await?;
+        }
         let mut failure = None;
         for _round in 0..8 {
             let obs = self.observe().await?;
@@ -379,7 +400,9 @@ impl Worker {
                         node_name: self.ctx.node_name.clone(),
                     };
                     if sources.is_none() {
-                        sources = Some(volumes::fetch(&self.ctx.client, pod).await?);
+                        let fetched = volumes::fetch(&self.ctx.client, pod).await?;
+                        self.token_refresh = projection::next_refresh(&fetched.tokens);
+                        sources = Some(fetched);
                     }
                     let srcs = sources.clone().unwrap_or_default();
                     let volume_root = self.ctx.volumes_root.join(&self.uid);

@@ -26,6 +26,10 @@ pub struct Args {
     /// Controllers to run: `*` for all, `-name` to leave one out (comma separated).
     #[arg(long, default_value = "*", value_delimiter = ',')]
     controllers: Vec<String>,
+    /// The cluster CA bundle published to every namespace as the `kube-root-ca.crt`
+    /// ConfigMap (as upstream's flag); without it that controller does not run.
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
 }
 
 /// Parses `40s`, `500ms`, `2m`, `1h` or plain seconds.
@@ -47,12 +51,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = super::client(&args.kubeconfig).await?;
+    let root_ca = match &args.root_ca_file {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
+        }
+        None => None,
+    };
     let config = ControllerConfig {
         node_monitor_grace_period: args.node_monitor_grace_period,
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask_size: args.node_cidr_mask_size,
         controllers: args.controllers,
+        root_ca,
     };
     krust_controllers::run(client, config, super::shutdown_signal()).await;
     Ok(())

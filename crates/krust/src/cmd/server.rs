@@ -107,6 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let kubeconfig_out = kubeconfig_out.unwrap_or_else(|| data_dir.join("admin.kubeconfig"));
+    let data_dir_tls = data_dir.join("tls");
     let config = krust_apiserver::Config {
         listen,
         data_dir,
@@ -123,6 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             cluster_cidr,
             node_cidr_mask_size,
             node_monitor_grace_period,
+            root_ca: std::fs::read_to_string(data_dir_tls.join("ca.crt")).ok(),
             ..Default::default()
         };
         tokio::spawn(krust_controllers::run(
