@@ -15,7 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-use crate::util::{api_code, is_conflict, is_not_found, Backoff, Result};
+use crate::util::{lost_namespace_race, Backoff, Result};
 use crate::{Shared, Shutdown};
 
 pub const NAME: &str = "kube-root-ca.crt";
@@ -108,9 +108,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
         };
         match result {
             Ok(_) => {}
-            // Someone else wrote it meanwhile (the watch brings us back), or the namespace is
-            // going away.
-            Err(e) if is_conflict(&e) || is_not_found(&e) || api_code(&e) == Some(403) => {}
+            Err(e) if lost_namespace_race(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }

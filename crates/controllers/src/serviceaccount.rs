@@ -11,7 +11,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use crate::util::{api_code, is_conflict, is_not_found, Backoff, Result};
+use crate::util::{lost_namespace_race, Backoff, Result};
 use crate::{Shared, Shutdown};
 
 pub const DEFAULT: &str = "default";
@@ -68,8 +68,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
         };
         match api.create(&PostParams::default(), &sa).await {
             Ok(_) => {}
-            // Exists already (our cache is behind) or the namespace is going away.
-            Err(e) if is_conflict(&e) || is_not_found(&e) || api_code(&e) == Some(403) => {}
+            Err(e) if lost_namespace_race(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -50,6 +50,13 @@ pub fn is_conflict(e: &kube::Error) -> bool {
     api_code(e) == Some(409)
 }
 
+/// True when a write of a per-namespace object lost a harmless race: someone else wrote it
+/// (409; the watch brings the controller back), or the namespace is gone or terminating
+/// (404, 403).
+pub fn lost_namespace_race(e: &kube::Error) -> bool {
+    is_conflict(e) || is_not_found(e) || api_code(e) == Some(403)
+}
+
 /// Per-key exponential backoff for failed reconciles, as upstream's rate-limited work queue:
 /// 100 ms doubling up to 60 s, forgotten after a success.
 #[derive(Default)]

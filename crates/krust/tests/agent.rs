@@ -50,10 +50,6 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(server: &Server) -> Agent {
-        Agent::start_node(server, NODE, BRIDGE, "10.42.250.0/24")
-    }
-
     /// An agent for node `node` (tests running at once need their own name and bridge).
     fn start_node(
         server: &Server,
@@ -196,26 +192,10 @@ fn agent_runs_pods_with_containerd() {
     }
     let s = Server::start();
     // The Node exists with its podCIDR before the agent registers (so the node IPAM
-    // controller leaves it alone); the agent picks the CIDR up for its bridge.
-    s.kubectl_ok(
-        common::KUBECTL,
-        &["create", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\nspec:\n  podCIDR: {CIDR}\n  podCIDRs: [{CIDR}]\n"
-        )),
-    );
-    let mut agent = Agent::start(&s);
-
-    // The node registers and turns Ready (containerd started, images built and imported).
+    // controller leaves it alone); the agent picks the CIDR up for its bridge. The node
+    // registers and turns Ready (containerd started, images built and imported).
     let t = Instant::now();
-    let ready = eventually(Duration::from_secs(90), || {
-        jsonpath(
-            &s,
-            &format!("node/{NODE}"),
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        ) == "True"
-    });
-    assert!(ready, "node not Ready; agent log:\n{}", agent.log());
+    let mut agent = ready_node(&s);
     eprintln!("node Ready after {:?}", t.elapsed());
     assert_eq!(
         jsonpath(
@@ -615,20 +595,31 @@ impl Drop for Registry {
     }
 }
 
-/// A Ready node (its Node created beforehand with a podCIDR, as in the test above).
+/// A Ready node, its Node created beforehand with a podCIDR.
 fn ready_node(s: &Server) -> Agent {
+    ready_node_named(s, NODE, BRIDGE, CIDR, "10.42.250.0/24")
+}
+
+/// A Ready node `node` whose Node object gets `cidr` as podCIDR before the agent starts.
+fn ready_node_named(
+    s: &Server,
+    node: &'static str,
+    bridge: &'static str,
+    cidr: &str,
+    fallback_cidr: &'static str,
+) -> Agent {
     s.kubectl_ok(
         common::KUBECTL,
         &["create", "-f", "-"],
         Some(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\nspec:\n  podCIDR: {CIDR}\n  podCIDRs: [{CIDR}]\n"
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nspec:\n  podCIDR: {cidr}\n  podCIDRs: [{cidr}]\n"
         )),
     );
-    let agent = Agent::start(s);
+    let agent = Agent::start_node(s, node, bridge, fallback_cidr);
     let ready = eventually(Duration::from_secs(90), || {
         jsonpath(
             s,
-            &format!("node/{NODE}"),
+            &format!("node/{node}"),
             "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) == "True"
     });
@@ -1078,23 +1069,13 @@ fn agent_streams_logs_exec_and_port_forward() {
         return;
     }
     let s = Server::start();
-    let cidr = "10.42.201.0/24";
-    s.kubectl_ok(
-        common::KUBECTL,
-        &["create", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {STREAM_NODE}\nspec:\n  podCIDR: {cidr}\n  podCIDRs: [{cidr}]\n"
-        )),
+    let agent = ready_node_named(
+        &s,
+        STREAM_NODE,
+        "krte2e1",
+        "10.42.201.0/24",
+        "10.42.251.0/24",
     );
-    let agent = Agent::start_node(&s, STREAM_NODE, "krte2e1", "10.42.251.0/24");
-    let ready = eventually(Duration::from_secs(90), || {
-        jsonpath(
-            &s,
-            &format!("node/{STREAM_NODE}"),
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        ) == "True"
-    });
-    assert!(ready, "node not Ready; agent log:\n{}", agent.log());
     let port = jsonpath(
         &s,
         &format!("node/{STREAM_NODE}"),
