@@ -472,6 +472,58 @@ fn job_with_completions_5_and_parallelism_2_completes() {
     assert_eq!(j["status"]["succeeded"], 5, "{j}");
 }
 
+/// activeDeadlineSeconds fails a Job whose pods run too long (and stops them);
+/// ttlSecondsAfterFinished deletes a finished Job with its pods.
+#[test]
+fn job_deadline_fails_it_and_ttl_deletes_it() {
+    let (_dir, s) = server();
+    let _sim = sim(&s, 1);
+    let _cm = controllers(&s);
+    let slow = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "slow", "namespace": "default"},
+        "spec": {"activeDeadlineSeconds": 2, "parallelism": 2, "completions": 2,
+            "template": {
+                "metadata": {"annotations": {"krust.dev/sim-run-seconds": "120"}},
+                "spec": {"restartPolicy": "Never", "nodeName": "sim-0",
+                    "containers": [{"name": "c", "image": "busybox"}]}}}
+    });
+    apply(&s, &slow.to_string());
+    let quick = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "quick", "namespace": "default"},
+        "spec": {"ttlSecondsAfterFinished": 1, "template": {"spec": {
+            "restartPolicy": "Never", "nodeName": "sim-0",
+            "containers": [{"name": "c", "image": "busybox"}]}}}
+    });
+    apply(&s, &quick.to_string());
+    s.kubectl_ok(
+        KUBECTL,
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/slow",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    let j = get_json(&s, &["job", "slow"]).expect("job");
+    let failed = j["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Failed").cloned())
+        .unwrap_or_default();
+    assert_eq!(failed["reason"], "DeadlineExceeded", "{j}");
+    wait("the failed job's pods stopped", &s, 30, || {
+        items(&s, &["pods", "-l", "job-name=slow"])
+            .iter()
+            .all(|p| !p["metadata"]["deletionTimestamp"].is_null())
+    });
+    wait("the finished job deleted after its TTL", &s, 60, || {
+        get_json(&s, &["job", "quick"]).is_none()
+            && items(&s, &["pods", "-l", "job-name=quick"]).is_empty()
+    });
+}
+
 fn sim_with(s: &Server, log: &str, args: &[&str]) -> Proc {
     start(s, "sim", log, args)
 }
