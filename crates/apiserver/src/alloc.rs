@@ -38,6 +38,12 @@ fn parse_cidr(cidr: &str) -> Option<(u32, u8)> {
     Some((u32::from(ip) & (u32::MAX << (32 - bits)), bits))
 }
 
+/// The first address of a service CIDR: the `kubernetes` Service's cluster IP, as upstream.
+pub fn first_service_ip(service_cidr: &str) -> Option<Ipv4Addr> {
+    let (net, _) = parse_cidr(service_cidr)?;
+    Some(Ipv4Addr::from(net + 1))
+}
+
 impl Allocators {
     pub fn new(store: Arc<dyn Store>, service_cidr: &str) -> Result<Self, String> {
         let (net, bits) = parse_cidr(service_cidr)

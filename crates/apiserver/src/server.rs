@@ -1175,6 +1175,15 @@ pub async fn start(
     )?));
     let server = Arc::new(server);
     server.bootstrap().await?;
+    let service_ip = crate::alloc::first_service_ip(&config.service_cidr)
+        .ok_or_else(|| anyhow::anyhow!("invalid service CIDR {}", config.service_cidr))?;
+    // Not fatal: the API works without it, and another server may be writing it too.
+    if let Err(e) = server
+        .bootstrap_kubernetes_service(service_ip, &host, addr.port())
+        .await
+    {
+        tracing::warn!(error = %e, "the kubernetes Service could not be written");
+    }
     let tls = crate::tls::server_config(&pki)?;
     let handler = move |who: Option<Identity>, req| server.clone().handle(who, req);
     let task = tokio::spawn(crate::tls::serve(listener, tls, handler, shutdown));
@@ -1218,6 +1227,84 @@ impl ApiServer {
             }
         }
         tracing::debug!("bootstrap took {:?}", started.elapsed());
+        Ok(())
+    }
+
+    /// The `kubernetes` Service in `default` (the service CIDR's first address, port 443)
+    /// and its Endpoints and EndpointSlice, which point at this server's address. The Service
+    /// has no selector, so no controller touches its endpoints; this server rewrites them at
+    /// every start, as upstream's endpoint reconciler does, since its address may change.
+    async fn bootstrap_kubernetes_service(
+        &self,
+        service_ip: std::net::Ipv4Addr,
+        host: &str,
+        port: u16,
+    ) -> anyhow::Result<()> {
+        let q = Query::default();
+        let ctx = WriteCtx {
+            query: &q,
+            manager: "krust-apiserver".into(),
+            dry_run: false,
+            validation: FieldValidation::Strict,
+            applied: false,
+        };
+        let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+        let service = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
+            "spec": {"type": "ClusterIP", "clusterIP": service_ip.to_string(),
+                "sessionAffinity": "None",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}
+        });
+        let endpoints = json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {
+                "endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": host}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]
+        });
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {
+                "kubernetes.io/service-name": "kubernetes"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]
+        });
+        for (group, version, plural, obj, rewrite) in [
+            ("", "v1", "services", service, false),
+            ("", "v1", "endpoints", endpoints, true),
+            ("discovery.k8s.io", "v1", "endpointslices", slice, true),
+        ] {
+            let info = self
+                .registry
+                .lookup(group, version, plural)
+                .ok_or_else(|| anyhow::anyhow!("{plural} not served"))?
+                .clone();
+            let rp = ResourcePath {
+                info: &info,
+                namespace: Some("default".to_string()),
+                name: None,
+                subresource: None,
+                legacy_watch: false,
+            };
+            // The Service is written once: creating it again would trip over its own
+            // cluster IP, which is already allocated.
+            if !rewrite && self.rest.get(&rp, "kubernetes").await.is_ok() {
+                continue;
+            }
+            match self.rest.create(&rp, obj.clone(), &ctx).await {
+                Ok(_) => {}
+                Err(ApiError::AlreadyExists { .. }) if rewrite => {
+                    self.rest
+                        .update(&rp, "kubernetes", obj, &ctx)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("updating {plural}/kubernetes: {e}"))?;
+                }
+                Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => anyhow::bail!("creating {plural}/kubernetes: {e}"),
+            }
+        }
         Ok(())
     }
 }

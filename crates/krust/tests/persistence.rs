@@ -56,6 +56,33 @@ fn objects_survive_a_restart() {
         "jsonpath={.data.k}",
     ]);
     assert_eq!(v, "v");
+    // The `kubernetes` Service keeps its cluster IP; its endpoints follow the server's new
+    // port.
+    let svc = s2.kubectl(&[
+        "get",
+        "service",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].port}",
+    ]);
+    assert_eq!(svc, "10.43.0.1 443");
+    let port = s2.url.rsplit(':').next().unwrap_or_default().to_string();
+    let ep = s2.kubectl(&[
+        "get",
+        "endpoints",
+        "kubernetes",
+        "-o",
+        "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+    ]);
+    assert_eq!(ep, format!("127.0.0.1:{port}"));
+    let slice = s2.kubectl(&[
+        "get",
+        "endpointslice",
+        "kubernetes",
+        "-o",
+        "jsonpath={.ports[0].port}",
+    ]);
+    assert_eq!(slice, port);
 }
 
 /// 16 clients create ConfigMaps as fast as they can; the server is killed with SIGKILL in
