@@ -13,7 +13,7 @@ pub struct AgentFlags {
     #[arg(long)]
     pub node_name: Option<String>,
     /// The node's InternalIP (default: the address of the interface the default route uses,
-    /// as upstream; tests pass 127.0.0.1).
+    /// as upstream, else 127.0.0.1; tests pass 127.0.0.1).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
     /// Pod CIDR when the Node has no spec.podCIDR.
@@ -50,9 +50,14 @@ impl AgentFlags {
             node_name,
             node_ip: match self.node_ip {
                 Some(ip) => ip.to_string(),
-                None => primary_address()
-                    .context("no --node-ip given and no default route to take it from")?
-                    .to_string(),
+                None => match primary_address() {
+                    Ok(ip) => ip.to_string(),
+                    // A machine without a default route still makes a single-node cluster.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no default route: the node's InternalIP is 127.0.0.1");
+                        "127.0.0.1".to_string()
+                    }
+                },
             },
             data_dir,
             pod_cidr: self.pod_cidr.clone(),
