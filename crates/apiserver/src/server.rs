@@ -1195,6 +1195,17 @@ pub async fn start(
 }
 
 impl ApiServer {
+    /// How the server writes its own objects at start.
+    fn bootstrap_ctx(q: &Query) -> WriteCtx<'_> {
+        WriteCtx {
+            query: q,
+            manager: "krust-apiserver".into(),
+            dry_run: false,
+            validation: FieldValidation::Strict,
+            applied: false,
+        }
+    }
+
     /// Creates what every cluster has from the start: the system namespaces.
     async fn bootstrap(&self) -> anyhow::Result<()> {
         let started = Instant::now();
@@ -1211,13 +1222,7 @@ impl ApiServer {
             legacy_watch: false,
         };
         let q = Query::default();
-        let ctx = WriteCtx {
-            query: &q,
-            manager: "krust-apiserver".into(),
-            dry_run: false,
-            validation: FieldValidation::Strict,
-            applied: false,
-        };
+        let ctx = Self::bootstrap_ctx(&q);
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}});
             set_meta(&mut obj, "name", name);
@@ -1241,13 +1246,7 @@ impl ApiServer {
         port: u16,
     ) -> anyhow::Result<()> {
         let q = Query::default();
-        let ctx = WriteCtx {
-            query: &q,
-            manager: "krust-apiserver".into(),
-            dry_run: false,
-            validation: FieldValidation::Strict,
-            applied: false,
-        };
+        let ctx = Self::bootstrap_ctx(&q);
         let labels = json!({"component": "apiserver", "provider": "kubernetes"});
         let service = json!({
             "apiVersion": "v1", "kind": "Service",

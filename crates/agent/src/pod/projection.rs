@@ -264,15 +264,7 @@ fn downward_files(
             } else {
                 return Err(bad(format!("item {:?} has no source", it.path)));
             };
-            Ok(VolumeFile {
-                path: safe_relative(&it.path)
-                    .ok_or_else(|| bad(format!("bad path {:?}", it.path)))?,
-                data: data.into_bytes(),
-                mode: it
-                    .mode
-                    .and_then(|m| u32::try_from(m).ok())
-                    .unwrap_or(default_mode),
-            })
+            VolumeFile::item(&it.path, data.into_bytes(), it.mode, default_mode).map_err(bad)
         })
         .collect()
 }

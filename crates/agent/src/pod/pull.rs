@@ -167,15 +167,8 @@ pub struct PullBackoff {
 pub const PULL_ERROR_SHOWN: Duration = Duration::from_secs(5);
 
 impl PullBackoff {
-    /// Whether a pull of `image` must wait (then `ImagePullBackOff` shows).
-    pub fn waiting(&self, image: &str, now: Instant) -> bool {
-        self.failed
-            .get(image)
-            .is_some_and(|(at, delay, _)| now < *at + *delay)
-    }
-
     /// The waiting reason and message while a pull of `image` must wait.
-    fn reason(&self, image: &str, now: Instant) -> Option<(String, String)> {
+    pub fn reason(&self, image: &str, now: Instant) -> Option<(String, String)> {
         let (at, delay, error) = self.failed.get(image)?;
         if now >= *at + *delay {
             return None;
@@ -386,7 +379,7 @@ mod tests {
     fn backoff_doubles_and_resets() {
         let mut b = PullBackoff::default();
         let t0 = Instant::now();
-        assert!(!b.waiting("x", t0));
+        assert!(b.reason("x", t0).is_none());
         b.failed("x", t0, "401".into());
         let reason = |b: &PullBackoff, t| b.reason("x", t).map(|r| r.0);
         assert_eq!(
@@ -402,20 +395,20 @@ mod tests {
             reason(&b, t0 + Duration::from_secs(9)).as_deref(),
             Some("ImagePullBackOff")
         );
-        assert!(b.waiting("x", t0 + Duration::from_secs(9)));
-        assert!(!b.waiting("x", t0 + Duration::from_secs(10)));
+        assert!(b.reason("x", t0 + Duration::from_secs(9)).is_some());
+        assert!(b.reason("x", t0 + Duration::from_secs(10)).is_none());
         assert_eq!(reason(&b, t0 + Duration::from_secs(10)), None);
         let t1 = t0 + Duration::from_secs(10);
         b.failed("x", t1, "401".into());
-        assert!(b.waiting("x", t1 + Duration::from_secs(19)));
-        assert!(!b.waiting("y", t1));
+        assert!(b.reason("x", t1 + Duration::from_secs(19)).is_some());
+        assert!(b.reason("y", t1).is_none());
         assert_eq!(b.next_retry(t1), Some(Duration::from_secs(20)));
         for _ in 0..10 {
             b.failed("x", t1, "401".into());
         }
-        assert!(!b.waiting("x", t1 + BACKOFF_MAX));
+        assert!(b.reason("x", t1 + BACKOFF_MAX).is_none());
         b.succeeded("x");
-        assert!(!b.waiting("x", t1));
+        assert!(b.reason("x", t1).is_none());
     }
 
     #[test]

@@ -242,6 +242,25 @@ pub struct VolumeFile {
     pub mode: u32,
 }
 
+impl VolumeFile {
+    /// The file an `items` entry asks for: its path (which must stay inside the volume) and
+    /// its own mode, else the volume's default.
+    pub(crate) fn item(
+        path: &str,
+        data: Vec<u8>,
+        mode: Option<i32>,
+        default_mode: u32,
+    ) -> Result<VolumeFile, String> {
+        Ok(VolumeFile {
+            path: safe_relative(path).ok_or_else(|| format!("bad path {path:?}"))?,
+            data,
+            mode: mode
+                .and_then(|m| u32::try_from(m).ok())
+                .unwrap_or(default_mode),
+        })
+    }
+}
+
 /// A relative path that stays inside the volume.
 pub(crate) fn safe_relative(p: &str) -> Option<PathBuf> {
     let path = Path::new(p);
@@ -277,15 +296,7 @@ pub(crate) fn files_of(
                 let v = data
                     .get(&it.key)
                     .ok_or_else(|| bad(format!("no key {:?}", it.key)))?;
-                Ok(VolumeFile {
-                    path: safe_relative(&it.path)
-                        .ok_or_else(|| bad(format!("bad path {:?}", it.path)))?,
-                    data: v.clone(),
-                    mode: it
-                        .mode
-                        .and_then(|m| u32::try_from(m).ok())
-                        .unwrap_or(default_mode),
-                })
+                VolumeFile::item(&it.path, v.clone(), it.mode, default_mode).map_err(bad)
             })
             .collect(),
     }
