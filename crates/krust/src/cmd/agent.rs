@@ -38,6 +38,9 @@ pub struct AgentFlags {
     /// free one. The Node's status.daemonEndpoints says which.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// Do not run the service proxy (`krust proxy`) beside the agent.
+    #[arg(long)]
+    pub disable_proxy: bool,
 }
 
 impl AgentFlags {
@@ -120,6 +123,9 @@ pub struct Args {
     data_dir: PathBuf,
     #[command(flatten)]
     flags: AgentFlags,
+    /// Pod addresses, for the service proxy: service traffic from elsewhere is masqueraded.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -139,6 +145,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut config = args.flags.config(args.data_dir)?;
     config.client_ca = cluster_ca(&args.kubeconfig).await?;
+    if !args.flags.disable_proxy {
+        super::proxy::spawn(client.clone(), args.cluster_cidr.clone());
+    }
     krust_agent::run(client, config, super::shutdown_signal())
         .await
         .context("node agent")
@@ -161,6 +170,9 @@ pub async fn reset(args: ResetArgs) -> anyhow::Result<()> {
         std::path::Path::new("/sys/fs/cgroup"),
     )
     .await;
+    if let Err(e) = super::proxy::cleanup().await {
+        eprintln!("{e:#}");
+    }
     println!(
         "removed {} pod sandboxes; containerd {}; bridge {} {}",
         report.sandboxes,
