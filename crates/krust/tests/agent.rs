@@ -1309,7 +1309,8 @@ spec:
 /// Pods reach Services through the agent's service proxy (nftables DNAT from the cluster IP
 /// to the endpoints), and the API server through the `kubernetes` Service with their
 /// service account token, as in-cluster clients do: `KUBERNETES_SERVICE_HOST/PORT` and the
-/// service link variables come from the agent. A Service without endpoints refuses.
+/// service link variables come from the agent. A node port answers on the node's addresses
+/// (here the pod bridge's); a Service without endpoints refuses.
 #[test]
 fn pods_reach_services_and_the_api_server() {
     let missing = missing_tools();
@@ -1323,8 +1324,8 @@ fn pods_reach_services_and_the_api_server() {
         &s,
         "krust-svc-node",
         "ksvc0",
-        "10.42.210.0/24",
-        "10.42.211.0/24",
+        "10.42.212.0/24",
+        "10.42.213.0/24",
     );
     let manifests = r#"apiVersion: v1
 kind: Pod
@@ -1346,8 +1347,9 @@ kind: Service
 metadata:
   name: web
 spec:
+  type: NodePort
   selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
+  ports: [{name: http, port: 80, targetPort: http, nodePort: 30555}]
 ---
 apiVersion: v1
 kind: Service
@@ -1384,6 +1386,7 @@ spec:
       /kubectl auth whoami -o jsonpath='whoami {.status.userInfo.username}'
       echo
       timeout 3 wget -qO- "http://$EMPTY_SERVICE_HOST/" 2>&1 | head -n 1
+      echo "nodeport $(timeout 2 wget -qO- http://10.42.212.1:30555/)"
 "#;
     let client = client.replace("KUBECTL_BIN", IN_CLUSTER_KUBECTL);
     s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(&client));
@@ -1406,6 +1409,10 @@ spec:
     assert!(
         logs.contains("whoami system:serviceaccount:default:default"),
         "with the pod's service account token: {logs}"
+    );
+    assert!(
+        logs.contains("nodeport hello-from-web"),
+        "the node port on the node's bridge address: {logs}"
     );
     assert!(
         logs.contains(empty_ip.as_str()) && logs.contains("refused"),
