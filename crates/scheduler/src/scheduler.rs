@@ -1,9 +1,8 @@
 //! The scheduling loop. One task owns the snapshot and the queue: it applies what the
 //! watchers saw (nodes, pods, priority classes, claims, volumes, storage classes) and bind
-//! results, then runs cycles while pods
-//! are waiting. A chosen node is assumed at once (the pod counts there before the bind is
-//! confirmed) and PreBind and the bind run in a separate task, at most `bind_concurrency` at a time, so
-//! API round trips never stall scheduling. Unschedulable pods get their condition and a
+//! results, then runs cycles while pods are waiting. A chosen node is assumed at once (the
+//! pod counts there before the bind is confirmed) and PreBind and the bind run in a separate
+//! task, at most `bind_concurrency` at a time, so API round trips never stall scheduling. Unschedulable pods get their condition and a
 //! FailedScheduling event from separate tasks too.
 
 use std::collections::{HashMap, HashSet};
