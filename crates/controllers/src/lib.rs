@@ -14,7 +14,8 @@
 //!   [`cronjob`] (with its schedule parser), [`garbagecollector`], [`endpoints`]
 //!   (`endpoint` and `endpointslice`), [`nodelifecycle`] (health, condition taints and
 //!   taint-based eviction), [`nodeipam`] (pod CIDRs), [`disruption`]
-//!   (PodDisruptionBudget status), [`podgc`] (pods no kubelet will finish) and
+//!   (PodDisruptionBudget status), [`podgc`] (pods no kubelet will finish),
+//!   [`persistentvolume`] (`persistentvolume-binder`: binds claims to volumes) and
 //!   [`rootcacertpublisher`] (`root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in
 //!   every namespace).
 //!
@@ -33,6 +34,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod rootcacertpublisher;
@@ -254,6 +256,9 @@ pub async fn run(
     }
     if cfg.enabled("nodeipam") {
         tasks.spawn(nodeipam::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("persistentvolume-binder") {
+        tasks.spawn(persistentvolume::run(shared.clone(), shutdown.clone()));
     }
     if cfg.enabled("podgc") {
         tasks.spawn(podgc::run(shared.clone(), shutdown.clone()));

@@ -1430,3 +1430,261 @@ const IN_CLUSTER_KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.31";
 
 /// The proxy turns this on for endpoints on loopback (the API server in tests).
 const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
+
+const PVC_NODE: &str = "krust-pvc-node";
+
+/// A pod (placed by the scheduler) that runs `script` with claim `claim` at `/data`.
+fn claim_pod(name: &str, claim: &str, script: &str, read_only: bool) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sh\", \"-c\", {script:?}]\n    volumeMounts:\n    - name: data\n      mountPath: /data\n      readOnly: {read_only}\n  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: {claim}\n"
+    )
+}
+
+fn host_path_pv(name: &str, size: &str, path: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {name}\nspec:\n  storageClassName: manual\n  capacity:\n    storage: {size}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  hostPath:\n    path: {}\n    type: DirectoryOrCreate\n",
+        path.display()
+    )
+}
+
+fn claim_yaml(name: &str, class: &str, size: &str, volume: Option<&str>) -> String {
+    let volume = volume
+        .map(|v| format!("  volumeName: {v}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {name}\nspec:\n  storageClassName: {class}\n  accessModes: [ReadWriteOnce]\n{volume}  resources:\n    requests:\n      storage: {size}\n"
+    )
+}
+
+/// PersistentVolumeClaims end to end: the binder binds a claim to the smallest fitting
+/// hostPath volume; a scheduled pod writes through the claim into the host directory and a
+/// second pod reads it back (read-only); a pod whose claim does not exist waits with
+/// FailedMount and starts once a pre-bound claim and its volume appear; a WaitForFirstConsumer
+/// claim binds the local volume of the node the scheduler chose; an unbound Immediate claim
+/// keeps its pod unscheduled; deleting a claim releases its Retain volume.
+#[test]
+fn agent_mounts_persistent_volume_claims() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        eprintln!("skipping: not installed: {missing:?} (scripts/test.sh installs them)");
+        return;
+    }
+    let s = Server::start();
+    let agent = ready_node_named(&s, PVC_NODE, "kpvc0", "10.42.217.0/24", "10.42.247.0/24");
+    let dir = tempfile::Builder::new()
+        .prefix("krust-pvc")
+        .tempdir()
+        .expect("tempdir");
+    let apply = |yaml: &str| {
+        s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(yaml));
+    };
+
+    // Binding: the smallest volume that fits wins, with upstream's annotations.
+    let hp = dir.path().join("hp");
+    apply(&host_path_pv("pvc-small", "1Gi", &hp));
+    apply(&host_path_pv("pvc-big", "5Gi", &dir.path().join("big")));
+    apply(&claim_yaml("data", "manual", "500Mi", None));
+    let bound = eventually(Duration::from_secs(30), || {
+        jsonpath(&s, "pvc/data", "{.status.phase}") == "Bound"
+    });
+    assert!(
+        bound,
+        "claim not bound: {}",
+        s.kubectl(&["get", "pv,pvc", "-o", "yaml"])
+    );
+    assert_eq!(jsonpath(&s, "pvc/data", "{.spec.volumeName}"), "pvc-small");
+    assert_eq!(
+        jsonpath(&s, "pvc/data", "{.status.capacity.storage}"),
+        "1Gi"
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pvc/data",
+            "{.metadata.annotations.pv\\.kubernetes\\.io/bind-completed}"
+        ),
+        "yes"
+    );
+    assert!(eventually(Duration::from_secs(10), || jsonpath(
+        &s,
+        "pv/pvc-small",
+        "{.status.phase}"
+    ) == "Bound"));
+    assert_eq!(
+        jsonpath(&s, "pv/pvc-small", "{.spec.claimRef.uid}"),
+        jsonpath(&s, "pvc/data", "{.metadata.uid}")
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pv/pvc-small",
+            "{.metadata.annotations.pv\\.kubernetes\\.io/bound-by-controller}"
+        ),
+        "yes"
+    );
+    assert_eq!(jsonpath(&s, "pv/pvc-big", "{.status.phase}"), "Available");
+    let table = s.kubectl(&["get", "pv,pvc"]);
+    let pv_line = table
+        .lines()
+        .find(|l| l.starts_with("persistentvolume/pvc-small"))
+        .unwrap_or_default();
+    for want in ["1Gi", "RWO", "Retain", "Bound", "default/data", "manual"] {
+        assert!(pv_line.contains(want), "{want} missing in:\n{table}");
+    }
+    let pvc_line = table
+        .lines()
+        .find(|l| l.starts_with("persistentvolumeclaim/data"))
+        .unwrap_or_default();
+    for want in ["Bound", "pvc-small", "1Gi", "RWO", "manual"] {
+        assert!(pvc_line.contains(want), "{want} missing in:\n{table}");
+    }
+
+    // A pod writes through the claim (DirectoryOrCreate made the directory); another reads.
+    apply(&claim_pod(
+        "pvc-writer",
+        "data",
+        "echo hello-from-pvc > /data/greeting",
+        false,
+    ));
+    wait_phase(
+        &s,
+        &agent,
+        "pvc-writer",
+        "Succeeded",
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        std::fs::read_to_string(hp.join("greeting")).unwrap_or_default(),
+        "hello-from-pvc\n"
+    );
+    apply(&claim_pod(
+        "pvc-reader",
+        "data",
+        "cat /data/greeting; if touch /data/x 2>/dev/null; then echo writable; else echo read-only; fi",
+        true,
+    ));
+    wait_phase(
+        &s,
+        &agent,
+        "pvc-reader",
+        "Succeeded",
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        s.kubectl(&["logs", "pvc-reader"]),
+        "hello-from-pvc\nread-only\n"
+    );
+
+    // A claim that does not exist yet: the pod waits, with FailedMount, then starts once a
+    // claim pre-bound to a new volume is bound.
+    let late_yaml = claim_pod("pvc-late", "late", "cat /data/note", false)
+        .replace("spec:\n", &format!("spec:\n  nodeName: {PVC_NODE}\n"));
+    apply(&late_yaml);
+    let waited = eventually(Duration::from_secs(30), || {
+        s.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=pvc-late,reason=FailedMount",
+            "-o",
+            "name",
+        ])
+        .contains("event")
+    });
+    assert!(
+        waited,
+        "no FailedMount event: {}",
+        s.kubectl(&["get", "events"])
+    );
+    assert_eq!(jsonpath(&s, "pod/pvc-late", "{.status.phase}"), "Pending");
+    let late_dir = dir.path().join("late");
+    std::fs::create_dir_all(&late_dir).expect("late dir");
+    std::fs::write(late_dir.join("note"), "late-but-there\n").expect("note");
+    apply(&host_path_pv("pvc-late-pv", "2Gi", &late_dir));
+    apply(&claim_yaml("late", "manual", "1Gi", Some("pvc-late-pv")));
+    wait_phase(&s, &agent, "pvc-late", "Succeeded", Duration::from_secs(90));
+    assert_eq!(s.kubectl(&["logs", "pvc-late"]), "late-but-there\n");
+    assert_eq!(
+        jsonpath(&s, "pvc/late", "{.spec.volumeName}"),
+        "pvc-late-pv"
+    );
+
+    // WaitForFirstConsumer: a local volume with node affinity binds once the scheduler has
+    // chosen the node, to the volume of that node.
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).expect("local dir");
+    apply("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: local-wffc\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\n");
+    let local_pv = |name: &str, node: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {name}\nspec:\n  storageClassName: local-wffc\n  capacity:\n    storage: 1Gi\n  accessModes: [ReadWriteOnce]\n  local:\n    path: {}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions:\n        - key: kubernetes.io/hostname\n          operator: In\n          values: [{node}]\n",
+            local.display()
+        )
+    };
+    apply(&local_pv("pvc-local-elsewhere", "some-other-node"));
+    apply(&local_pv("pvc-local-here", PVC_NODE));
+    apply(&claim_yaml("local-data", "local-wffc", "1Gi", None));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(jsonpath(&s, "pvc/local-data", "{.status.phase}"), "Pending");
+    apply(&claim_pod(
+        "pvc-local",
+        "local-data",
+        "echo local-ok > /data/out",
+        false,
+    ));
+    wait_phase(
+        &s,
+        &agent,
+        "pvc-local",
+        "Succeeded",
+        Duration::from_secs(90),
+    );
+    assert_eq!(
+        jsonpath(&s, "pvc/local-data", "{.spec.volumeName}"),
+        "pvc-local-here"
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pvc/local-data",
+            "{.metadata.annotations.volume\\.kubernetes\\.io/selected-node}"
+        ),
+        PVC_NODE
+    );
+    assert_eq!(
+        std::fs::read_to_string(local.join("out")).unwrap_or_default(),
+        "local-ok\n"
+    );
+
+    // An Immediate claim that nothing can bind keeps its pod unscheduled.
+    apply(&claim_yaml("huge", "manual", "100Gi", None));
+    apply(&claim_pod("pvc-unbound", "huge", "true", false));
+    let unschedulable = eventually(Duration::from_secs(30), || {
+        jsonpath(
+            &s,
+            "pod/pvc-unbound",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        )
+        .contains("pod has unbound immediate PersistentVolumeClaims")
+    });
+    assert!(
+        unschedulable,
+        "{}",
+        s.kubectl(&["get", "pod", "pvc-unbound", "-o", "yaml"])
+    );
+
+    // Deleting the claim releases its Retain volume; the data stays.
+    s.kubectl(&["delete", "pod", "pvc-writer", "pvc-reader", "--wait=false"]);
+    s.kubectl(&["delete", "pvc", "data", "--wait=false"]);
+    let released = eventually(Duration::from_secs(60), || {
+        jsonpath(&s, "pv/pvc-small", "{.status.phase}") == "Released"
+    });
+    assert!(
+        released,
+        "volume not released: {}",
+        s.kubectl(&["get", "pv,pvc", "-o", "wide"])
+    );
+    assert!(hp.join("greeting").exists());
+    for pod in ["pvc-late", "pvc-local", "pvc-unbound"] {
+        s.kubectl(&["delete", "pod", pod, "--wait=false"]);
+    }
+}

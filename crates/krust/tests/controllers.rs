@@ -570,6 +570,16 @@ fn stateful_set_creates_web_0_1_2_in_order_then_rolls_and_scales_down() {
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]
         }
     });
+    // As upstream, pods wait for their claims to bind: one volume per replica.
+    for i in 0..3 {
+        let pv = serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": format!("www-pv-{i}")},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "hostPath": {"path": format!("/tmp/krust-sts-www-{i}")}}
+        });
+        apply(&s, &pv.to_string());
+    }
     apply(&s, &sts.to_string());
     let out = s.kubectl_ok(
         KUBECTL,

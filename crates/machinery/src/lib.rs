@@ -9,6 +9,8 @@
 //! - `validation`, `defaults`: upstream's per-kind validation and defaulting.
 //! - `table`: server-side printing (`kubectl get` columns); `selector`: label and field
 //!   selectors.
+//! - `storage`: what the PersistentVolume binder and the scheduler share about claims and
+//!   volumes (classes, matching, node affinity).
 //! - `patch`: JSON, merge and strategic merge patches, server-side apply, managedFields.
 
 pub mod codec;
@@ -19,6 +21,7 @@ pub mod proto;
 pub mod registry;
 pub mod selector;
 pub mod status;
+pub mod storage;
 pub mod table;
 pub mod validation;
 

@@ -27,6 +27,7 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("NodeAffinity", 2),
     ("NodePorts", 0),
     ("NodeResourcesFit", 1),
+    ("VolumeBinding", 0),
     ("PodTopologySpread", 2),
     ("InterPodAffinity", 2),
     ("DefaultPreemption", 0),
@@ -72,6 +73,8 @@ pub struct Plugins {
     pub score: PluginSet,
     #[serde(default)]
     pub reserve: PluginSet,
+    #[serde(default)]
+    pub pre_bind: PluginSet,
     #[serde(default)]
     pub bind: PluginSet,
     #[serde(default)]
@@ -191,6 +194,7 @@ pub const POINTS: &[&str] = &[
     "preScore",
     "score",
     "reserve",
+    "preBind",
     "bind",
 ];
 
@@ -202,6 +206,7 @@ fn set_for<'a>(p: &'a Plugins, point: &str) -> &'a PluginSet {
         "preScore" => &p.pre_score,
         "score" => &p.score,
         "reserve" => &p.reserve,
+        "preBind" => &p.pre_bind,
         _ => &p.bind,
     }
 }

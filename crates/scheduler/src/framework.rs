@@ -1,4 +1,5 @@
-//! The plugin framework: one small trait per extension point, the status every plugin answers
+//! The plugin framework: one small trait per extension point (PreFilter, Filter, PostFilter,
+//! PreScore, Score, Reserve, PreBind, Bind), the status every plugin answers
 //! with, the per-cycle scratchpad, and the events that can make a rejected pod schedulable.
 
 use std::any::Any;
@@ -150,6 +151,8 @@ pub enum ClusterEvent {
     PodAdd,
     /// A namespace was added or relabelled (terms with a namespaceSelector).
     NamespaceChange,
+    /// A PersistentVolumeClaim, PersistentVolume or StorageClass was added or changed.
+    VolumeChange,
 }
 
 /// The statuses that Filter gave each rejected node, by node name.
@@ -184,6 +187,9 @@ pub trait Plugin: Send + Sync {
         None
     }
     fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
+        None
+    }
+    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
         None
     }
     fn as_bind(&self) -> Option<&dyn BindPlugin> {
@@ -240,6 +246,13 @@ pub trait ScorePlugin: Send + Sync {
 pub trait ReservePlugin: Send + Sync {
     fn reserve(&self, state: &CycleState, pod: &Pod, node: &str) -> Status;
     fn unreserve(&self, state: &CycleState, pod: &Pod, node: &str);
+}
+
+/// Writes what must exist before the pod is bound (the node chosen for its volumes). Runs
+/// off the scheduling loop, right before Bind; a failure undoes the assumption and retries.
+#[async_trait::async_trait]
+pub trait PreBindPlugin: Send + Sync {
+    async fn pre_bind(&self, client: &kube::Client, pod: &Pod, node: &str) -> Status;
 }
 
 /// Binds the pod to the node through the API. Runs off the scheduling loop.

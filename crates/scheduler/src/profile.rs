@@ -26,6 +26,7 @@ pub struct Profile {
     pub pre_score: Vec<Arc<dyn Plugin>>,
     pub score: Vec<(Arc<dyn Plugin>, i64)>,
     pub reserve: Vec<Arc<dyn Plugin>>,
+    pub pre_bind: Vec<Arc<dyn Plugin>>,
     pub bind: Vec<Arc<dyn Plugin>>,
     /// Every plugin, for the events that re-queue pods they rejected.
     pub all: Vec<Arc<dyn Plugin>>,
@@ -95,6 +96,7 @@ impl Profile {
             pre_score: Vec::new(),
             score: Vec::new(),
             reserve: Vec::new(),
+            pre_bind: Vec::new(),
             bind: Vec::new(),
             all: Vec::new(),
         };
@@ -128,6 +130,9 @@ impl Profile {
             }
             if has("reserve") && inst.as_reserve().is_some() {
                 p.reserve.push(inst.clone());
+            }
+            if has("preBind") && inst.as_pre_bind().is_some() {
+                p.pre_bind.push(inst.clone());
             }
             if has("bind") && inst.as_bind().is_some() {
                 p.bind.push(inst.clone());

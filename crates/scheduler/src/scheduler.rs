@@ -1,8 +1,8 @@
 //! The scheduling loop. One task owns the snapshot and the queue: it applies what the
-//! watchers saw (nodes, pods, priority classes) and bind results, then runs cycles while pods
-//! are waiting. A chosen node is assumed at once (the pod counts there before the bind is
-//! confirmed) and the bind runs in a separate task, at most `bind_concurrency` at a time, so
-//! API round trips never stall scheduling. Unschedulable pods get their condition and a
+//! watchers saw (nodes, pods, priority classes, claims, volumes, storage classes) and bind
+//! results, then runs cycles while pods are waiting. A chosen node is assumed at once (the
+//! pod counts there before the bind is confirmed) and PreBind and the bind run in a separate
+//! task, at most `bind_concurrency` at a time, so API round trips never stall scheduling. Unschedulable pods get their condition and a
 //! FailedScheduling event from separate tasks too.
 
 use std::collections::{HashMap, HashSet};
@@ -11,9 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{
+    Event as CoreEvent, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
@@ -36,6 +39,9 @@ enum Msg {
     Class(Box<Event<PriorityClass>>),
     Namespace(Box<Event<Namespace>>),
     Budget(Box<Event<PodDisruptionBudget>>),
+    Claim(Box<Event<PersistentVolumeClaim>>),
+    Volume(Box<Event<PersistentVolume>>),
+    StorageClass(Box<Event<StorageClass>>),
     Bound {
         key: String,
         pod: Arc<Pod>,
@@ -52,15 +58,58 @@ struct Relist {
     pods: Option<HashSet<String>>,
     namespaces: Option<HashSet<String>>,
     budgets: Option<HashSet<String>>,
+    /// Claims, volumes, classes.
+    storage: [Option<HashSet<String>>; 3],
+    storage_synced: [bool; 3],
     nodes_synced: bool,
     pods_synced: bool,
     namespaces_synced: bool,
 }
 
 impl Relist {
-    /// Scheduling waits until nodes, pods and namespaces were listed once.
+    /// Scheduling waits until nodes, pods, namespaces and storage objects were listed once.
     fn synced(&self) -> bool {
-        self.nodes_synced && self.pods_synced && self.namespaces_synced
+        self.nodes_synced
+            && self.pods_synced
+            && self.namespaces_synced
+            && self.storage_synced.iter().all(|s| *s)
+    }
+}
+
+/// Applies a watch event of a storage kind to its map; `seen` tracks a relist so what
+/// vanished meanwhile goes at `InitDone`. Returns whether the map changed.
+fn apply_storage<K: kube::Resource>(
+    map: &mut HashMap<String, Arc<K>>,
+    seen: &mut Option<HashSet<String>>,
+    synced: &mut bool,
+    ev: Event<K>,
+) -> bool {
+    let key = |o: &K| match o.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", o.meta().name.as_deref().unwrap_or_default()),
+        None => o.meta().name.clone().unwrap_or_default(),
+    };
+    match ev {
+        Event::Init => {
+            *seen = Some(HashSet::new());
+            false
+        }
+        Event::InitApply(mut o) | Event::Apply(mut o) => {
+            let k = key(&o);
+            if let Some(seen) = seen {
+                seen.insert(k.clone());
+            }
+            o.meta_mut().managed_fields = None;
+            map.insert(k, Arc::new(o));
+            true
+        }
+        Event::Delete(o) => map.remove(&key(&o)).is_some(),
+        Event::InitDone => {
+            *synced = true;
+            if let Some(seen) = seen.take() {
+                map.retain(|k, _| seen.contains(k));
+            }
+            true
+        }
     }
 }
 
@@ -142,6 +191,19 @@ pub async fn run(
             tx.clone(),
             |e| Msg::Budget(Box::new(e)),
         ),
+        spawn_watch(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            tx.clone(),
+            |e| Msg::Claim(Box::new(e)),
+        ),
+        spawn_watch(
+            Api::<PersistentVolume>::all(client.clone()),
+            tx.clone(),
+            |e| Msg::Volume(Box::new(e)),
+        ),
+        spawn_watch(Api::<StorageClass>::all(client.clone()), tx.clone(), |e| {
+            Msg::StorageClass(Box::new(e))
+        }),
     ];
     {
         let tx = tx.clone();
@@ -389,6 +451,42 @@ impl Loop {
                     }
                 }
             },
+            Msg::Claim(ev) => {
+                let r = &mut self.relist;
+                let v = &mut self.snapshot.volumes;
+                if apply_storage(
+                    &mut v.claims,
+                    &mut r.storage[0],
+                    &mut r.storage_synced[0],
+                    *ev,
+                ) {
+                    self.event(ClusterEvent::VolumeChange);
+                }
+            }
+            Msg::Volume(ev) => {
+                let r = &mut self.relist;
+                let v = &mut self.snapshot.volumes;
+                if apply_storage(
+                    &mut v.volumes,
+                    &mut r.storage[1],
+                    &mut r.storage_synced[1],
+                    *ev,
+                ) {
+                    self.event(ClusterEvent::VolumeChange);
+                }
+            }
+            Msg::StorageClass(ev) => {
+                let r = &mut self.relist;
+                let v = &mut self.snapshot.volumes;
+                if apply_storage(
+                    &mut v.classes,
+                    &mut r.storage[2],
+                    &mut r.storage_synced[2],
+                    *ev,
+                ) {
+                    self.event(ClusterEvent::VolumeChange);
+                }
+            }
             Msg::Bound {
                 key,
                 pod,
@@ -524,11 +622,22 @@ impl Loop {
                 let tx = self.tx.clone();
                 let events = self.config.scheduled_events;
                 tokio::spawn(async move {
-                    let mut status = Status::error("no bind plugin");
-                    for b in &profile.bind {
-                        if let Some(bp) = b.as_bind() {
-                            status = bp.bind(&client, &qp.pod, &node).await;
-                            break;
+                    let mut status = Status::success();
+                    for p in &profile.pre_bind {
+                        if let Some(pb) = p.as_pre_bind() {
+                            status = pb.pre_bind(&client, &qp.pod, &node).await;
+                            if !status.is_success() {
+                                break;
+                            }
+                        }
+                    }
+                    if status.is_success() {
+                        status = Status::error("no bind plugin");
+                        for b in &profile.bind {
+                            if let Some(bp) = b.as_bind() {
+                                status = bp.bind(&client, &qp.pod, &node).await;
+                                break;
+                            }
                         }
                     }
                     drop(permit);

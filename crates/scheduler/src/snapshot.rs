@@ -8,12 +8,16 @@
 //!   many existing pods match per topology value. Built on first use, then kept current as
 //!   pods come and go.
 //!
-//! Both are rebuilt when a node's labels change.
+//! Both are rebuilt when a node's labels change. Claims, volumes and storage classes are kept
+//! beside the nodes for VolumeBinding.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm};
+use k8s_openapi::api::core::v1::{
+    Node, PersistentVolume, PersistentVolumeClaim, Pod, PodAffinityTerm,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use krust_machinery::selector::Selector;
 
 /// Quantities summed in the units the scheduler compares: millicores, bytes, counts.
@@ -631,6 +635,17 @@ pub struct Snapshot {
     budgets: HashMap<String, DisruptionBudget>,
     /// Nodes holding a pod with required anti-affinity (upstream's HavePodsWithRequiredAntiAffinity).
     pub anti_affinity_pods: usize,
+    /// Claims, volumes and storage classes, for VolumeBinding.
+    pub volumes: Volumes,
+}
+
+/// The storage objects VolumeBinding reads: claims by `namespace/name`, volumes and classes
+/// by name. A few per pod that uses them, so whole objects (less managedFields) are kept.
+#[derive(Default)]
+pub struct Volumes {
+    pub claims: HashMap<String, Arc<PersistentVolumeClaim>>,
+    pub volumes: HashMap<String, Arc<PersistentVolume>>,
+    pub classes: HashMap<String, Arc<StorageClass>>,
 }
 
 impl Snapshot {

@@ -2,7 +2,7 @@
 //!
 //! - [`spec`]: Pod -> CRI sandbox and container configs.
 //! - [`volumes`] and [`projection`]: what containers read besides their image (env sources,
-//!   volume files, service account tokens).
+//!   volume files, service account tokens); [`claims`]: persistentVolumeClaim volumes.
 //! - [`plan`]: the pure per-pod state machine (documented there).
 //! - [`status`]: the pure status computation.
 //! - [`pull`]: pull policy, imagePullSecrets credentials and pull back-off.
@@ -17,6 +17,7 @@
 //!   pods the API no longer has (deleted while the agent was down) get a worker that cleans
 //!   them up, once the watch's initial list is complete.
 
+pub mod claims;
 pub mod events;
 pub mod plan;
 pub mod probe;

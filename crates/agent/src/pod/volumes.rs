@@ -1,6 +1,6 @@
 //! What a pod's containers read besides their image: environment values from ConfigMaps and
 //! Secrets, and volumes (emptyDir, hostPath, configMap, secret; downwardAPI and projected
-//! from `projection`) as bind mounts.
+//! from `projection`; persistentVolumeClaim from `claims`) as bind mounts.
 //!
 //! Volume contents live under `<volumes root>/<pod uid>/<volume name>/`; configMap, secret,
 //! downwardAPI and projected volumes are (re)written before each container start, so a
@@ -24,6 +24,9 @@ pub struct Sources {
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     /// Service account tokens for projected volumes, by audience and lifetime.
     pub tokens: BTreeMap<projection::TokenKey, projection::Token>,
+    /// The host volume of each `persistentVolumeClaim` volume, by volume name, once its claim
+    /// is bound (see `claims`).
+    pub claims: HashMap<String, Prepared>,
 }
 
 /// Why a container's config cannot be made (upstream's `CreateContainerConfigError`).
@@ -372,6 +375,16 @@ fn plan_volume(pod: &Pod, v: &Volume, sources: &Sources) -> Result<Prepared, Sou
     if v.empty_dir.is_some() {
         return Ok(Prepared::Dir(Vec::new()));
     }
+    if v.persistent_volume_claim.is_some() {
+        return sources
+            .claims
+            .get(&v.name)
+            .cloned()
+            .ok_or_else(|| SourceError::Volume {
+                volume: v.name.clone(),
+                message: "its claim is not bound yet".to_string(),
+            });
+    }
     if let Some(d) = &v.downward_api {
         return projection::downward_api(pod, d, &v.name).map(Prepared::Dir);
     }
@@ -467,7 +480,7 @@ pub fn mounts(
 }
 
 /// Volumes that are mounted read-only whatever the mount says (configMap, secret,
-/// downwardAPI, projected).
+/// downwardAPI, projected, and claims with `readOnly`).
 pub fn read_only_volumes(pod: &Pod) -> BTreeSet<String> {
     pod.spec
         .as_ref()
@@ -479,6 +492,9 @@ pub fn read_only_volumes(pod: &Pod) -> BTreeSet<String> {
                 || v.secret.is_some()
                 || v.downward_api.is_some()
                 || v.projected.is_some()
+                || v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.read_only == Some(true))
         })
         .map(|v| v.name.clone())
         .collect()

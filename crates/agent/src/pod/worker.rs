@@ -28,7 +28,7 @@ use super::service_env;
 use super::spec::{self, Kind, PodEnvContext};
 use super::status::{self, Inputs};
 use super::PodContext;
-use super::{projection, volumes};
+use super::{claims, projection, volumes};
 use crate::labels;
 use crate::runtime::{api, container_state, sandbox_ready, Runtime, RuntimeError};
 
@@ -98,6 +98,9 @@ pub struct Worker {
     killing: HashMap<String, JoinHandle<()>>,
     /// When the pod's projected service account tokens are due to be replaced.
     token_refresh: Option<SystemTime>,
+    /// The host volumes of the pod's claims, once all are bound (a bound claim's volume
+    /// source never changes, so they are read once).
+    claims: Option<HashMap<String, volumes::Prepared>>,
 }
 
 fn now_nanos() -> i64 {
@@ -152,6 +155,7 @@ impl Worker {
             probes: Tasks::default(),
             killing: HashMap::new(),
             token_refresh: None,
+            claims: None,
         }
     }
 
@@ -223,7 +227,8 @@ impl Worker {
 
     /// Rewrites the pod's volumes with fresh tokens (and current ConfigMaps and Secrets).
     async fn refresh_volumes(&mut self, pod: &Pod) -> Result<(), SyncError> {
-        let fetched = volumes::fetch(&self.ctx.client, pod).await?;
+        let mut fetched = volumes::fetch(&self.ctx.client, pod).await?;
+        fetched.claims = self.claims.clone().unwrap_or_default();
         let root = self.ctx.volumes_root.join(&self.uid);
         volumes::plan_volumes(pod, &fetched)
             .and_then(|planned| volumes::prepare(&root, &planned))
@@ -320,7 +325,26 @@ impl Worker {
         if self.token_refresh.is_some_and(|at| SystemTime::now() >= at) {
             self.refresh_volumes(pod).await?;
         }
+        // Nothing starts until every claim is bound: the status is still written (containers
+        // waiting in ContainerCreating) and the sync retried.
         let mut failure = None;
+        if self.claims.is_none() {
+            match claims::resolve(&self.ctx.client, pod).await {
+                Ok(c) => self.claims = Some(c),
+                Err(e) => {
+                    let message = e.to_string();
+                    EventSink::new(self.ctx.client.clone(), pod, &self.ctx.node_name).warning(
+                        "",
+                        "FailedMount",
+                        message.clone(),
+                    );
+                    failure = Some(SyncError::Image {
+                        reason: "FailedMount".to_string(),
+                        message,
+                    });
+                }
+            }
+        }
         for _round in 0..8 {
             let obs = self.observe().await?;
             self.kill_unhealthy(pod, &obs);
@@ -402,7 +426,8 @@ impl Worker {
                         service_env: self.service_env(pod),
                     };
                     if sources.is_none() {
-                        let fetched = volumes::fetch(&self.ctx.client, pod).await?;
+                        let mut fetched = volumes::fetch(&self.ctx.client, pod).await?;
+                        fetched.claims = self.claims.clone().unwrap_or_default();
                         self.token_refresh = projection::next_refresh(&fetched.tokens);
                         sources = Some(fetched);
                     }

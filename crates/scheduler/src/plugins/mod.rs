@@ -13,6 +13,7 @@ pub mod node_resources_fit;
 pub mod node_unschedulable;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
+pub mod volume_binding;
 
 use std::sync::Arc;
 
@@ -61,19 +62,21 @@ pub fn registry() -> Vec<(&'static str, Factory)> {
         (default_preemption::NAME, |_| {
             Ok(Arc::new(default_preemption::DefaultPreemption))
         }),
+        (volume_binding::NAME, |_| {
+            Ok(Arc::new(volume_binding::VolumeBinding))
+        }),
         (default_binder::NAME, |_| {
             Ok(Arc::new(default_binder::DefaultBinder))
         }),
     ]
 }
 
-/// Plugins upstream accepts but this scheduler has nothing to do for (no volumes, no gates):
+/// Plugins upstream accepts but this scheduler has nothing to do for (volume limits and zones, gates):
 /// a config naming them is accepted and they are ignored.
 pub const IGNORED: &[&str] = &[
     "PrioritySort",
     "VolumeRestrictions",
     "NodeVolumeLimits",
-    "VolumeBinding",
     "VolumeZone",
     "SchedulingGates",
     "DynamicResources",
