@@ -254,8 +254,8 @@ pub async fn run(
         shutting_down_rx,
     ));
     let (node_shutdown, node_shutdown_rx) = tokio::sync::mpsc::channel(4);
-    let graceful = start_graceful_shutdown(config.shutdown_grace, shutting_down, node_shutdown)
-        .await;
+    let graceful =
+        start_graceful_shutdown(config.shutdown_grace, shutting_down, node_shutdown).await;
     let ctx = Arc::new(pod::PodContext {
         client,
         runtime: rt,

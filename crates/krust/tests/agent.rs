@@ -1289,7 +1289,9 @@ fn attach_echoes(s: &Server) {
         let _ = stdin.write_all(format!("{word}\n").as_bytes());
         let _ = stdin.flush();
         let want = format!("got:{word}");
-        answers.push(common::wait_line(&rx, Duration::from_secs(20), |l| l == want));
+        answers.push(common::wait_line(&rx, Duration::from_secs(20), |l| {
+            l == want
+        }));
     }
     let _ = attach.kill();
     let out = attach.wait_with_output().expect("attach output");
@@ -1430,10 +1432,7 @@ impl Bus {
         let mut address = String::new();
         let stdout = child.stdout.take().expect("stdout");
         let _ = BufReader::new(stdout).read_line(&mut address);
-        assert!(
-            address.starts_with("unix:"),
-            "dbus-daemon said {address:?}"
-        );
+        assert!(address.starts_with("unix:"), "dbus-daemon said {address:?}");
         Bus {
             child,
             address: address.trim().to_string(),

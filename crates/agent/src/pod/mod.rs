@@ -149,7 +149,13 @@ impl Manager {
         }
         let (tx, rx) = watch::channel(desired);
         let wake = Arc::new(Notify::new());
-        let w = Worker::new(self.ctx.clone(), uid.to_string(), rx, wake.clone(), orders_rx);
+        let w = Worker::new(
+            self.ctx.clone(),
+            uid.to_string(),
+            rx,
+            wake.clone(),
+            orders_rx,
+        );
         let task = tokio::spawn(w.run());
         self.workers.insert(
             uid.to_string(),
@@ -228,12 +234,14 @@ async fn stop_group(workers: Vec<mpsc::UnboundedSender<StopOrder>>, grace: Durat
         .await
         .is_err()
     {
-        tracing::warn!(?grace, "pods still stopping at the end of their grace period");
+        tracing::warn!(
+            ?grace,
+            "pods still stopping at the end of their grace period"
+        );
     }
 }
 
 impl Manager {
-
     fn gone(&mut self, uid: &str) {
         self.known.remove(uid);
         if self.workers.contains_key(uid) {

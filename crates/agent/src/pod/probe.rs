@@ -283,9 +283,7 @@ pub async fn check(
                     out.push_str(&String::from_utf8_lossy(&r.stderr));
                     Outcome::Failure(out)
                 }
-                Err(e) if e.is_timeout() => {
-                    Outcome::Failure(format!("command {cmd:?} timed out"))
-                }
+                Err(e) if e.is_timeout() => Outcome::Failure(format!("command {cmd:?} timed out")),
                 Err(e) => Outcome::Error(e.to_string()),
             }
         }
@@ -761,7 +759,11 @@ mod tests {
         );
         assert!(matches!(
             probe_handler(&http(IntOrString::Int(1), None, Some("HTTPS")), &c, "x"),
-            Ok(Handler::Http { tls: true, port: 1, .. })
+            Ok(Handler::Http {
+                tls: true,
+                port: 1,
+                ..
+            })
         ));
         assert_eq!(
             probe_handler(&http(IntOrString::Int(1), None, Some("FTP")), &c, "x"),
@@ -1010,7 +1012,10 @@ mod tests {
         let t = Duration::from_secs(2);
         // The whole server ("") is SERVING from the start.
         assert_eq!(check(&rt, "c", &grpc(port, ""), t).await, Outcome::Success);
-        assert_eq!(check(&rt, "c", &grpc(port, "db"), t).await, Outcome::Success);
+        assert_eq!(
+            check(&rt, "c", &grpc(port, "db"), t).await,
+            Outcome::Success
+        );
         assert_eq!(
             check(&rt, "c", &grpc(port, "cache"), t).await,
             Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".to_string())

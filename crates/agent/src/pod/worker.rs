@@ -1084,4 +1084,63 @@ mod tests {
         assert!(!status_only_change(&old, &Desired::Pod(Arc::new(labelled))));
         assert!(!status_only_change(&old, &Desired::Gone));
     }
+
+    #[test]
+    fn a_pod_stopped_by_the_node_is_failed_with_a_disruption_condition() {
+        let pod = Pod {
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(stopped_pod(&pod, None), Cow::Borrowed(_)));
+        let stopped = stopped_pod(&pod, Some(&SHUTDOWN));
+        let st = stopped.status.as_ref().expect("status");
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some("Terminated"));
+        assert_eq!(
+            st.message.as_deref(),
+            Some("Pod was terminated in response to imminent node shutdown.")
+        );
+        let cond = st
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "DisruptionTarget")
+            .expect("DisruptionTarget");
+        assert_eq!(cond.status, "True");
+        assert_eq!(cond.reason.as_deref(), Some("TerminationByKubelet"));
+        // Applied again (to the Pod as written), the condition keeps its transition time.
+        let again = stopped_pod(&stopped, Some(&SHUTDOWN));
+        assert_eq!(again.status, stopped.status);
+        let rejected = stopped_pod(&pod, Some(&REJECTED));
+        let st = rejected.status.as_ref().expect("status");
+        assert_eq!(st.reason.as_deref(), Some("NodeShutdown"));
+        assert!(st.conditions.is_none());
+    }
+
+    #[test]
+    fn critical_pods_by_class_or_priority() {
+        let with = |class: Option<&str>, priority: Option<i32>| Pod {
+            spec: Some(PodSpec {
+                priority_class_name: class.map(str::to_string),
+                priority,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(super::super::is_critical(&with(
+            Some("system-node-critical"),
+            None
+        )));
+        assert!(super::super::is_critical(&with(
+            Some("system-cluster-critical"),
+            None
+        )));
+        assert!(super::super::is_critical(&with(None, Some(2_000_001_000))));
+        assert!(!super::super::is_critical(&with(Some("high"), Some(1000))));
+        assert!(!super::super::is_critical(&Pod::default()));
+    }
 }
