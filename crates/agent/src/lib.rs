@@ -41,6 +41,9 @@ use runtime::Runtime;
 /// How long the agent waits for a node IPAM controller to give the new Node a podCIDR.
 const POD_CIDR_WAIT: Duration = Duration::from_secs(3);
 
+/// How long the agent waits for its first list of Services.
+const SERVICES_WAIT: Duration = Duration::from_secs(5);
+
 /// What can stop the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -256,6 +259,7 @@ pub async fn run(
     let (node_shutdown, node_shutdown_rx) = tokio::sync::mpsc::channel(4);
     let graceful =
         start_graceful_shutdown(config.shutdown_grace, shutting_down, node_shutdown).await;
+    let services = services_cache(client.clone()).await;
     let ctx = Arc::new(pod::PodContext {
         client,
         runtime: rt,
@@ -266,6 +270,7 @@ pub async fn run(
         cgroup_root: config.cgroup_root.clone(),
         volumes_root: config.data_dir.join("volumes"),
         sandbox_starts: Arc::new(tokio::sync::Semaphore::new(pod::SANDBOX_STARTS)),
+        services,
     });
     pod::run(ctx, shutdown, node_shutdown_rx).await;
     if let Some(g) = graceful {
@@ -304,6 +309,33 @@ async fn start_graceful_shutdown(
         }
     }
     Some(tokio::spawn(shutdown::run(logind, periods, node, pods)))
+}
+
+/// A cache of every Service, for containers' environment. As the kubelet does, pods wait a
+/// moment for its first list so that their first containers see the variables.
+async fn services_cache(
+    client: kube::Client,
+) -> kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service> {
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::all(client);
+    let events = kube::runtime::reflector(
+        writer,
+        kube::runtime::watcher(
+            api,
+            kube::runtime::watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff();
+    tokio::spawn(events.for_each(|_| async {}));
+    if tokio::time::timeout(SERVICES_WAIT, store.wait_until_ready())
+        .await
+        .is_err()
+    {
+        tracing::warn!("no Service list yet; pods start without service variables");
+    }
+    store
 }
 
 fn write_cni(

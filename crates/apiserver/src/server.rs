@@ -1109,6 +1109,10 @@ pub struct Config {
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
     pub service_cidr: String,
+    /// The address pods reach this server at: the `kubernetes` Service's endpoint
+    /// (upstream's `--advertise-address`). None: the listen address, or 127.0.0.1 when that
+    /// is unspecified.
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 /// A started server: where it listens and the admin kubeconfig it wrote.
@@ -1132,7 +1136,12 @@ pub async fn start(
         "kubernetes".to_string(),
         "kubernetes.default".to_string(),
         "kubernetes.default.svc".to_string(),
+        "kubernetes.default.svc.cluster.local".to_string(),
     ];
+    // In-cluster clients dial the `kubernetes` Service's cluster IP and verify it.
+    let service_ip = crate::alloc::first_service_ip(&config.service_cidr)
+        .ok_or_else(|| anyhow::anyhow!("invalid service CIDR {}", config.service_cidr))?;
+    hosts.push(service_ip.to_string());
     if !addr.ip().is_unspecified() {
         hosts.push(addr.ip().to_string());
     }
@@ -1175,11 +1184,15 @@ pub async fn start(
     )?));
     let server = Arc::new(server);
     server.bootstrap().await?;
-    let service_ip = crate::alloc::first_service_ip(&config.service_cidr)
-        .ok_or_else(|| anyhow::anyhow!("invalid service CIDR {}", config.service_cidr))?;
     // Not fatal: the API works without it, and another server may be writing it too.
     if let Err(e) = server
-        .bootstrap_kubernetes_service(service_ip, &host, addr.port())
+        .bootstrap_kubernetes_service(
+            service_ip,
+            &config
+                .advertise_address
+                .map_or_else(|| host.clone(), |a| a.to_string()),
+            addr.port(),
+        )
         .await
     {
         tracing::warn!(error = %e, "the kubernetes Service could not be written");

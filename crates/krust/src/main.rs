@@ -34,6 +34,8 @@ enum Command {
     Scheduler(cmd::scheduler::Args),
     /// Run the node agent (kubelet): register this machine as a node and run its pods.
     Agent(cmd::agent::Args),
+    /// Run the service proxy (kube-proxy): Services as nftables rules on this machine.
+    Proxy(cmd::proxy::Args),
     /// Remove what a node agent left on this machine: its pods, containerd and bridge.
     AgentReset(cmd::agent::ResetArgs),
 }
@@ -57,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sim(args) => cmd::sim::run(args).await,
             Command::Scheduler(args) => cmd::scheduler::run(args).await,
             Command::Agent(args) => cmd::agent::run(args).await,
+            Command::Proxy(args) => cmd::proxy::run(args).await,
             Command::AgentReset(args) => cmd::agent::reset(args).await,
         }
     })

@@ -1705,3 +1705,121 @@ fn agent_graceful_node_shutdown() {
         s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
     }
 }
+
+/// Pods reach Services through the agent's service proxy (nftables DNAT from the cluster IP
+/// to the endpoints), and the API server through the `kubernetes` Service with their
+/// service account token, as in-cluster clients do: `KUBERNETES_SERVICE_HOST/PORT` and the
+/// service link variables come from the agent. A Service without endpoints refuses.
+#[test]
+fn pods_reach_services_and_the_api_server() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        eprintln!("skipping: not installed: {missing:?} (scripts/test.sh installs them)");
+        return;
+    }
+    let route_localnet = std::fs::read_to_string(ROUTE_LOCALNET).ok();
+    let s = Server::start();
+    let agent = ready_node_named(
+        &s,
+        "krust-svc-node",
+        "ksvc0",
+        "10.42.210.0/24",
+        "10.42.211.0/24",
+    );
+    let manifests = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: empty
+spec:
+  ports: [{port: 80}]
+"#;
+    s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(manifests));
+    let ready = eventually(Duration::from_secs(60), || ready_of(&s, "web").1 == "True");
+    assert!(ready, "web not Ready; agent log:\n{}", agent.log());
+    let client = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  restartPolicy: Never
+  volumes:
+  - name: kubectl
+    hostPath: {path: KUBECTL_BIN, type: File}
+  containers:
+  - name: c
+    image: busybox
+    env: [{name: HOME, value: /tmp}]
+    volumeMounts: [{name: kubectl, mountPath: /kubectl, readOnly: true}]
+    command:
+    - sh
+    - -c
+    - |
+      echo "env host=$KUBERNETES_SERVICE_HOST port=$KUBERNETES_SERVICE_PORT web=$WEB_SERVICE_HOST:$WEB_SERVICE_PORT_HTTP"
+      for i in $(seq 1 20); do timeout 2 wget -qO- "http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/" && break; sleep 1; done
+      for i in $(seq 1 20); do /kubectl get pod client -o jsonpath='in-cluster {.metadata.name} {.spec.nodeName}' && break; sleep 1; done
+      echo
+      /kubectl auth whoami -o jsonpath='whoami {.status.userInfo.username}'
+      echo
+      timeout 3 wget -qO- "http://$EMPTY_SERVICE_HOST/" 2>&1 | head -n 1
+"#;
+    let client = client.replace("KUBECTL_BIN", IN_CLUSTER_KUBECTL);
+    s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(&client));
+    wait_phase(&s, &agent, "client", "Succeeded", Duration::from_secs(90));
+    let logs = s.kubectl_ok(common::KUBECTL, &["logs", "client"], None);
+    let web_ip = jsonpath(&s, "service/web", "{.spec.clusterIP}");
+    let empty_ip = jsonpath(&s, "service/empty", "{.spec.clusterIP}");
+    assert!(
+        logs.contains(&format!("env host=10.43.0.1 port=443 web={web_ip}:80")),
+        "service variables: {logs}"
+    );
+    assert!(
+        logs.contains("hello-from-web"),
+        "web through its cluster IP: {logs}"
+    );
+    assert!(
+        logs.contains("in-cluster client krust-svc-node"),
+        "kubectl in the pod reaches the API server through the kubernetes Service: {logs}"
+    );
+    assert!(
+        logs.contains("whoami system:serviceaccount:default:default"),
+        "with the pod's service account token: {logs}"
+    );
+    assert!(
+        logs.contains(empty_ip.as_str()) && logs.contains("refused"),
+        "a Service without endpoints refuses: {logs}"
+    );
+    drop(agent);
+    if let Some(v) = route_localnet {
+        let _ = std::fs::write(ROUTE_LOCALNET, v);
+    }
+}
+
+/// A static kubectl, mounted into a pod: an in-cluster client (service variables, token,
+/// CA bundle and the `kubernetes` Service, verifying the serving certificate).
+const IN_CLUSTER_KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.31";
+
+/// The proxy turns this on for endpoints on loopback (the API server in tests).
+const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod probe;
 pub mod projection;
 pub mod pull;
+pub mod service_env;
 pub mod spec;
 pub mod status;
 pub mod volumes;
@@ -104,6 +105,8 @@ pub struct PodContext {
     /// (in arrival order: the semaphore is fair) finish sooner than all of them interleaved
     /// in runc and the CNI plugins, so the first pods are not held back by the last.
     pub sandbox_starts: Arc<tokio::sync::Semaphore>,
+    /// Every Service, for containers' service environment variables.
+    pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
 }
 
 /// Default for [`PodContext::sandbox_starts`].

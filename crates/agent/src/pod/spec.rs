@@ -256,6 +256,9 @@ pub struct PodEnvContext {
     pub pod_ip: String,
     pub host_ip: String,
     pub node_name: String,
+    /// Service variables ([`super::service_env`]): the lowest precedence, but available to
+    /// `$(VAR)` references.
+    pub service_env: Vec<(String, String)>,
 }
 
 fn field_value(pod: &Pod, path: &str, ctx: &PodEnvContext) -> Option<String> {
@@ -320,9 +323,9 @@ pub fn expand(s: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
-/// The container's environment: `envFrom` sources first, then each `env` entry (literal
-/// values, downward API fields, ConfigMap and Secret keys), later ones overriding earlier
-/// ones, with `$(VAR)` references to earlier variables expanded.
+/// The container's environment: Service variables first, then `envFrom` sources, then each
+/// `env` entry (literal values, downward API fields, ConfigMap and Secret keys), later ones
+/// overriding earlier ones, with `$(VAR)` references to earlier variables expanded.
 pub fn env(
     pod: &Pod,
     c: &Container,
@@ -342,7 +345,7 @@ pub fn env(
         out.retain(|(k, _)| k != name);
         out.push((name.to_string(), v));
     }
-    for (k, v) in from {
+    for (k, v) in ctx.service_env.iter().cloned().chain(from) {
         set(&mut vars, &mut out, &k, v);
     }
     let items: &[EnvVar] = c.env.as_deref().unwrap_or_default();
@@ -578,5 +581,40 @@ mod tests {
         assert_eq!(cfg.metadata.as_ref().map(|m| m.attempt), Some(2));
         assert_eq!(cfg.labels[labels::POD_UID], "u1");
         assert_eq!(cfg.annotations[labels::RESTART_COUNT], "2");
+    }
+
+    #[test]
+    fn service_variables_yield_to_the_containers_own_and_expand() {
+        let pod = Pod::default();
+        let c = Container {
+            name: "c".into(),
+            env: Some(vec![
+                EnvVar {
+                    name: "KUBERNETES_SERVICE_PORT".into(),
+                    value: Some("8443".into()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "API".into(),
+                    value: Some(
+                        "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)".into(),
+                    ),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let ctx = PodEnvContext {
+            service_env: vec![
+                ("KUBERNETES_SERVICE_HOST".into(), "10.43.0.1".into()),
+                ("KUBERNETES_SERVICE_PORT".into(), "443".into()),
+            ],
+            ..Default::default()
+        };
+        let env = env(&pod, &c, &ctx, &Sources::default()).expect("env");
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.43.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("8443"));
+        assert_eq!(get("API"), Some("https://10.43.0.1:8443"));
     }
 }

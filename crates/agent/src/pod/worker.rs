@@ -30,6 +30,7 @@ use super::events::EventSink;
 use super::plan::{self, Action, CState, Observed, ObservedContainer, ObservedSandbox};
 use super::probe::{self, ProbeType};
 use super::pull;
+use super::service_env;
 use super::spec::{self, Kind, PodEnvContext};
 use super::status::{self, Inputs};
 use super::PodContext;
@@ -539,6 +540,7 @@ impl Worker {
                         pod_ip: sandbox.ip.clone(),
                         host_ip: self.ctx.node_ip.clone(),
                         node_name: self.ctx.node_name.clone(),
+                        service_env: self.service_env(pod),
                     };
                     if sources.is_none() {
                         let fetched = volumes::fetch(&self.ctx.client, pod).await?;
@@ -752,6 +754,18 @@ impl Worker {
     }
 
     /// Makes the container's image present per its pull policy, or says why not.
+    /// The pod's Service variables, from the agent's Service cache.
+    fn service_env(&self, pod: &Pod) -> Vec<(String, String)> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        let services = self.ctx.services.state();
+        service_env::service_env(ns, links, services.iter().map(|s| s.as_ref()))
+    }
+
     async fn ensure_image(
         &mut self,
         pod: &Pod,

@@ -45,6 +45,9 @@ pub struct AgentFlags {
     /// The part of --shutdown-grace-period reserved for critical pods, which stop last.
     #[arg(long, default_value = "0s", value_parser = super::controllers::parse_duration)]
     pub shutdown_grace_period_critical_pods: Duration,
+    /// Do not run the service proxy (`krust proxy`) beside the agent.
+    #[arg(long)]
+    pub disable_proxy: bool,
 }
 
 impl AgentFlags {
@@ -131,6 +134,9 @@ pub struct Args {
     data_dir: PathBuf,
     #[command(flatten)]
     flags: AgentFlags,
+    /// Pod addresses, for the service proxy: service traffic from elsewhere is masqueraded.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -150,6 +156,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut config = args.flags.config(args.data_dir)?;
     config.client_ca = cluster_ca(&args.kubeconfig).await?;
+    if !args.flags.disable_proxy {
+        super::proxy::spawn(client.clone(), args.cluster_cidr.clone());
+    }
     krust_agent::run(client, config, super::shutdown_signal())
         .await
         .context("node agent")
@@ -172,6 +181,9 @@ pub async fn reset(args: ResetArgs) -> anyhow::Result<()> {
         std::path::Path::new("/sys/fs/cgroup"),
     )
     .await;
+    if let Err(e) = super::proxy::cleanup().await {
+        eprintln!("{e:#}");
+    }
     println!(
         "removed {} pod sandboxes; containerd {}; bridge {} {}",
         report.sandboxes,

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod controllers;
+pub mod proxy;
 pub mod scheduler;
 pub mod server;
 pub mod sim;

@@ -26,6 +26,8 @@ pub enum Component {
     Scheduler,
     /// The node agent (`krust agent`, data in DATA_DIR/agent): makes this machine a node.
     Agent,
+    /// The service proxy (`krust proxy`) that runs beside the hosted agent.
+    Proxy,
 }
 
 #[derive(clap::Args)]
@@ -48,6 +50,11 @@ pub struct Args {
     /// CIDR that Service cluster IPs come from.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: String,
+    /// The address pods and other nodes reach the API server at, published as the
+    /// `kubernetes` Service's endpoint (default: the --listen address, 127.0.0.1 when that
+    /// is 0.0.0.0; pods on this node reach loopback through the service proxy).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     tls_sans: Vec<String>,
@@ -76,12 +83,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         etcd_endpoints,
         service_cidr,
         tls_sans,
+        advertise_address,
         disable,
         agent_flags,
         cluster_cidr,
         node_cidr_mask_size,
         node_monitor_grace_period,
     } = args;
+    let agent_flags_disable_proxy = agent_flags.disable_proxy;
     let agent_config = if !disable.contains(&Component::Agent) {
         Some(agent_flags.config(data_dir.join("agent"))?)
     } else {
@@ -114,6 +123,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         kubeconfig_out,
         tls_sans,
         service_cidr,
+        advertise_address,
     };
     let running = krust_apiserver::start(config, store, super::shutdown_signal()).await?;
     tracing::info!("krust API server listening on https://{}", running.addr);
@@ -121,7 +131,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !disable.contains(&Component::Controllers) {
         let client = super::client(&running.kubeconfig).await?;
         let config = krust_controllers::ControllerConfig {
-            cluster_cidr,
+            cluster_cidr: cluster_cidr.clone(),
             node_cidr_mask_size,
             node_monitor_grace_period,
             root_ca: std::fs::read_to_string(data_dir_tls.join("ca.crt")).ok(),
@@ -144,6 +154,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(mut config) = agent_config {
         let client = super::client(&running.kubeconfig).await?;
+        if !disable.contains(&Component::Proxy) && !agent_flags_disable_proxy {
+            super::proxy::spawn(client.clone(), cluster_cidr.clone());
+        }
         config.client_ca = super::agent::cluster_ca(&running.kubeconfig).await?;
         tokio::spawn(async move {
             if let Err(e) = krust_agent::run(client, config, super::shutdown_signal()).await {

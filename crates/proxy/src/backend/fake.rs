@@ -1,0 +1,73 @@
+//! An in-memory backend that remembers the last rules and answers where a connection would
+//! go, the way the nftables rules decide it.
+
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use super::{ProxyBackend, ProxyError};
+use crate::rules::{Endpoint, Protocol, ServiceRules};
+
+#[derive(Default)]
+pub struct FakeBackend {
+    installed: Mutex<Option<ServiceRules>>,
+    syncs: Mutex<usize>,
+}
+
+/// What the data path does with a new connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Sent to one of these endpoints.
+    Balanced(Vec<Endpoint>),
+    /// Refused: the service exists but has no endpoints.
+    Rejected,
+    /// Not a service address: left alone.
+    Untouched,
+}
+
+impl FakeBackend {
+    pub fn installed(&self) -> Option<ServiceRules> {
+        self.installed.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    pub fn syncs(&self) -> usize {
+        self.syncs.lock().map(|g| *g).unwrap_or_default()
+    }
+
+    /// Where a connection to `ip:port` goes; `local` says whether `ip` is one of the node's
+    /// own addresses (node ports listen there).
+    pub fn route(&self, ip: Ipv4Addr, port: u16, protocol: Protocol, local: bool) -> Route {
+        let Some(rules) = self.installed() else {
+            return Route::Untouched;
+        };
+        let hit = rules.ports.iter().find(|p| {
+            p.protocol == protocol
+                && ((p.port == port && (p.cluster_ip == ip || p.external_ips.contains(&ip)))
+                    || (local && p.node_port == Some(port)))
+        });
+        match hit {
+            None => Route::Untouched,
+            Some(p) if p.endpoints.is_empty() => Route::Rejected,
+            Some(p) => Route::Balanced(p.endpoints.clone()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ProxyBackend for FakeBackend {
+    async fn sync(&self, rules: &ServiceRules) -> Result<(), ProxyError> {
+        if let Ok(mut g) = self.installed.lock() {
+            *g = Some(rules.clone());
+        }
+        if let Ok(mut g) = self.syncs.lock() {
+            *g += 1;
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&self) -> Result<(), ProxyError> {
+        if let Ok(mut g) = self.installed.lock() {
+            *g = None;
+        }
+        Ok(())
+    }
+}

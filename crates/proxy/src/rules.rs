@@ -1,0 +1,339 @@
+//! What the proxy wants the data path to do, computed from Services and EndpointSlices: for
+//! each service port, its cluster IP, node port and the endpoints to balance over. A pure
+//! function, so every backend gets the same answer and the tests need no cluster.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    fn parse(s: Option<&str>) -> Option<Protocol> {
+        match s.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    /// The name nftables uses.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+/// One port of one Service: where its traffic arrives and where it goes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServicePort {
+    /// `namespace/service:port-name` (upstream's service port name), for logs and chains.
+    pub name: String,
+    pub cluster_ip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub node_port: Option<u16>,
+    /// Extra addresses the Service is reachable at (`spec.externalIPs`), on `port`.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// Sorted; empty means traffic is rejected, as upstream does.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// The whole data path, sorted by service port name so that equal inputs render equally.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceRules {
+    pub ports: Vec<ServicePort>,
+}
+
+/// The rules for `services`, with endpoints from `slices` (ready endpoints; when none is
+/// ready, the serving ones that are terminating, as upstream falls back to).
+pub fn compute(services: &[Service], slices: &[EndpointSlice]) -> ServiceRules {
+    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in slices {
+        if s.address_type != "IPv4" {
+            continue;
+        }
+        let Some(svc) = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        by_service.entry((ns, svc.clone())).or_default().push(s);
+    }
+    let mut ports = Vec::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let Some(cluster_ip) = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        else {
+            continue; // headless (None) or not an IPv4 service
+        };
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let slices = by_service
+            .get(&(ns.clone(), name.clone()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let external_ips: Vec<Ipv4Addr> = spec
+            .external_ips
+            .iter()
+            .flatten()
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        for p in spec.ports.iter().flatten() {
+            let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(p.port) else {
+                continue;
+            };
+            let port_name = p.name.clone().unwrap_or_default();
+            ports.push(ServicePort {
+                name: format!("{ns}/{name}:{port_name}"),
+                cluster_ip,
+                port,
+                protocol,
+                node_port: p
+                    .node_port
+                    .filter(|_| node_ports)
+                    .and_then(|n| u16::try_from(n).ok()),
+                external_ips: external_ips.clone(),
+                endpoints: endpoints_for(slices, &port_name, protocol, p.target_port.as_ref()),
+            });
+        }
+    }
+    ports.sort();
+    ServiceRules { ports }
+}
+
+/// The endpoints of one service port: each slice's port with the service port's name.
+fn endpoints_for(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    protocol: Protocol,
+    target: Option<&IntOrString>,
+) -> Vec<Endpoint> {
+    let mut ready = Vec::new();
+    let mut terminating = Vec::new();
+    for s in slices {
+        let Some(port) = s.ports.iter().flatten().find(|sp| {
+            sp.name.as_deref().unwrap_or("") == port_name
+                && Protocol::parse(sp.protocol.as_deref()) == Some(protocol)
+        }) else {
+            continue;
+        };
+        // A slice written without ports for a numeric target (upstream's selectorless
+        // services) still means the target port.
+        let number = port.port.or(match target {
+            Some(IntOrString::Int(n)) => Some(*n),
+            _ => None,
+        });
+        let Some(number) = number.and_then(|n| u16::try_from(n).ok()) else {
+            continue;
+        };
+        for e in &s.endpoints {
+            let c = e.conditions.as_ref();
+            let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
+            let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            for a in &e.addresses {
+                let Ok(ip) = a.parse() else { continue };
+                let ep = Endpoint { ip, port: number };
+                if is_ready && !is_terminating {
+                    ready.push(ep);
+                } else if serving && is_terminating {
+                    terminating.push(ep);
+                }
+            }
+        }
+    }
+    let mut out = if ready.is_empty() { terminating } else { ready };
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ServicePort as SvcPort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::{
+        Endpoint as SliceEndpoint, EndpointConditions, EndpointPort,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn service(name: &str, type_: &str, ip: &str, ports: &[(&str, i32, Option<i32>)]) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some(type_.into()),
+                cluster_ip: Some(ip.into()),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(n, p, np)| SvcPort {
+                            name: Some(n.to_string()),
+                            port: *p,
+                            node_port: *np,
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn slice(svc: &str, ports: &[(&str, i32)], eps: &[(&str, bool, bool)]) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(format!("{svc}-abc")),
+                namespace: Some("default".into()),
+                labels: Some([(SERVICE_NAME_LABEL.to_string(), svc.to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(n, p)| EndpointPort {
+                        name: Some(n.to_string()),
+                        port: Some(*p),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            endpoints: eps
+                .iter()
+                .map(|(ip, ready, terminating)| SliceEndpoint {
+                    addresses: vec![ip.to_string()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(*ready),
+                        serving: Some(true),
+                        terminating: Some(*terminating),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn ep(ip: &str, port: u16) -> Endpoint {
+        Endpoint {
+            ip: ip.parse().expect("ip"),
+            port,
+        }
+    }
+
+    #[test]
+    fn ports_get_their_named_slice_ports_and_ready_endpoints() {
+        let svc = service(
+            "web",
+            "ClusterIP",
+            "10.43.0.10",
+            &[("http", 80, None), ("admin", 9000, None)],
+        );
+        let sl = slice(
+            "web",
+            &[("http", 8080), ("admin", 9090)],
+            &[
+                ("10.42.0.6", true, false),
+                ("10.42.0.5", true, false),
+                ("10.42.0.7", false, false),
+            ],
+        );
+        let rules = compute(&[svc], &[sl]);
+        assert_eq!(rules.ports.len(), 2);
+        let admin = &rules.ports[0];
+        assert_eq!(admin.name, "default/web:admin");
+        assert_eq!(
+            admin.endpoints,
+            vec![ep("10.42.0.5", 9090), ep("10.42.0.6", 9090)]
+        );
+        let http = &rules.ports[1];
+        assert_eq!(
+            (http.cluster_ip, http.port),
+            ("10.43.0.10".parse().expect("ip"), 80)
+        );
+        assert_eq!(
+            http.endpoints,
+            vec![ep("10.42.0.5", 8080), ep("10.42.0.6", 8080)]
+        );
+        assert_eq!(http.node_port, None);
+    }
+
+    #[test]
+    fn terminating_serving_endpoints_are_used_only_when_none_is_ready() {
+        let svc = service("web", "ClusterIP", "10.43.0.10", &[("", 80, None)]);
+        let only_terminating = slice("web", &[("", 80)], &[("10.42.0.5", false, true)]);
+        let rules = compute(std::slice::from_ref(&svc), &[only_terminating]);
+        assert_eq!(rules.ports[0].endpoints, vec![ep("10.42.0.5", 80)]);
+        let mixed = slice(
+            "web",
+            &[("", 80)],
+            &[("10.42.0.5", false, true), ("10.42.0.6", true, false)],
+        );
+        let rules = compute(&[svc], &[mixed]);
+        assert_eq!(rules.ports[0].endpoints, vec![ep("10.42.0.6", 80)]);
+    }
+
+    #[test]
+    fn headless_external_name_and_other_services_slices_are_left_out() {
+        let headless = service("db", "ClusterIP", "None", &[("", 5432, None)]);
+        let mut external = service("ext", "ExternalName", "", &[("", 80, None)]);
+        external.spec.as_mut().expect("spec").external_name = Some("example.com".into());
+        let lonely = service("lonely", "ClusterIP", "10.43.0.11", &[("", 80, None)]);
+        let other = slice("someone-else", &[("", 80)], &[("10.42.0.5", true, false)]);
+        let rules = compute(&[headless, external, lonely], &[other]);
+        assert_eq!(rules.ports.len(), 1);
+        assert_eq!(rules.ports[0].name, "default/lonely:");
+        assert!(rules.ports[0].endpoints.is_empty());
+    }
+
+    #[test]
+    fn node_ports_only_for_node_port_and_load_balancer_services() {
+        let np = service("np", "NodePort", "10.43.0.12", &[("", 80, Some(30080))]);
+        let cip = service("cip", "ClusterIP", "10.43.0.13", &[("", 80, Some(30081))]);
+        let rules = compute(&[np, cip], &[]);
+        let by_name: BTreeMap<_, _> = rules.ports.iter().map(|p| (p.name.as_str(), p)).collect();
+        assert_eq!(by_name["default/np:"].node_port, Some(30080));
+        assert_eq!(by_name["default/cip:"].node_port, None);
+    }
+}
