@@ -14,6 +14,8 @@
 //! - [`labels`]: labels and annotations on CRI objects (the agent's checkpoint).
 //! - [`server`]: the agent's HTTPS API (kubelet port): container logs, and exec, attach and
 //!   port-forward proxied to containerd's streaming server.
+//! - [`shutdown`]: graceful node shutdown (a logind inhibitor lock; pods stopped before the
+//!   machine goes down).
 //!
 //! [`run`] sets the node up (containerd, images, Node, CNI) and then runs until `shutdown`;
 //! [`reset`] removes what a node left on the machine (`krust agent-reset`).
@@ -26,6 +28,7 @@ pub mod node;
 pub mod pod;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -91,6 +94,8 @@ pub struct AgentConfig {
     pub kubelet_port: u16,
     /// The cluster CA (DER) that callers' client certificates must be signed by.
     pub client_ca: Vec<Vec<u8>>,
+    /// Graceful node shutdown (off by default, as upstream).
+    pub shutdown_grace: shutdown::GracePeriods,
 }
 
 impl Default for AgentConfig {
@@ -108,6 +113,7 @@ impl Default for AgentConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             kubelet_port: 10250,
             client_ca: Vec::new(),
+            shutdown_grace: shutdown::GracePeriods::default(),
         }
     }
 }
@@ -129,6 +135,7 @@ impl AgentConfig {
                 self.pod_cidr
             )));
         }
+        self.shutdown_grace.validate().map_err(AgentError::Config)?;
         if self.bridge.is_empty() || self.bridge.len() > 15 {
             return Err(AgentError::Config(format!(
                 "bridge name {:?} must be 1-15 characters",
@@ -209,7 +216,7 @@ pub async fn run(
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
         kubelet_port,
     });
-    let registered = node::register(&client, &id)
+    let registered = node::register(&client, &id, false)
         .await
         .map_err(|e| AgentError::Api {
             context: "registering the node",
@@ -241,12 +248,17 @@ pub async fn run(
     }
     tracing::info!(node = %config.node_name, runtime = %id.runtime_version, elapsed = ?started.elapsed(), "node agent ready");
 
+    let (shutting_down, shutting_down_rx) = tokio::sync::watch::channel(false);
     let heartbeat = tokio::spawn(node::heartbeat(
         client.clone(),
         id.clone(),
         config.lease_interval,
         config.status_interval,
+        shutting_down_rx,
     ));
+    let (node_shutdown, node_shutdown_rx) = tokio::sync::mpsc::channel(4);
+    let graceful =
+        start_graceful_shutdown(config.shutdown_grace, shutting_down, node_shutdown).await;
     let services = services_cache(client.clone()).await;
     let ctx = Arc::new(pod::PodContext {
         client,
@@ -260,11 +272,43 @@ pub async fn run(
         sandbox_starts: Arc::new(tokio::sync::Semaphore::new(pod::SANDBOX_STARTS)),
         services,
     });
-    pod::run(ctx, shutdown).await;
+    pod::run(ctx, shutdown, node_shutdown_rx).await;
+    if let Some(g) = graceful {
+        g.abort();
+    }
     heartbeat.abort();
     api.abort();
     tracing::info!(node = %config.node_name, "node agent stopped; containers keep running");
     Ok(())
+}
+
+/// Takes logind's inhibitor lock and watches for shutdowns, if a grace period is set and
+/// there is a system bus; without one the agent runs on without the feature.
+async fn start_graceful_shutdown(
+    periods: shutdown::GracePeriods,
+    node: tokio::sync::watch::Sender<bool>,
+    pods: tokio::sync::mpsc::Sender<pod::NodeShutdown>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !periods.enabled() {
+        return None;
+    }
+    let logind = match shutdown::Logind::connect().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "no logind on the system bus: graceful node shutdown is off");
+            return None;
+        }
+    };
+    if let Some(max) = logind.max_delay().await {
+        if max < periods.total {
+            tracing::warn!(
+                ?max,
+                requested = ?periods.total,
+                "logind's InhibitDelayMaxUSec is shorter than --shutdown-grace-period: the machine will not wait that long"
+            );
+        }
+    }
+    Some(tokio::spawn(shutdown::run(logind, periods, node, pods)))
 }
 
 /// A cache of every Service, for containers' environment. As the kubelet does, pods wait a

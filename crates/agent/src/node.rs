@@ -1,6 +1,6 @@
 //! The Node: what the machine offers (capacity from /proc, GPUs from `nvidia-smi -L`), its
 //! registration, the Lease renewed every 10 s in `kube-node-lease`, and the status refreshed
-//! every minute.
+//! every minute, and at once when the node starts or stops shutting down (Ready False).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -179,9 +179,28 @@ fn condition(
     }
 }
 
+/// The Ready condition: True, or False while the node shuts down.
+fn ready_condition(shutting_down: bool) -> (&'static str, &'static str, &'static str) {
+    if shutting_down {
+        (
+            "False",
+            "KubeletNotReady",
+            crate::shutdown::NOT_READY_MESSAGE,
+        )
+    } else {
+        ("True", "KubeletReady", "kubelet is posting ready status")
+    }
+}
+
 /// The node's status, heartbeat `now`, its conditions unchanged since `since`.
-pub fn node_status(id: &NodeIdentity, now: Timestamp, since: Timestamp) -> NodeStatus {
+pub fn node_status(
+    id: &NodeIdentity,
+    now: Timestamp,
+    since: Timestamp,
+    shutting_down: bool,
+) -> NodeStatus {
     let m = &id.machine;
+    let (ready, reason, message) = ready_condition(shutting_down);
     NodeStatus {
         capacity: Some(m.resources(id.max_pods)),
         allocatable: Some(m.resources(id.max_pods)),
@@ -220,14 +239,7 @@ pub fn node_status(id: &NodeIdentity, now: Timestamp, since: Timestamp) -> NodeS
                 now,
                 since,
             ),
-            condition(
-                "Ready",
-                "True",
-                "KubeletReady",
-                "kubelet is posting ready status",
-                now,
-                since,
-            ),
+            condition("Ready", ready, reason, message, now, since),
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
@@ -271,7 +283,11 @@ async fn ensure_lease_namespace(client: &kube::Client) -> Result<(), kube::Error
 
 /// Registers the node (or reconciles the labels of an existing one) and writes its status.
 /// Returns the Node as the API server has it (for `spec.podCIDR`).
-pub async fn register(client: &kube::Client, id: &NodeIdentity) -> Result<Node, kube::Error> {
+pub async fn register(
+    client: &kube::Client,
+    id: &NodeIdentity,
+    shutting_down: bool,
+) -> Result<Node, kube::Error> {
     ensure_lease_namespace(client).await?;
     let api: Api<Node> = Api::all(client.clone());
     let now = Timestamp::now();
@@ -286,7 +302,7 @@ pub async fn register(client: &kube::Client, id: &NodeIdentity) -> Result<Node, 
             ..Default::default()
         },
         spec: None,
-        status: Some(node_status(id, now, now)),
+        status: Some(node_status(id, now, now, shutting_down)),
     };
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => {}
@@ -297,23 +313,29 @@ pub async fn register(client: &kube::Client, id: &NodeIdentity) -> Result<Node, 
         }
         Err(e) => return Err(e),
     }
-    update_status(client, id).await
+    update_status(client, id, shutting_down).await
 }
 
-/// Writes the node's status with a fresh heartbeat (Ready's transition time kept).
-pub async fn update_status(client: &kube::Client, id: &NodeIdentity) -> Result<Node, kube::Error> {
+/// Writes the node's status with a fresh heartbeat (Ready's transition time kept while its
+/// status stays).
+pub async fn update_status(
+    client: &kube::Client,
+    id: &NodeIdentity,
+    shutting_down: bool,
+) -> Result<Node, kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     let now = Timestamp::now();
     let current = api.get(&id.name).await?;
+    let (ready, _, _) = ready_condition(shutting_down);
     let since = current
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready" && c.status == ready))
         .and_then(|c| c.last_transition_time.as_ref())
         .map(|t| t.0)
         .unwrap_or(now);
-    let patch = json!({"status": node_status(id, now, since)});
+    let patch = json!({"status": node_status(id, now, since, shutting_down)});
     api.patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
 }
@@ -370,12 +392,13 @@ pub async fn renew_lease(
 }
 
 /// Keeps the Lease and the status fresh until dropped. Registers the node again if it was
-/// deleted.
+/// deleted. `shutting_down` turns the node NotReady (written at once when it changes).
 pub async fn heartbeat(
     client: kube::Client,
     id: Arc<NodeIdentity>,
     lease_interval: Duration,
     status_interval: Duration,
+    mut shutting_down: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut node_uid: Option<String> = None;
     let mut lease = tokio::time::interval(lease_interval);
@@ -389,11 +412,14 @@ pub async fn heartbeat(
                     tracing::warn!(error = %e, "renewing the node lease");
                 }
             }
+            // A failed write is retried at the next tick.
+            Ok(()) = shutting_down.changed() => status.reset_immediately(),
             _ = status.tick() => {
-                let res = match update_status(&client, &id).await {
+                let down = *shutting_down.borrow();
+                let res = match update_status(&client, &id, down).await {
                     Err(kube::Error::Api(s)) if s.is_not_found() => {
                         tracing::info!(node = %id.name, "node was deleted; registering it again");
-                        register(&client, &id).await
+                        register(&client, &id, down).await
                     }
                     other => other,
                 };
@@ -452,7 +478,7 @@ mod tests {
             kubelet_port: 10250,
         };
         let t = Timestamp::from_second(1_700_000_000).expect("ts");
-        let st = node_status(&id, t, t);
+        let st = node_status(&id, t, t, false);
         let cap = st.capacity.as_ref().expect("capacity");
         assert_eq!(cap["cpu"].0, "2");
         assert_eq!(cap["memory"].0, "24576000Ki");
@@ -471,5 +497,14 @@ mod tests {
         let info = st.node_info.as_ref().expect("nodeInfo");
         assert_eq!(info.container_runtime_version, "containerd://1.6.20");
         assert_eq!(info.kubelet_version, KUBELET_VERSION);
+
+        let down = node_status(&id, t, t, true);
+        let ready = down
+            .conditions
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .expect("Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.message.as_deref(), Some("node is shutting down"));
     }
 }

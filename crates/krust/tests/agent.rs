@@ -19,11 +19,11 @@ const BRIDGE: &str = "krte2e0";
 const CIDR: &str = "10.42.200.0/24";
 const KRUST: &str = env!("CARGO_BIN_EXE_krust");
 
+fn on_path(b: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(b).exists()))
+}
+
 fn missing_tools() -> Vec<&'static str> {
-    let on_path = |b: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(b).exists()))
-    };
     let mut missing: Vec<&'static str> = ["containerd", "ctr", "runc", "gcc", "ip"]
         .into_iter()
         .filter(|b| !on_path(b))
@@ -46,6 +46,9 @@ struct Agent {
     kubeconfig: PathBuf,
     log: PathBuf,
     ip_forward: Option<String>,
+    /// More `krust agent` flags, and environment.
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     _tmp: tempfile::TempDir,
 }
 
@@ -56,6 +59,8 @@ impl Agent {
         node: &'static str,
         bridge: &'static str,
         pod_cidr: &'static str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
     ) -> Agent {
         let tmp = tempfile::Builder::new()
             .prefix("krust-agent")
@@ -70,6 +75,11 @@ impl Agent {
             kubeconfig: server.kubeconfig.clone(),
             log: tmp.path().join("agent.log"),
             ip_forward: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").ok(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _tmp: tmp,
         };
         a.spawn();
@@ -91,6 +101,8 @@ impl Agent {
             .args(["--node-name", self.node, "--node-ip", "127.0.0.1"])
             .args(["--pod-cidr", self.pod_cidr, "--bridge", self.bridge])
             .args(["--kubelet-port", "0"])
+            .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("KRUST_LOG", "info,krust_agent=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -608,6 +620,19 @@ fn ready_node_named(
     cidr: &str,
     fallback_cidr: &'static str,
 ) -> Agent {
+    ready_node_with(s, node, bridge, cidr, fallback_cidr, &[], &[])
+}
+
+/// [`ready_node_named`] with more agent flags and environment.
+fn ready_node_with(
+    s: &Server,
+    node: &'static str,
+    bridge: &'static str,
+    cidr: &str,
+    fallback_cidr: &'static str,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> Agent {
     s.kubectl_ok(
         common::KUBECTL,
         &["create", "-f", "-"],
@@ -615,7 +640,7 @@ fn ready_node_named(
             "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nspec:\n  podCIDR: {cidr}\n  podCIDRs: [{cidr}]\n"
         )),
     );
-    let agent = Agent::start_node(s, node, bridge, fallback_cidr);
+    let agent = Agent::start_node(s, node, bridge, fallback_cidr, extra_args, env);
     let ready = eventually(Duration::from_secs(90), || {
         jsonpath(
             s,
@@ -1059,8 +1084,9 @@ fn http_get(port: u16) -> String {
     out
 }
 
-/// `kubectl logs`, `exec`, `attach`-free TTY exec and `port-forward` against pods the agent
-/// runs: through the API server, the agent's HTTPS API and containerd's streaming server.
+/// `kubectl logs`, `exec` (with a TTY too), `attach` and `port-forward` against pods the
+/// agent runs: through the API server, the agent's HTTPS API and containerd's streaming
+/// server.
 #[test]
 fn agent_streams_logs_exec_and_port_forward() {
     let missing = missing_tools();
@@ -1102,8 +1128,16 @@ fn agent_streams_logs_exec_and_port_forward() {
             Some(&stream_pod(name, script, volume)),
         );
     }
+    let echoer = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: echoer\nspec:\n  nodeName: {STREAM_NODE}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    stdin: true\n    command: [\"sh\", \"-c\", \"while read l; do echo got:$l; done\"]\n"
+    );
+    s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(&echoer));
     wait_phase(&s, &agent, "talker", "Running", Duration::from_secs(60));
     wait_phase(&s, &agent, "web", "Running", Duration::from_secs(60));
+    wait_phase(&s, &agent, "echoer", "Running", Duration::from_secs(60));
+
+    // attach -i: lines sent to the container's stdin come back on its stdout.
+    attach_echoes(&s);
 
     // Logs: all of them, the last two, and followed as they are written.
     assert!(eventually(Duration::from_secs(15), || s
@@ -1222,9 +1256,52 @@ fn agent_streams_logs_exec_and_port_forward() {
     let err = s.kubectl_err(&["logs", "talker", "--previous"], None);
     assert!(err.contains("previous terminated container"), "{err}");
 
-    for p in ["talker", "restarter", "web"] {
+    for p in ["talker", "restarter", "web", "echoer"] {
         s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
     }
+}
+
+/// `kubectl attach -i echoer`: what is typed reaches the running container's stdin, and its
+/// answers come back, twice over one attachment.
+fn attach_echoes(s: &Server) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut attach = Command::new(common::KUBECTL)
+        .env("KUBECONFIG", &s.kubeconfig)
+        .env("HOME", &s.data_dir)
+        .args(["attach", "-i", "echoer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl attach");
+    let stdout = attach.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut stdin = attach.stdin.take().expect("stdin");
+    let mut answers = Vec::new();
+    for word in ["hello", "world"] {
+        let _ = stdin.write_all(format!("{word}\n").as_bytes());
+        let _ = stdin.flush();
+        let want = format!("got:{word}");
+        answers.push(common::wait_line(&rx, Duration::from_secs(20), |l| {
+            l == want
+        }));
+    }
+    let _ = attach.kill();
+    let out = attach.wait_with_output().expect("attach output");
+    assert!(
+        answers.iter().all(Option::is_some),
+        "attach answers {answers:?}; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = s.kubectl(&["logs", "echoer"]);
+    assert!(logs.contains("got:hello\ngot:world\n"), "{logs:?}");
 }
 
 /// The kube-api-access volume (token, CA, namespace) and a downwardAPI volume seen from inside
@@ -1304,6 +1381,329 @@ spec:
         "{body}"
     );
     s.kubectl(&["delete", "pod", "sa-reader", "--timeout=60s"]);
+}
+
+const SHUTDOWN_NODE: &str = "krust-e2e-shutdown";
+
+/// A private message bus standing in for the system bus: anyone may own any name.
+struct Bus {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Bus {
+    fn start() -> Bus {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::Builder::new()
+            .prefix("krust-dbus")
+            .tempdir()
+            .expect("tempdir");
+        let config = dir.path().join("bus.conf");
+        let socket = dir.path().join("bus.sock");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .expect("bus config");
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--nopidfile", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dbus-daemon");
+        let mut address = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        let _ = BufReader::new(stdout).read_line(&mut address);
+        assert!(address.starts_with("unix:"), "dbus-daemon said {address:?}");
+        Bus {
+            child,
+            address: address.trim().to_string(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the stand-in logind saw: Inhibit calls, and locks whose descriptor was closed.
+#[derive(Clone, Default)]
+struct LockLog {
+    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    released: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LockLog {
+    fn taken(&self) -> usize {
+        self.taken.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn released(&self) -> usize {
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The part of `org.freedesktop.login1.Manager` the agent uses. A lock is one end of a
+/// socket pair; the stand-in reads the other end, whose EOF means the lock was released.
+struct Login1Manager(LockLog);
+
+#[zbus::interface(name = "org.freedesktop.login1.Manager")]
+impl Login1Manager {
+    fn inhibit(
+        &self,
+        what: String,
+        _who: String,
+        _why: String,
+        mode: String,
+    ) -> zbus::fdo::Result<zbus::zvariant::OwnedFd> {
+        if what != "shutdown" || mode != "delay" {
+            return Err(zbus::fdo::Error::InvalidArgs(format!(
+                "unexpected lock {what}/{mode}"
+            )));
+        }
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        let released = self.0.released.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut ours = ours;
+            let mut buf = [0u8; 16];
+            while matches!(ours.read(&mut buf), Ok(n) if n > 0) {}
+            released.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        self.0
+            .taken
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(std::os::fd::OwnedFd::from(theirs).into())
+    }
+
+    #[zbus(property, name = "InhibitDelayMaxUSec")]
+    fn inhibit_delay_max_usec(&self) -> u64 {
+        30_000_000
+    }
+}
+
+/// The operating system's side of a shutdown: a stand-in for systemd-logind on `Bus`.
+struct FakeLogind {
+    conn: zbus::Connection,
+    log: LockLog,
+    rt: tokio::runtime::Runtime,
+}
+
+impl FakeLogind {
+    fn start(address: &str) -> FakeLogind {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let log = LockLog::default();
+        let conn = rt
+            .block_on(async {
+                zbus::connection::Builder::address(address)?
+                    .name("org.freedesktop.login1")?
+                    .serve_at("/org/freedesktop/login1", Login1Manager(log.clone()))?
+                    .build()
+                    .await
+            })
+            .expect("stand-in logind on the bus");
+        FakeLogind { conn, log, rt }
+    }
+
+    /// Emits `PrepareForShutdown(start)`.
+    fn announce(&self, start: bool) {
+        self.rt
+            .block_on(self.conn.emit_signal(
+                None::<&str>,
+                "/org/freedesktop/login1",
+                "org.freedesktop.login1.Manager",
+                "PrepareForShutdown",
+                &start,
+            ))
+            .expect("PrepareForShutdown");
+    }
+}
+
+fn shutdown_pod(name: &str, critical: bool, dir: &Path) -> String {
+    let priority = if critical {
+        "  priorityClassName: system-node-critical\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: {SHUTDOWN_NODE}
+{priority}  terminationGracePeriodSeconds: 30
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "echo stopped > /data/{name}"]}}
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+  volumes:
+  - name: data
+    hostPath: {{path: "{}"}}
+"#,
+        dir.display()
+    )
+}
+
+fn ready_condition(s: &Server, field: &str) -> String {
+    jsonpath(
+        s,
+        &format!("node/{SHUTDOWN_NODE}"),
+        &format!("{{.status.conditions[?(@.type==\"Ready\")].{field}}}"),
+    )
+}
+
+/// Graceful node shutdown against a stand-in logind on a private bus: the agent holds a
+/// delay lock; on PrepareForShutdown(true) the node turns NotReady, regular pods stop
+/// (preStop hooks run) before critical ones, all end Failed/Terminated with a
+/// DisruptionTarget condition, pods arriving meanwhile are rejected, and the lock is
+/// released; PrepareForShutdown(false) makes the node Ready again with a new lock.
+#[test]
+fn agent_graceful_node_shutdown() {
+    let mut missing = missing_tools();
+    if !on_path("dbus-daemon") {
+        missing.push("dbus-daemon");
+    }
+    if !missing.is_empty() {
+        eprintln!("skipping: not installed: {missing:?} (scripts/test.sh installs them)");
+        return;
+    }
+    let s = Server::start();
+    let bus = Bus::start();
+    let logind = FakeLogind::start(&bus.address);
+    let agent = ready_node_with(
+        &s,
+        SHUTDOWN_NODE,
+        "kshut0",
+        "10.42.226.0/24",
+        "10.42.227.0/24",
+        &[
+            "--shutdown-grace-period",
+            "20s",
+            "--shutdown-grace-period-critical-pods",
+            "5s",
+        ],
+        &[("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str())],
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || logind.log.taken() == 1),
+        "the agent took no inhibitor lock:\n{}",
+        agent.log()
+    );
+    let host = tempfile::Builder::new()
+        .prefix("krust-shutdown")
+        .tempdir()
+        .expect("tempdir");
+    for (name, critical) in [("regular", false), ("critical", true)] {
+        s.kubectl_ok(
+            common::KUBECTL,
+            &["apply", "-f", "-"],
+            Some(&shutdown_pod(name, critical, host.path())),
+        );
+    }
+    wait_phase(&s, &agent, "regular", "Running", Duration::from_secs(60));
+    wait_phase(&s, &agent, "critical", "Running", Duration::from_secs(60));
+
+    let t = Instant::now();
+    logind.announce(true);
+    let not_ready = eventually(Duration::from_secs(10), || {
+        ready_condition(&s, "status") == "False"
+    });
+    assert!(not_ready, "node still Ready:\n{}", agent.log());
+    assert_eq!(ready_condition(&s, "message"), "node is shutting down");
+    // A pod arriving now is rejected.
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&shutdown_pod("late", false, host.path())),
+    );
+    for pod in ["regular", "critical"] {
+        wait_phase(&s, &agent, pod, "Failed", Duration::from_secs(30));
+        let what = format!("pod/{pod}");
+        assert_eq!(jsonpath(&s, &what, "{.status.reason}"), "Terminated");
+        assert_eq!(
+            jsonpath(&s, &what, "{.status.message}"),
+            "Pod was terminated in response to imminent node shutdown."
+        );
+        assert_eq!(
+            jsonpath(
+                &s,
+                &what,
+                "{.status.conditions[?(@.type==\"DisruptionTarget\")].status}/{.status.conditions[?(@.type==\"DisruptionTarget\")].reason}"
+            ),
+            "True/TerminationByKubelet"
+        );
+        let stopped = std::fs::read_to_string(host.path().join(pod)).unwrap_or_default();
+        assert_eq!(stopped.trim(), "stopped", "preStop of {pod} ran");
+    }
+    eprintln!("pods stopped {:?} after the announcement", t.elapsed());
+    let finished = |pod: &str| {
+        jsonpath(
+            &s,
+            &format!("pod/{pod}"),
+            "{.status.containerStatuses[0].state.terminated.finishedAt}",
+        )
+    };
+    let (regular, critical) = (finished("regular"), finished("critical"));
+    assert!(
+        !regular.is_empty() && regular <= critical,
+        "regular pods stop first: {regular:?} vs {critical:?}"
+    );
+    wait_phase(&s, &agent, "late", "Failed", Duration::from_secs(20));
+    assert_eq!(jsonpath(&s, "pod/late", "{.status.reason}"), "NodeShutdown");
+    assert!(
+        eventually(Duration::from_secs(10), || logind.log.released() == 1),
+        "the inhibitor lock was not released:\n{}",
+        agent.log()
+    );
+
+    // The shutdown is cancelled: Ready again, with a new lock.
+    logind.announce(false);
+    assert!(
+        eventually(Duration::from_secs(10), || ready_condition(&s, "status")
+            == "True"),
+        "node not Ready after the cancellation:\n{}",
+        agent.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || logind.log.taken() == 2),
+        "no new lock after the cancellation"
+    );
+    for p in ["regular", "critical", "late"] {
+        s.kubectl(&["delete", "pod", p, "--timeout=60s"]);
+    }
 }
 
 /// Pods reach Services through the agent's service proxy (nftables DNAT from the cluster IP
@@ -1687,4 +2087,85 @@ fn agent_mounts_persistent_volume_claims() {
     for pod in ["pvc-late", "pvc-local", "pvc-unbound"] {
         s.kubectl(&["delete", "pod", pod, "--wait=false"]);
     }
+}
+
+/// GPUs: the agent counts what `nvidia-smi -L` lists into `nvidia.com/gpu` capacity, and the
+/// scheduler places a pod asking for one there while a pod asking for more than the node
+/// has stays Pending. No GPU is lent to CI machines, so a stand-in `nvidia-smi` on the
+/// agent's PATH prints a two-GPU listing in the real tool's format.
+#[test]
+fn node_offers_the_gpus_nvidia_smi_lists() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        eprintln!("skipping: not installed: {missing:?} (scripts/test.sh installs them)");
+        return;
+    }
+    let bin = tempfile::Builder::new()
+        .prefix("krust-gpu")
+        .tempdir()
+        .expect("tempdir");
+    let smi = bin.path().join("nvidia-smi");
+    std::fs::write(
+        &smi,
+        "#!/bin/sh\n[ \"$1\" = -L ] || exit 1\n\
+         echo 'GPU 0: NVIDIA H200 (UUID: GPU-00000000-0000-0000-0000-000000000000)'\n\
+         echo 'GPU 1: NVIDIA H200 (UUID: GPU-11111111-1111-1111-1111-111111111111)'\n",
+    )
+    .expect("write nvidia-smi");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let s = Server::start();
+    let agent = ready_node_with(
+        &s,
+        "krust-gpu-node",
+        "kgpu0",
+        "10.42.214.0/24",
+        "10.42.215.0/24",
+        &[],
+        &[("PATH", &path)],
+    );
+    let gpus = |field: &str| {
+        jsonpath(
+            &s,
+            "node/krust-gpu-node",
+            &format!("{{.status.{field}.nvidia\\.com/gpu}}"),
+        )
+    };
+    assert_eq!(gpus("capacity"), "2");
+    assert_eq!(gpus("allocatable"), "2");
+    let pod = |name: &str, n: u32| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '3600']\n    resources:\n      limits: {{nvidia.com/gpu: {n}}}\n"
+        )
+    };
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&pod("one-gpu", 1)),
+    );
+    s.kubectl_ok(
+        common::KUBECTL,
+        &["apply", "-f", "-"],
+        Some(&pod("three-gpus", 3)),
+    );
+    wait_phase(&s, &agent, "one-gpu", "Running", Duration::from_secs(60));
+    let unschedulable = eventually(Duration::from_secs(20), || {
+        jsonpath(
+            &s,
+            "pod/three-gpus",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        )
+        .contains("Insufficient nvidia.com/gpu")
+    });
+    assert!(
+        unschedulable,
+        "{}",
+        s.kubectl(&["get", "pod", "three-gpus", "-o", "yaml"])
+    );
+    s.kubectl(&["delete", "pod", "one-gpu", "three-gpus", "--wait=false"]);
 }

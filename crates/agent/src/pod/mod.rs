@@ -15,7 +15,10 @@
 //!   runtime's sandboxes and containers (one ListPodSandbox and one ListContainers for the
 //!   whole node, like kubelet's PLEG) to wake the workers whose pods changed. Sandboxes of
 //!   pods the API no longer has (deleted while the agent was down) get a worker that cleans
-//!   them up, once the watch's initial list is complete.
+//!   them up, once the watch's initial list is complete. On a node shutdown
+//!   ([`NodeShutdown`], from [`crate::shutdown`]) it orders the workers of regular pods to
+//!   stop within the regular grace period, then those of critical pods, and rejects pods that
+//!   arrive meanwhile, as upstream's kubelet does.
 
 pub mod claims;
 pub mod events;
@@ -42,12 +45,48 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::labels;
 use crate::runtime::Runtime;
-use worker::{Desired, Worker};
+use worker::{Desired, StopOrder, Worker};
+
+/// What the graceful shutdown manager asks of the pods.
+#[derive(Debug)]
+pub enum NodeShutdown {
+    /// Stop regular pods within `regular`, then critical pods within `critical`; answer on
+    /// `done` when all are stopped.
+    Start {
+        regular: Duration,
+        critical: Duration,
+        done: oneshot::Sender<()>,
+    },
+    /// The shutdown was cancelled: admit pods again.
+    Cancelled,
+}
+
+/// Priority at and above which a pod is critical (upstream's SystemCriticalPriority).
+const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
+
+/// Whether the pod is critical to the node or cluster: it stops last on a node shutdown.
+pub fn is_critical(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    matches!(
+        spec.priority_class_name.as_deref(),
+        Some("system-cluster-critical" | "system-node-critical")
+    ) || spec.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
+}
+
+/// Whether the API shows the pod as finished (Succeeded or Failed).
+fn finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
 
 /// What every pod worker shares.
 pub struct PodContext {
@@ -80,6 +119,7 @@ const RELIST: Duration = Duration::from_secs(1);
 struct Handle {
     tx: watch::Sender<Desired>,
     wake: Arc<Notify>,
+    orders: mpsc::UnboundedSender<StopOrder>,
     task: JoinHandle<()>,
 }
 
@@ -92,6 +132,8 @@ struct Manager {
     relisting: HashSet<String>,
     synced: bool,
     fingerprints: HashMap<String, u64>,
+    /// The node is shutting down: new pods are rejected.
+    shutting_down: bool,
 }
 
 impl Manager {
@@ -102,12 +144,32 @@ impl Manager {
                 return;
             }
         }
+        let (orders, orders_rx) = mpsc::unbounded_channel();
+        // A pod that arrives while the node shuts down is rejected before it runs anything.
+        let reject = self.shutting_down
+            && matches!(&desired, Desired::Pod(p) if !finished(p) && p.metadata.deletion_timestamp.is_none());
+        if reject {
+            let _ = orders.send(StopOrder::rejected());
+        }
         let (tx, rx) = watch::channel(desired);
         let wake = Arc::new(Notify::new());
-        let w = Worker::new(self.ctx.clone(), uid.to_string(), rx, wake.clone());
+        let w = Worker::new(
+            self.ctx.clone(),
+            uid.to_string(),
+            rx,
+            wake.clone(),
+            orders_rx,
+        );
         let task = tokio::spawn(w.run());
-        self.workers
-            .insert(uid.to_string(), Handle { tx, wake, task });
+        self.workers.insert(
+            uid.to_string(),
+            Handle {
+                tx,
+                wake,
+                orders,
+                task,
+            },
+        );
     }
 
     fn apply(&mut self, pod: Pod) {
@@ -119,6 +181,71 @@ impl Manager {
         self.dispatch(&uid, Desired::Pod(pod));
     }
 
+    /// Starts stopping the node's pods for a shutdown: regular ones, then critical ones, in
+    /// the background; `done` is answered when both groups stopped or ran out of time.
+    fn node_shutdown(&mut self, request: NodeShutdown) {
+        let (regular, critical, done) = match request {
+            NodeShutdown::Cancelled => {
+                self.shutting_down = false;
+                return;
+            }
+            NodeShutdown::Start {
+                regular,
+                critical,
+                done,
+            } => (regular, critical, done),
+        };
+        self.shutting_down = true;
+        let mut groups: (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+        for (uid, pod) in &self.known {
+            if finished(pod) || pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            if let Some(h) = self.workers.get(uid).filter(|h| !h.task.is_finished()) {
+                let group = if is_critical(pod) {
+                    &mut groups.1
+                } else {
+                    &mut groups.0
+                };
+                group.push(h.orders.clone());
+            }
+        }
+        tracing::info!(
+            regular = groups.0.len(),
+            critical = groups.1.len(),
+            "stopping pods for the node shutdown"
+        );
+        tokio::spawn(async move {
+            stop_group(groups.0, regular).await;
+            stop_group(groups.1, critical).await;
+            let _ = done.send(());
+        });
+    }
+}
+
+/// Orders every worker of a group to stop its pod within `grace`; waits for them, at most
+/// `grace` (and a moment for the status writes).
+async fn stop_group(workers: Vec<mpsc::UnboundedSender<StopOrder>>, grace: Duration) {
+    let mut waits = Vec::new();
+    for w in workers {
+        let (order, stopped) = StopOrder::shutdown(grace);
+        if w.send(order).is_ok() {
+            waits.push(stopped);
+        }
+    }
+    let all = futures::future::join_all(waits);
+    if tokio::time::timeout(grace + Duration::from_secs(1), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "pods still stopping at the end of their grace period"
+        );
+    }
+}
+
+impl Manager {
     fn gone(&mut self, uid: &str) {
         self.known.remove(uid);
         if self.workers.contains_key(uid) {
@@ -198,8 +325,13 @@ impl Manager {
     }
 }
 
-/// Runs the node's pods until `shutdown` resolves. Containers keep running afterwards.
-pub async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>) {
+/// Runs the node's pods until `shutdown` resolves, stopping them when `node_shutdown` says
+/// the machine goes down. Containers keep running when the agent stops.
+pub async fn run(
+    ctx: Arc<PodContext>,
+    shutdown: impl Future<Output = ()>,
+    mut node_shutdown: mpsc::Receiver<NodeShutdown>,
+) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
@@ -210,6 +342,7 @@ pub async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>) {
         relisting: HashSet::new(),
         synced: false,
         fingerprints: HashMap::new(),
+        shutting_down: false,
     };
     let mut relist = tokio::time::interval(RELIST);
     relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -247,6 +380,7 @@ pub async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>) {
                 None => break,
             },
             _ = relist.tick() => m.relist().await,
+            Some(request) = node_shutdown.recv() => m.node_shutdown(request),
         }
     }
     // Dropping the senders stops the workers; containers are left running.

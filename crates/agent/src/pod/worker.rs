@@ -8,16 +8,22 @@
 //! lifecycle hooks: postStart right after a container starts (a failure kills it), preStop
 //! before SIGTERM, within the grace period. When the agent stops, workers stop without
 //! touching the containers: they keep running and are re-adopted by the next agent.
+//!
+//! A [`StopOrder`] (node shutdown) stops the pod's containers within the order's grace and
+//! marks the pod Failed with the order's reason; from then on the worker plans the pod as
+//! finished, whatever the (possibly stale) Pod it holds says.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::Api;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::events::EventSink;
@@ -73,6 +79,95 @@ impl<K: std::hash::Hash + Eq> Drop for Tasks<K> {
     }
 }
 
+/// Why a pod was stopped by the node rather than by its own containers, and what its status
+/// then says (upstream's words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopReason {
+    pub reason: &'static str,
+    pub message: &'static str,
+    /// Whether the pod gets a `DisruptionTarget` condition (TerminationByKubelet).
+    pub disruption: bool,
+}
+
+/// A pod stopped for a node shutdown.
+pub const SHUTDOWN: StopReason = StopReason {
+    reason: "Terminated",
+    message: "Pod was terminated in response to imminent node shutdown.",
+    disruption: true,
+};
+
+/// A pod that arrived while the node was shutting down.
+pub const REJECTED: StopReason = StopReason {
+    reason: "NodeShutdown",
+    message: "Pod was rejected as the node is shutting down.",
+    disruption: false,
+};
+
+/// Tells a worker to stop its pod for good.
+#[derive(Debug)]
+pub struct StopOrder {
+    /// The most the containers get (the pod's own grace period may be shorter).
+    pub grace: Duration,
+    pub why: StopReason,
+    /// Answered once the containers are stopped and the status written.
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+impl StopOrder {
+    /// An order for a node shutdown, and where its completion is told.
+    pub fn shutdown(grace: Duration) -> (StopOrder, oneshot::Receiver<()>) {
+        let (done, stopped) = oneshot::channel();
+        (
+            StopOrder {
+                grace,
+                why: SHUTDOWN,
+                done: Some(done),
+            },
+            stopped,
+        )
+    }
+
+    /// An order rejecting a pod that arrived during a node shutdown.
+    pub fn rejected() -> StopOrder {
+        StopOrder {
+            grace: Duration::ZERO,
+            why: REJECTED,
+            done: None,
+        }
+    }
+}
+
+/// The Pod as the worker plans it: once stopped by the node, Failed with the stop's reason
+/// and message (and a DisruptionTarget condition), whatever the API has.
+pub fn stopped_pod<'a>(pod: &'a Pod, why: Option<&StopReason>) -> Cow<'a, Pod> {
+    let Some(why) = why else {
+        return Cow::Borrowed(pod);
+    };
+    let mut p = pod.clone();
+    let st = p.status.get_or_insert_with(PodStatus::default);
+    st.phase = Some("Failed".to_string());
+    st.reason = Some(why.reason.to_string());
+    st.message = Some(why.message.to_string());
+    if why.disruption {
+        let conds = st.conditions.get_or_insert_with(Vec::new);
+        if !conds
+            .iter()
+            .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        {
+            conds.retain(|c| c.type_ != "DisruptionTarget");
+            conds.push(PodCondition {
+                type_: "DisruptionTarget".to_string(),
+                status: "True".to_string(),
+                reason: Some("TerminationByKubelet".to_string()),
+                message: Some(why.message.to_string()),
+                last_transition_time: Some(Time(Timestamp::now())),
+                ..Default::default()
+            });
+        }
+    }
+    Cow::Owned(p)
+}
+
 /// How long a postStart hook may run.
 const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -101,6 +196,10 @@ pub struct Worker {
     /// The host volumes of the pod's claims, once all are bound (a bound claim's volume
     /// source never changes, so they are read once).
     claims: Option<HashMap<String, volumes::Prepared>>,
+    /// Stop orders from the manager (node shutdown).
+    orders: mpsc::UnboundedReceiver<StopOrder>,
+    /// Set once the node stopped the pod: it is Failed for good.
+    stopped: Option<StopReason>,
 }
 
 fn now_nanos() -> i64 {
@@ -140,6 +239,7 @@ impl Worker {
         uid: String,
         rx: watch::Receiver<Desired>,
         wake: Arc<Notify>,
+        orders: mpsc::UnboundedReceiver<StopOrder>,
     ) -> Worker {
         Worker {
             ctx,
@@ -156,13 +256,19 @@ impl Worker {
             killing: HashMap::new(),
             token_refresh: None,
             claims: None,
+            orders,
+            stopped: None,
         }
     }
 
     /// Runs until the pod is terminated and gone, or the manager stops.
     pub async fn run(mut self) {
+        let mut order: Option<StopOrder> = None;
         loop {
             let desired = self.rx.borrow_and_update().clone();
+            if let Some(o) = order.take().or_else(|| self.orders.try_recv().ok()) {
+                self.stop(&desired, o).await;
+            }
             let wait = match &desired {
                 Desired::Gone => match self.terminate(None).await {
                     Ok(()) => return,
@@ -211,9 +317,42 @@ impl Worker {
                         }
                     }
                     _ = self.wake.notified() => break,
+                    Some(o) = self.orders.recv() => {
+                        order = Some(o);
+                        break;
+                    }
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
+        }
+    }
+
+    /// Carries out a stop order: the containers are stopped (preStop hooks, SIGTERM) within
+    /// the order's grace, then the status says Failed with the order's reason. A pod being
+    /// deleted (or gone) is left to its termination.
+    async fn stop(&mut self, desired: &Desired, order: StopOrder) {
+        if let Desired::Pod(pod) = desired {
+            if pod.metadata.deletion_timestamp.is_none() && self.stopped.is_none() {
+                let own = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30)
+                    .max(0);
+                let grace = own.min(i64::try_from(order.grace.as_secs()).unwrap_or(i64::MAX));
+                tracing::info!(uid = %self.uid, reason = order.why.reason, grace, "stopping the pod for the node");
+                self.stopped = Some(order.why);
+                let result = match self.kill_all(Some(pod), grace).await {
+                    Ok(_) => self.sync(pod).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    self.failed("stopping", &e);
+                }
+            }
+        }
+        if let Some(done) = order.done {
+            let _ = done.send(());
         }
     }
 
@@ -316,7 +455,9 @@ impl Worker {
 
     /// Brings the pod one step nearer to its spec (a few actions at most) and writes its
     /// status. Returns when to look again if nothing wakes the worker.
-    async fn sync(&mut self, pod: &Pod) -> Result<Duration, SyncError> {
+    async fn sync(&mut self, api_pod: &Pod) -> Result<Duration, SyncError> {
+        let effective = stopped_pod(api_pod, self.stopped.as_ref());
+        let pod: &Pod = &effective;
         self.grace_seconds = pod
             .spec
             .as_ref()
@@ -357,7 +498,7 @@ impl Worker {
                 continue;
             }
             self.reconcile_probes(pod, &obs);
-            self.write_status(pod, &obs, &plan).await?;
+            self.write_status(api_pod, &obs, &plan).await?;
             if let Some(e) = failure {
                 return Err(e);
             }
@@ -367,7 +508,7 @@ impl Worker {
         let obs = self.observe().await?;
         let plan = plan::plan(pod, &obs, now_nanos());
         self.reconcile_probes(pod, &obs);
-        self.write_status(pod, &obs, &plan).await?;
+        self.write_status(api_pod, &obs, &plan).await?;
         match failure {
             Some(e) => Err(e),
             None => Ok(Duration::from_millis(100)),
@@ -680,7 +821,7 @@ impl Worker {
         let mut current = pod.clone();
         for _ in 0..3 {
             let st = status::pod_status(
-                &current,
+                &stopped_pod(&current, self.stopped.as_ref()),
                 &Inputs {
                     obs,
                     plan,
@@ -735,30 +876,8 @@ impl Worker {
             None => self.grace_seconds.min(GONE_GRACE_SECONDS),
         }
         .max(0);
-        self.probes.abort_all();
-        let obs = self.observe().await?;
+        let obs = self.kill_all(pod, grace).await?;
         let rt = self.ctx.runtime.clone();
-        let pod_ip = obs.sandbox().map(|s| s.ip.clone()).unwrap_or_default();
-        let events = pod.map(|p| EventSink::new(self.ctx.client.clone(), p, &self.ctx.node_name));
-        let stops = obs
-            .containers
-            .iter()
-            .filter(|c| matches!(c.state, CState::Running { .. } | CState::Unknown))
-            .map(|oc| {
-                let spec = pod.and_then(|p| spec_of(p, &oc.name)).cloned();
-                kill_container(
-                    rt.clone(),
-                    oc.id.clone(),
-                    spec,
-                    pod_ip.clone(),
-                    grace,
-                    events.clone(),
-                    None,
-                )
-            });
-        for r in futures::future::join_all(stops).await {
-            r?;
-        }
         for s in &obs.sandboxes {
             match rt.stop_pod_sandbox(&s.id).await {
                 Err(e) if !e.is_not_found() => return Err(e.into()),
@@ -802,6 +921,38 @@ impl Worker {
         }
         tracing::info!(uid = %self.uid, grace, "pod terminated");
         Ok(())
+    }
+}
+
+impl Worker {
+    /// Stops the pod's probes and running containers (preStop hooks, then SIGTERM, SIGKILL
+    /// after `grace` seconds), all at once. Returns what the runtime held before.
+    async fn kill_all(&mut self, pod: Option<&Pod>, grace: i64) -> Result<Observed, SyncError> {
+        self.probes.abort_all();
+        let obs = self.observe().await?;
+        let rt = self.ctx.runtime.clone();
+        let pod_ip = obs.sandbox().map(|s| s.ip.clone()).unwrap_or_default();
+        let events = pod.map(|p| EventSink::new(self.ctx.client.clone(), p, &self.ctx.node_name));
+        let stops = obs
+            .containers
+            .iter()
+            .filter(|c| matches!(c.state, CState::Running { .. } | CState::Unknown))
+            .map(|oc| {
+                let spec = pod.and_then(|p| spec_of(p, &oc.name)).cloned();
+                kill_container(
+                    rt.clone(),
+                    oc.id.clone(),
+                    spec,
+                    pod_ip.clone(),
+                    grace,
+                    events.clone(),
+                    None,
+                )
+            });
+        for r in futures::future::join_all(stops).await {
+            r?;
+        }
+        Ok(obs)
     }
 }
 
@@ -971,5 +1122,64 @@ mod tests {
         labelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
         assert!(!status_only_change(&old, &Desired::Pod(Arc::new(labelled))));
         assert!(!status_only_change(&old, &Desired::Gone));
+    }
+
+    #[test]
+    fn a_pod_stopped_by_the_node_is_failed_with_a_disruption_condition() {
+        let pod = Pod {
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(stopped_pod(&pod, None), Cow::Borrowed(_)));
+        let stopped = stopped_pod(&pod, Some(&SHUTDOWN));
+        let st = stopped.status.as_ref().expect("status");
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some("Terminated"));
+        assert_eq!(
+            st.message.as_deref(),
+            Some("Pod was terminated in response to imminent node shutdown.")
+        );
+        let cond = st
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "DisruptionTarget")
+            .expect("DisruptionTarget");
+        assert_eq!(cond.status, "True");
+        assert_eq!(cond.reason.as_deref(), Some("TerminationByKubelet"));
+        // Applied again (to the Pod as written), the condition keeps its transition time.
+        let again = stopped_pod(&stopped, Some(&SHUTDOWN));
+        assert_eq!(again.status, stopped.status);
+        let rejected = stopped_pod(&pod, Some(&REJECTED));
+        let st = rejected.status.as_ref().expect("status");
+        assert_eq!(st.reason.as_deref(), Some("NodeShutdown"));
+        assert!(st.conditions.is_none());
+    }
+
+    #[test]
+    fn critical_pods_by_class_or_priority() {
+        let with = |class: Option<&str>, priority: Option<i32>| Pod {
+            spec: Some(PodSpec {
+                priority_class_name: class.map(str::to_string),
+                priority,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(super::super::is_critical(&with(
+            Some("system-node-critical"),
+            None
+        )));
+        assert!(super::super::is_critical(&with(
+            Some("system-cluster-critical"),
+            None
+        )));
+        assert!(super::super::is_critical(&with(None, Some(2_000_001_000))));
+        assert!(!super::super::is_critical(&with(Some("high"), Some(1000))));
+        assert!(!super::super::is_critical(&Pod::default()));
     }
 }

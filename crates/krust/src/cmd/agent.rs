@@ -38,6 +38,13 @@ pub struct AgentFlags {
     /// free one. The Node's status.daemonEndpoints says which.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// How long a machine shutdown is held back (a systemd-logind delay lock) while the pods
+    /// stop; 0 turns graceful node shutdown off.
+    #[arg(long, default_value = "0s", value_parser = super::controllers::parse_duration)]
+    pub shutdown_grace_period: Duration,
+    /// The part of --shutdown-grace-period reserved for critical pods, which stop last.
+    #[arg(long, default_value = "0s", value_parser = super::controllers::parse_duration)]
+    pub shutdown_grace_period_critical_pods: Duration,
     /// Do not run the service proxy (`krust proxy`) beside the agent.
     #[arg(long)]
     pub disable_proxy: bool,
@@ -70,6 +77,10 @@ impl AgentFlags {
             lease_interval: Duration::from_secs(self.lease_renew_seconds.max(1)),
             status_interval: Duration::from_secs(self.status_update_seconds.max(1)),
             kubelet_port: self.kubelet_port,
+            shutdown_grace: krust_agent::shutdown::GracePeriods {
+                total: self.shutdown_grace_period,
+                critical: self.shutdown_grace_period_critical_pods,
+            },
             ..Default::default()
         })
     }
