@@ -320,10 +320,8 @@ pub async fn pod_subresource(
             .filter(|v| !v.is_empty())
     };
     let streaming = sub != "log";
-    if streaming {
-        if !parts.headers.contains_key(http::header::UPGRADE) {
-            return Err(ApiError::bad_request("Upgrade request required"));
-        }
+    if streaming && !parts.headers.contains_key(http::header::UPGRADE) {
+        return Err(ApiError::bad_request("Upgrade request required"));
     }
     let container = if sub == "portforward" {
         None

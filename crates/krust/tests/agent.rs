@@ -1108,6 +1108,12 @@ fn exec_and_port_forward(s: &Server, websockets: bool) {
     );
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+    // Quiet for longer than client-go's heartbeat deadline: pings are answered.
+    let out = ok(
+        &["exec", "talker", "--", "sh", "-c", "sleep 12; echo late"],
+        None,
+    );
+    assert_eq!(out, "late\n");
     // Far more than one flow-control window.
     let out = ok(&["exec", "talker", "--", "seq", "1", "50000"], None);
     assert_eq!(out.lines().count(), 50000);
