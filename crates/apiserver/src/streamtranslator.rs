@@ -12,8 +12,6 @@
 //! Older WebSocket protocols (`v4.channel.k8s.io`, ...) the runtime serves itself, so those
 //! upgrades are proxied byte for byte instead.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};
 use http::{HeaderMap, Response, StatusCode};
@@ -48,17 +46,6 @@ const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
-
-/// How many sessions were translated, by kind: (exec, tunnel). Logged, and read by tests.
-static TRANSLATED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
-
-/// Sessions translated so far: (exec or attach, port-forward tunnels).
-pub fn translated() -> (u64, u64) {
-    (
-        TRANSLATED[0].load(Ordering::Relaxed),
-        TRANSLATED[1].load(Ordering::Relaxed),
-    )
-}
 
 /// A translation the API server does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +126,6 @@ pub async fn serve(
     };
     // Upgrade at the agent first, so that its refusals reach the client as a Status.
     let (agent, version) = client.upgrade_spdy(to, path, versions).await?;
-    TRANSLATED[usize::from(kind == Translation::Tunnel)].fetch_add(1, Ordering::Relaxed);
     tracing::info!(%path, protocol, agent_protocol = %version, "translating a WebSocket stream to SPDY");
     tokio::spawn(async move {
         let client = match upgrade.await {
