@@ -6,7 +6,9 @@
 //! kube-apiserver without `--kubelet-certificate-authority`, it does not verify the agent's
 //! serving certificate (agents make their own). One connection per request: a plain request
 //! streams the agent's answer back (followed logs); an upgrade request (SPDY or WebSocket)
-//! becomes, after the agent's `101`, a byte-for-byte tunnel between client and agent.
+//! becomes, after the agent's `101`, a byte-for-byte tunnel between client and agent, except
+//! the WebSocket protocols the node's runtime does not speak, which
+//! [`crate::streamtranslator`] translates to SPDY.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,12 +29,15 @@ use serde_json::Value;
 use crate::body::{self, Body};
 use crate::request::ResourcePath;
 use crate::rest::Rest;
+use crate::streamtranslator;
 
 /// The identity the API server presents to agents.
 pub const CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 /// The port agents listen on when their Node does not say.
 pub const DEFAULT_PORT: u16 = 10250;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The header that negotiates a stream protocol over a SPDY upgrade.
+const STREAM_PROTOCOL_VERSION: &str = "x-stream-protocol-version";
 
 /// Accepts any serving certificate (agents' are self-signed) while still checking that the
 /// handshake is signed by the key of the certificate presented.
@@ -126,34 +131,16 @@ impl KubeletClient {
         })
     }
 
-    /// Sends `method path_and_query` with `headers` to the agent at `to` and relays its
-    /// answer. With `upgrade` (the client's pending upgrade), a `101` from the agent joins
-    /// the client's connection to the agent's in a background task.
-    pub async fn forward(
+    /// Opens a TLS connection to the agent at `to` and sends `req` on it, keeping the
+    /// connection open for an upgrade.
+    async fn send(
         &self,
         to: &Endpoint,
-        method: Method,
-        path_and_query: &str,
-        headers: &HeaderMap,
-        upgrade: Option<hyper::upgrade::OnUpgrade>,
-    ) -> Result<Response<Body>, ApiError> {
+        req: http::Request<Empty<Bytes>>,
+    ) -> Result<Response<hyper::body::Incoming>, ApiError> {
         let unreachable = |e: &dyn std::fmt::Display| {
             ApiError::internal(format!("error dialing backend: {}:{}: {e}", to.ip, to.port))
         };
-        let mut req = http::Request::builder().method(method).uri(path_and_query);
-        for (k, v) in headers {
-            // The client's own credentials are for the API server, not for the agent.
-            if k != http::header::HOST
-                && k != http::header::AUTHORIZATION
-                && k != http::header::CONTENT_LENGTH
-            {
-                req = req.header(k, v);
-            }
-        }
-        let req = req
-            .header(http::header::HOST, format!("{}:{}", to.ip, to.port))
-            .body(Empty::<Bytes>::new())
-            .map_err(ApiError::internal)?;
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
             let tcp = tokio::net::TcpStream::connect((to.ip, to.port)).await?;
             let _ = tcp.set_nodelay(true);
@@ -175,10 +162,72 @@ impl KubeletClient {
             Ok(Err(e)) => return Err(unreachable(&e)),
             Err(_) => return Err(unreachable(&"timed out")),
         };
-        let mut resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(&e))?;
+        sender.send_request(req).await.map_err(|e| unreachable(&e))
+    }
+
+    /// Asks the agent at `to` to upgrade `path_and_query` to SPDY/3.1 with one of
+    /// `versions` (`X-Stream-Protocol-Version`, best first), as a SPDY client would; returns
+    /// the upgraded connection and the version the agent chose.
+    pub async fn upgrade_spdy(
+        &self,
+        to: &Endpoint,
+        path_and_query: &str,
+        versions: &[&str],
+    ) -> Result<(hyper::upgrade::Upgraded, String), ApiError> {
+        let mut req = http::Request::builder()
+            .method(Method::POST)
+            .uri(path_and_query)
+            .header(http::header::HOST, format!("{}:{}", to.ip, to.port))
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, "SPDY/3.1");
+        for v in versions {
+            req = req.header(STREAM_PROTOCOL_VERSION, *v);
+        }
+        let req = req
+            .body(Empty::<Bytes>::new())
+            .map_err(ApiError::internal)?;
+        let mut resp = self.send(to, req).await?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(error_answer(resp).await);
+        }
+        let version = resp
+            .headers()
+            .get(STREAM_PROTOCOL_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let upgraded = hyper::upgrade::on(&mut resp).await.map_err(|e| {
+            ApiError::internal(format!("upgrading the stream to the node agent: {e}"))
+        })?;
+        Ok((upgraded, version))
+    }
+
+    /// Sends `method path_and_query` with `headers` to the agent at `to` and relays its
+    /// answer. With `upgrade` (the client's pending upgrade), a `101` from the agent joins
+    /// the client's connection to the agent's in a background task.
+    pub async fn forward(
+        &self,
+        to: &Endpoint,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<Body>, ApiError> {
+        let mut req = http::Request::builder().method(method).uri(path_and_query);
+        for (k, v) in headers {
+            // The client's own credentials are for the API server, not for the agent.
+            if k != http::header::HOST
+                && k != http::header::AUTHORIZATION
+                && k != http::header::CONTENT_LENGTH
+            {
+                req = req.header(k, v);
+            }
+        }
+        let req = req
+            .header(http::header::HOST, format!("{}:{}", to.ip, to.port))
+            .body(Empty::<Bytes>::new())
+            .map_err(ApiError::internal)?;
+        let mut resp = self.send(to, req).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = upgrade else {
                 return Err(ApiError::internal(
@@ -203,16 +252,7 @@ impl KubeletClient {
             return Ok(answer);
         }
         if !resp.status().is_success() {
-            // The agent answers errors in plain text; clients want a Status.
-            let code = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let msg = String::from_utf8_lossy(&bytes).trim().to_string();
-            return Err(agent_error(code, msg));
+            return Err(error_answer(resp).await);
         }
         let (parts, incoming) = resp.into_parts();
         let mut out = Response::new(incoming.map_err(std::io::Error::other).boxed());
@@ -225,6 +265,19 @@ impl KubeletClient {
     }
 }
 
+/// The Status for an agent's error answer (plain text; clients want a Status).
+async fn error_answer(resp: Response<hyper::body::Incoming>) -> ApiError {
+    let code = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let msg = String::from_utf8_lossy(&bytes).trim().to_string();
+    agent_error(code, msg)
+}
+
 /// The Status for an agent's error answer.
 fn agent_error(code: StatusCode, msg: String) -> ApiError {
     match code {
@@ -233,27 +286,6 @@ fn agent_error(code: StatusCode, msg: String) -> ApiError {
         StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ApiError::forbidden(msg),
         _ => ApiError::internal(msg),
     }
-}
-
-/// Whether a WebSocket upgrade offers only protocols that need the API server to translate
-/// them to SPDY for the node (`v5.channel.k8s.io`, which half-closes stdin, and SPDY
-/// tunnelled in WebSocket for port-forward). krust does not translate: it refuses them before
-/// anything runs, and client-go (kubectl 1.30+) then retries with SPDY, which the node's
-/// runtime speaks. Older WebSocket protocols (`v4.channel.k8s.io`, ...) pass through.
-pub fn needs_translation(headers: &HeaderMap) -> bool {
-    let websocket = headers
-        .get_all(http::header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("websocket"));
-    websocket
-        && headers
-            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .any(|p| p == "v5.channel.k8s.io" || p.starts_with("SPDY/3.1+"))
 }
 
 /// `pods/{log,exec,attach,portforward}`: checks the pod and container as upstream does,
@@ -288,15 +320,8 @@ pub async fn pod_subresource(
             .filter(|v| !v.is_empty())
     };
     let streaming = sub != "log";
-    if streaming {
-        if needs_translation(&parts.headers) {
-            return Err(ApiError::bad_request(
-                "WebSocket stream protocols v5.channel.k8s.io and SPDY tunnelling are not served; use SPDY/3.1 or v4.channel.k8s.io",
-            ));
-        }
-        if !parts.headers.contains_key(http::header::UPGRADE) {
-            return Err(ApiError::bad_request("Upgrade request required"));
-        }
+    if streaming && !parts.headers.contains_key(http::header::UPGRADE) {
+        return Err(ApiError::bad_request("Upgrade request required"));
     }
     let container = if sub == "portforward" {
         None
@@ -319,6 +344,20 @@ pub async fn pod_subresource(
     let to = node_endpoint(rest, node).await?;
     let path = agent_path(sub, &ns, name, container.as_deref(), &query);
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    if let Some(kind) = streaming
+        .then(|| streamtranslator::wanted(sub, &parts.headers))
+        .flatten()
+    {
+        let on = |k: &str| param(k).is_some_and(|v| matches!(v, "true" | "1" | "True" | "TRUE"));
+        let streams = streamtranslator::Streams {
+            stdin: on("stdin"),
+            stdout: on("stdout"),
+            stderr: on("stderr"),
+            tty: on("tty"),
+        };
+        return streamtranslator::serve(client, &to, &path, &parts.headers, kind, streams, upgrade)
+            .await;
+    }
     client
         .forward(
             &to,
@@ -507,23 +546,6 @@ async fn node_endpoint(rest: &Rest, node: &str) -> Result<Endpoint, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn websocket_protocols_that_need_translation() {
-        let h = |upgrade: &str, protocols: &str| {
-            let mut m = HeaderMap::new();
-            m.insert(http::header::UPGRADE, upgrade.parse().expect("header"));
-            m.insert(
-                http::header::SEC_WEBSOCKET_PROTOCOL,
-                protocols.parse().expect("header"),
-            );
-            needs_translation(&m)
-        };
-        assert!(h("websocket", "v5.channel.k8s.io, v4.channel.k8s.io"));
-        assert!(h("websocket", "SPDY/3.1+portforward.k8s.io"));
-        assert!(!h("websocket", "v4.channel.k8s.io"));
-        assert!(!h("SPDY/3.1", "v5.channel.k8s.io"));
-    }
 
     #[test]
     fn the_container_a_request_means() {

@@ -3,7 +3,9 @@
 //! - `server`: start-up and the request chain (authentication -> authorization ->
 //!   admission -> REST storage); `tls` and `pki` for HTTPS and the cluster's certificates;
 //!   `auth` for identities and authorizers; `kubelet` for `pods/log`, `exec`, `attach` and
-//!   `portforward`, forwarded to the pod's node agent (upgrades tunnelled).
+//!   `portforward`, forwarded to the pod's node agent (upgrades tunnelled);
+//!   `streamtranslator` serves kubectl's WebSocket protocols over the agent's SPDY, with
+//!   `spdy` as its SPDY/3.1 client.
 //!   `token` signs and checks service account
 //!   tokens, `serviceaccount` serves TokenRequest, bearer authentication and the identity
 //!   endpoints (SelfSubjectReview, TokenReview, OIDC discovery).
@@ -28,7 +30,9 @@ pub mod request;
 pub mod rest;
 pub mod server;
 pub mod serviceaccount;
+pub mod spdy;
 pub mod strategy;
+pub mod streamtranslator;
 pub mod tls;
 pub mod token;
 pub mod watch;

@@ -1084,6 +1084,114 @@ fn http_get(port: u16) -> String {
     out
 }
 
+/// exec (output, stdin to its end, exit codes, large output, a TTY) and port-forward, over
+/// WebSocket or over SPDY as `websockets` says.
+fn exec_and_port_forward(s: &Server, websockets: bool) {
+    let flag = if websockets { "true" } else { "false" };
+    let envs = [
+        ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", flag),
+        ("KUBECTL_PORT_FORWARD_WEBSOCKETS", flag),
+    ];
+    let kubectl = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(common::KUBECTL);
+        cmd.env("KUBECONFIG", &s.kubeconfig)
+            .env("HOME", &s.data_dir)
+            .envs(envs)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl");
+        if let Some(mut w) = child.stdin.take() {
+            use std::io::Write;
+            let _ = w.write_all(stdin.unwrap_or_default().as_bytes());
+        }
+        child.wait_with_output().expect("kubectl output")
+    };
+    let ok = |args: &[&str], stdin: Option<&str>| {
+        let out = kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} (websockets {websockets}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        ok(&["exec", "talker", "--", "cat", "/etc/hostname"], None),
+        "talker\n"
+    );
+    // stdin to its end: the half-close reaches cat.
+    let out = ok(
+        &["exec", "-i", "talker", "--", "cat"],
+        Some("hello\nworld\n"),
+    );
+    assert_eq!(out, "hello\nworld\n");
+    let out = kubectl(
+        &["exec", "talker", "--", "sh", "-c", "echo oops >&2; exit 3"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+    // Quiet for longer than client-go's heartbeat deadline: pings are answered.
+    let out = ok(
+        &["exec", "talker", "--", "sh", "-c", "sleep 12; echo late"],
+        None,
+    );
+    assert_eq!(out, "late\n");
+    // Far more than one flow-control window.
+    let out = ok(&["exec", "talker", "--", "seq", "1", "50000"], None);
+    assert_eq!(out.lines().count(), 50000);
+    assert!(out.ends_with("\n50000\n"));
+    let out = kubectl(&["exec", "talker", "-c", "nope", "--", "true"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("container nope is not valid for pod talker"),
+        "{err}"
+    );
+    if Path::new("/usr/bin/script").exists() {
+        // util-linux's script gives kubectl a terminal, so -t really asks for a TTY.
+        let out = Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} exec -it talker -- tty", common::KUBECTL),
+                "/dev/null",
+            ])
+            .env("KUBECONFIG", &s.kubeconfig)
+            .env("HOME", &s.data_dir)
+            .envs(envs)
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("/dev/pts/"), "tty said {text:?}");
+    }
+
+    // port-forward to busybox httpd.
+    let local = common::free_port();
+    let mut pf = Command::new(common::KUBECTL)
+        .env("KUBECONFIG", &s.kubeconfig)
+        .env("HOME", &s.data_dir)
+        .envs(envs)
+        .args(["port-forward", "pod/web", &format!("{local}:8080")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    let forwarding = eventually(Duration::from_secs(20), || {
+        http_get(local).contains("hello-from-httpd")
+    });
+    let second = http_get(local);
+    let _ = pf.kill();
+    let out = pf.wait_with_output().expect("port-forward output");
+    assert!(
+        forwarding && second.contains("hello-from-httpd"),
+        "port-forward (websockets {websockets}): {second:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `kubectl logs`, `exec` (with a TTY too), `attach` and `port-forward` against pods the
 /// agent runs: through the API server, the agent's HTTPS API and containerd's streaming
 /// server.
@@ -1174,67 +1282,32 @@ fn agent_streams_logs_exec_and_port_forward() {
         "{err}"
     );
 
-    // exec: output, stdin to the end, exit codes, a TTY.
+    // kubectl 1.33 speaks WebSocket (v5.channel.k8s.io, tunnelled SPDY for port-forward),
+    // which the API server translates to the node's SPDY; older clients speak SPDY.
+    let translations = || {
+        s.log()
+            .lines()
+            .filter(|l| l.contains("translating a WebSocket stream to SPDY"))
+            .map(|l| {
+                if l.contains("SPDY/3.1+portforward.k8s.io") {
+                    (0, 1)
+                } else {
+                    (1, 0)
+                }
+            })
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    exec_and_port_forward(&s, true);
+    let (execs, tunnels) = translations();
+    assert!(
+        execs >= 4 && tunnels >= 1,
+        "translated: {execs} exec, {tunnels} port-forward"
+    );
+    exec_and_port_forward(&s, false);
     assert_eq!(
-        s.kubectl(&["exec", "talker", "--", "cat", "/etc/hostname"]),
-        "talker\n"
-    );
-    let out = s.kubectl_ok(
-        common::KUBECTL,
-        &["exec", "-i", "talker", "--", "cat"],
-        Some("hello\nworld\n"),
-    );
-    assert_eq!(out, "hello\nworld\n");
-    let out = s.kubectl_with(
-        common::KUBECTL,
-        &["exec", "talker", "--", "sh", "-c", "echo oops >&2; exit 3"],
-        None,
-    );
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
-    let err = s.kubectl_err(&["exec", "talker", "-c", "nope", "--", "true"], None);
-    assert!(
-        err.contains("container nope is not valid for pod talker"),
-        "{err}"
-    );
-    if Path::new("/usr/bin/script").exists() {
-        // util-linux's script gives kubectl a terminal, so -t really asks for a TTY.
-        let out = Command::new("script")
-            .args([
-                "-qec",
-                &format!("{} exec -it talker -- tty", common::KUBECTL),
-                "/dev/null",
-            ])
-            .env("KUBECONFIG", &s.kubeconfig)
-            .env("HOME", &s.data_dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("script");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("/dev/pts/"), "tty said {text:?}");
-    }
-
-    // port-forward to busybox httpd.
-    let local = common::free_port();
-    let mut pf = Command::new(common::KUBECTL)
-        .env("KUBECONFIG", &s.kubeconfig)
-        .env("HOME", &s.data_dir)
-        .args(["port-forward", "pod/web", &format!("{local}:8080")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl port-forward");
-    let forwarding = eventually(Duration::from_secs(20), || {
-        http_get(local).contains("hello-from-httpd")
-    });
-    let second = http_get(local);
-    let _ = pf.kill();
-    let out = pf.wait_with_output().expect("port-forward output");
-    assert!(
-        forwarding && second.contains("hello-from-httpd"),
-        "port-forward: {second:?}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        translations(),
+        (execs, tunnels),
+        "SPDY clients are proxied as they are"
     );
 
     // --previous: the earlier instance's output after a restart.
