@@ -6,8 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
-    Event, EventSource, Node, NodeSelectorRequirement, ObjectReference, Pod, PodSpec, Taint,
-    Toleration,
+    Event, EventSource, Node, ObjectReference, Pod, PodSpec, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -357,31 +356,6 @@ pub fn untolerated<'t>(
     })
 }
 
-/// Whether one node selector requirement holds for `value` (a label, or the node's name).
-fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        op @ ("Gt" | "Lt") => {
-            let (Some(v), Some(b)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if op == "Gt" {
-                v > b
-            } else {
-                v < b
-            }
-        }
-        _ => false,
-    }
-}
-
 /// Whether a pod spec's `nodeSelector` and required node affinity admit `node`.
 pub fn node_selected(spec: &PodSpec, node: &Node) -> bool {
     let labels = node.metadata.labels.clone().unwrap_or_default();
@@ -406,18 +380,25 @@ pub fn node_selected(spec: &PodSpec, node: &Node) -> bool {
         let exprs = t.match_expressions.as_deref().unwrap_or_default();
         let fields = t.match_fields.as_deref().unwrap_or_default();
         (!exprs.is_empty() || !fields.is_empty())
-            && exprs
-                .iter()
-                .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
-            && fields
-                .iter()
-                .all(|r| requirement_holds(r, (r.key == "metadata.name").then_some(name)))
+            && exprs.iter().all(|r| {
+                krust_machinery::selector::node_requirement_holds(
+                    r,
+                    labels.get(&r.key).map(String::as_str),
+                )
+            })
+            && fields.iter().all(|r| {
+                krust_machinery::selector::node_requirement_holds(
+                    r,
+                    (r.key == "metadata.name").then_some(name),
+                )
+            })
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 
     #[test]
     fn expectations_block_until_the_cache_catches_up() {

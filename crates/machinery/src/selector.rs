@@ -984,6 +984,36 @@ pub fn field_value(info: &ResourceInfo, obj: &Value, field: &str) -> Option<Stri
     })
 }
 
+/// Whether one node selector requirement holds for `value`: a node label, or for
+/// `matchFields` the node's name. One definition for the scheduler, the controllers and the
+/// volume binder, which must agree on which nodes a term admits.
+pub fn node_requirement_holds(
+    r: &k8s_openapi::api::core::v1::NodeSelectorRequirement,
+    value: Option<&str>,
+) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        op @ ("Gt" | "Lt") => {
+            let (Some(v), Some(b)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if op == "Gt" {
+                v > b
+            } else {
+                v < b
+            }
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume,
-    PersistentVolumeClaim,
+    NodeSelector, NodeSelectorTerm, PersistentVolume, PersistentVolumeClaim,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 
@@ -153,41 +152,19 @@ pub struct NodeRef<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
-/// Whether one requirement holds for `value` (a label, or the node's name for matchFields).
-fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        op @ ("Gt" | "Lt") => {
-            let (Some(v), Some(b)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if op == "Gt" {
-                v > b
-            } else {
-                v < b
-            }
-        }
-        _ => false,
-    }
-}
-
 fn term_matches(t: &NodeSelectorTerm, node: NodeRef<'_>) -> bool {
     let exprs = t.match_expressions.as_deref().unwrap_or_default();
     let fields = t.match_fields.as_deref().unwrap_or_default();
     (!exprs.is_empty() || !fields.is_empty())
-        && exprs
-            .iter()
-            .all(|r| requirement_holds(r, node.labels.get(&r.key).map(String::as_str)))
-        && fields
-            .iter()
-            .all(|r| requirement_holds(r, (r.key == "metadata.name").then_some(node.name)))
+        && exprs.iter().all(|r| {
+            crate::selector::node_requirement_holds(r, node.labels.get(&r.key).map(String::as_str))
+        })
+        && fields.iter().all(|r| {
+            crate::selector::node_requirement_holds(
+                r,
+                (r.key == "metadata.name").then_some(node.name),
+            )
+        })
 }
 
 /// Whether a node selector admits the node: terms ORed, requirements within a term ANDed.

@@ -94,15 +94,7 @@ pub fn host_volume(
     }
     let spec = v.spec.as_ref();
     if let Some(h) = spec.and_then(|s| s.host_path.as_ref()) {
-        let create = match h.type_.as_deref() {
-            Some("DirectoryOrCreate") => Some("dir"),
-            Some("FileOrCreate") => Some("file"),
-            _ => None,
-        };
-        return Ok(Prepared::Host {
-            path: PathBuf::from(&h.path),
-            create,
-        });
+        return Ok(super::volumes::host_path(h));
     }
     if let Some(l) = spec.and_then(|s| s.local.as_ref()) {
         return Ok(Prepared::Host {

@@ -317,6 +317,20 @@ pub enum Prepared {
     },
 }
 
+/// A hostPath volume (inline, or a claim's PersistentVolume): the `type`s that create the
+/// path say so.
+pub(crate) fn host_path(h: &k8s_openapi::api::core::v1::HostPathVolumeSource) -> Prepared {
+    let create = match h.type_.as_deref() {
+        Some("DirectoryOrCreate") => Some("dir"),
+        Some("FileOrCreate") => Some("file"),
+        _ => None,
+    };
+    Prepared::Host {
+        path: PathBuf::from(&h.path),
+        create,
+    }
+}
+
 /// What each of the pod's volumes should be, from the fetched sources. `plan_volume` needs
 /// the pod for downward API values.
 pub fn plan_volumes(pod: &Pod, sources: &Sources) -> Result<Vec<(String, Prepared)>, SourceError> {
@@ -362,15 +376,7 @@ fn plan_volume(pod: &Pod, v: &Volume, sources: &Sources) -> Result<Prepared, Sou
         };
     }
     if let Some(h) = &v.host_path {
-        let create = match h.type_.as_deref() {
-            Some("DirectoryOrCreate") => Some("dir"),
-            Some("FileOrCreate") => Some("file"),
-            _ => None,
-        };
-        return Ok(Prepared::Host {
-            path: PathBuf::from(&h.path),
-            create,
-        });
+        return Ok(host_path(h));
     }
     if v.empty_dir.is_some() {
         return Ok(Prepared::Dir(Vec::new()));

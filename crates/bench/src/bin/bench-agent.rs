@@ -8,7 +8,8 @@
 //! deletes the pods and resets the node (`krust agent-reset`).
 //!
 //! Run as root with containerd, runc, the CNI plugins, busybox-static and gcc installed:
-//! `cargo build --release -p krust -p krust-bench && target/release/bench-agent [PODS [INTERVAL]]`.
+//! `cargo build --release -p krust -p krust-bench && target/release/bench-agent [PODS [INTERVAL]]
+//! [-- AGENT FLAGS]`.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -77,7 +78,12 @@ impl Drop for Reset {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    // Flags after `--` go to `krust agent` (e.g. `-- --disable-proxy`).
+    let (args, agent_flags) = match all.iter().position(|a| a == "--") {
+        Some(i) => (all[..i].to_vec(), all[i + 1..].to_vec()),
+        None => (all, Vec::new()),
+    };
     let pods: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
     let interval = Duration::from_millis(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200));
     let tmp = tempfile::Builder::new().prefix("bench-agent").tempdir()?;
@@ -111,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
             .arg(&data_dir)
             .args(["--node-name", NODE, "--node-ip", "127.0.0.1"])
             .args(["--pod-cidr", CIDR, "--bridge", BRIDGE])
+            .args(&agent_flags)
             .env("KRUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)

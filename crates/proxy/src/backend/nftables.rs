@@ -113,6 +113,13 @@ impl Nftables {
         }
     }
 
+    /// Sets `/proc/sys/<key>` to 1 (in the namespace, if any) with the shell rather than
+    /// `sysctl`, which a minimal Debian (no procps) lacks.
+    async fn set_sysctl(&self, key: &str) -> Result<(), ProxyError> {
+        self.run("sh", &["-c", &format!("echo 1 > /proc/sys/{key}")], "")
+            .await
+    }
+
     /// The whole table for `rules`, preceded by its deletion, as one `nft -f` script.
     pub fn render(&self, rules: &ServiceRules) -> String {
         let t = &self.table;
@@ -275,23 +282,14 @@ impl ProxyBackend for Nftables {
         // absent, and upstream only warns too.
         if !self.bridge_netfilter.swap(true, Ordering::Relaxed)
             && self
-                .run(
-                    "sysctl",
-                    &["-q", "-w", "net.bridge.bridge-nf-call-iptables=1"],
-                    "",
-                )
+                .set_sysctl("net/bridge/bridge-nf-call-iptables")
                 .await
                 .is_err()
         {
             tracing::debug!("bridge netfilter is not available");
         }
         if uses_loopback(rules) && !self.route_localnet.load(Ordering::Relaxed) {
-            self.run(
-                "sysctl",
-                &["-q", "-w", "net.ipv4.conf.all.route_localnet=1"],
-                "",
-            )
-            .await?;
+            self.set_sysctl("net/ipv4/conf/all/route_localnet").await?;
             self.route_localnet.store(true, Ordering::Relaxed);
         }
         self.run("nft", &["-f", "-"], &self.render(rules)).await

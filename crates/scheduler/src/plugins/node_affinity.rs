@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use k8s_openapi::api::core::v1::{NodeSelectorTerm, Pod};
 
 use crate::framework::{
     default_normalize, state_of, ClusterEvent, CycleState, FilterPlugin, Plugin, PreFilterPlugin,
@@ -16,31 +16,6 @@ pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
 
 pub struct NodeAffinity;
 
-/// Whether one requirement holds for the labels (or, for matchFields, the node name).
-pub fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        op @ ("Gt" | "Lt") => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if op == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
 /// A node selector term: every expression and field must hold; an empty term matches nothing.
 pub fn term_matches(t: &NodeSelectorTerm, node: &NodeInfo) -> bool {
     let exprs = t.match_expressions.as_deref().unwrap_or_default();
@@ -48,13 +23,15 @@ pub fn term_matches(t: &NodeSelectorTerm, node: &NodeInfo) -> bool {
     if exprs.is_empty() && fields.is_empty() {
         return false;
     }
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, node.labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| {
-            let v = (r.key == "metadata.name").then_some(node.name.as_str());
-            requirement_matches(r, v)
-        })
+    exprs.iter().all(|r| {
+        krust_machinery::selector::node_requirement_holds(
+            r,
+            node.labels.get(&r.key).map(String::as_str),
+        )
+    }) && fields.iter().all(|r| {
+        let v = (r.key == "metadata.name").then_some(node.name.as_str());
+        krust_machinery::selector::node_requirement_holds(r, v)
+    })
 }
 
 /// What the pod demands of a node's labels, parsed once per cycle.
