@@ -107,9 +107,12 @@ pub async fn run(
         if !forced {
             tokio::time::sleep(config.min_sync_period).await;
         }
-        let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
-        let sls: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
-        let wanted = rules::compute(&svcs, &sls);
+        // The caches' own objects, not copies: a sync reads each once.
+        let (svcs, sls) = (services.state(), slices.state());
+        let wanted = rules::compute(
+            svcs.iter().map(|s| s.as_ref()),
+            sls.iter().map(|s| s.as_ref()),
+        );
         if !forced && last.as_ref() == Some(&wanted) {
             continue;
         }

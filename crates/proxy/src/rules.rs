@@ -68,7 +68,10 @@ pub struct ServiceRules {
 
 /// The rules for `services`, with endpoints from `slices` (ready endpoints; when none is
 /// ready, the serving ones that are terminating, as upstream falls back to).
-pub fn compute(services: &[Service], slices: &[EndpointSlice]) -> ServiceRules {
+pub fn compute<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> ServiceRules {
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in slices {
         if s.address_type != "IPv4" {

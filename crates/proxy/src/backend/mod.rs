@@ -17,6 +17,8 @@ pub enum ProxyError {
     },
     #[error("{command} failed: {stderr}")]
     Command { command: String, stderr: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("watching the API: {0}")]
     Watch(String),
 }

@@ -41,10 +41,9 @@ impl Nftables {
                 ip.parse::<Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
             });
             if !ok {
-                return Err(ProxyError::Command {
-                    command: "--cluster-cidr".into(),
-                    stderr: format!("{c:?} is not an IPv4 CIDR"),
-                });
+                return Err(ProxyError::Config(format!(
+                    "cluster CIDR {c:?} is not an IPv4 CIDR"
+                )));
             }
         }
         Ok(Nftables {
