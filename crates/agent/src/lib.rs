@@ -325,7 +325,8 @@ async fn services_cache(
         kube::runtime::watcher(
             api,
             kube::runtime::watcher::Config::default().any_semantic(),
-        ),
+        )
+        .modify(|s| s.metadata.managed_fields = None),
     )
     .default_backoff();
     tokio::spawn(events.for_each(|_| async {}));

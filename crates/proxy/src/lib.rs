@@ -61,7 +61,9 @@ where
     let (store, writer) = reflector::store::<K>();
     let events = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default().any_semantic()),
+        // The rules never read managedFields: the cache does without them.
+        watcher(api, watcher::Config::default().any_semantic())
+            .modify(|o| o.meta_mut().managed_fields = None),
     )
     .default_backoff();
     tokio::spawn(async move {

@@ -172,10 +172,13 @@ impl Manager {
         );
     }
 
-    fn apply(&mut self, pod: Pod) {
+    fn apply(&mut self, mut pod: Pod) {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
+        // Nothing here reads who last wrote which field; the entries are most of a small
+        // pod's size, held for as long as it runs.
+        pod.metadata.managed_fields = None;
         let pod = Arc::new(pod);
         self.known.insert(uid.clone(), pod.clone());
         self.dispatch(&uid, Desired::Pod(pod));

@@ -619,12 +619,13 @@ pub async fn run(t: Task) {
             // Liveness and readiness wait for the startup probe.
             continue;
         }
-        match check(
+        // Boxed: a check's future (HTTP and gRPC clients) exists only while it runs.
+        match Box::pin(check(
             t.runtime.as_ref(),
             &t.container_id,
             &t.handler,
             t.settings.timeout,
-        )
+        ))
         .await
         {
             Outcome::Success => {

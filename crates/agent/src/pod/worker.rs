@@ -262,25 +262,28 @@ impl Worker {
     }
 
     /// Runs until the pod is terminated and gone, or the manager stops.
+    ///
+    /// Syncs, stops and terminations are boxed: their futures (about 17 KB) exist only while
+    /// they run, and the task of a pod that is just running stays small.
     pub async fn run(mut self) {
         let mut order: Option<StopOrder> = None;
         loop {
             let desired = self.rx.borrow_and_update().clone();
             if let Some(o) = order.take().or_else(|| self.orders.try_recv().ok()) {
-                self.stop(&desired, o).await;
+                Box::pin(self.stop(&desired, o)).await;
             }
             let wait = match &desired {
-                Desired::Gone => match self.terminate(None).await {
+                Desired::Gone => match Box::pin(self.terminate(None)).await {
                     Ok(()) => return,
                     Err(e) => self.failed("terminating", &e),
                 },
                 Desired::Pod(pod) if pod.metadata.deletion_timestamp.is_some() => {
-                    match self.terminate(Some(pod)).await {
+                    match Box::pin(self.terminate(Some(pod))).await {
                         Ok(()) => return,
                         Err(e) => self.failed("terminating", &e),
                     }
                 }
-                Desired::Pod(pod) => match self.sync(pod).await {
+                Desired::Pod(pod) => match Box::pin(self.sync(pod)).await {
                     Ok(next) => {
                         self.failures = 0;
                         next
@@ -1181,5 +1184,23 @@ mod tests {
         assert!(super::super::is_critical(&with(None, Some(2_000_001_000))));
         assert!(!super::super::is_critical(&with(Some("high"), Some(1000))));
         assert!(!super::super::is_critical(&Pod::default()));
+    }
+}
+#[cfg(test)]
+mod task_size {
+    /// The size of the future a function returns, without calling it.
+    fn future_size<A, F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(A) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Each running pod holds a worker task and one task per probe for as long as it runs;
+    /// their resting state stays small (their syncs and checks are boxed while they run).
+    #[test]
+    fn pod_tasks_stay_small() {
+        assert!(future_size(super::Worker::run) < 4096);
+        assert!(future_size(super::super::probe::run) < 4096);
     }
 }

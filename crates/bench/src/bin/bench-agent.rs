@@ -33,6 +33,40 @@ fn cpu_secs(pid: u32) -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// The agent's RSS in MiB and its split: anonymous memory, file pages (the binary's code and
+/// read-only data) and the proportional share (file pages shared with the server process
+/// on the same machine count half).
+fn memory(pid: u32) -> (f64, String) {
+    let field = |file: &str, name: &str| -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    let split = format!(
+        "anon {:.1}, file {:.1}, PSS {:.1}",
+        field("status", "RssAnon:"),
+        field("status", "RssFile:"),
+        field("smaps_rollup", "Pss:")
+    );
+    (rss_mib(pid), split)
+}
+
+/// [`memory`] with 50 pods running; with `BENCH_AGENT_SMAPS=FILE` also a copy of the agent's
+/// smaps there, to see which mappings the pages belong to.
+fn memory_at_50(pid: u32) -> (f64, String) {
+    if let Some(path) = std::env::var_os("BENCH_AGENT_SMAPS") {
+        if let Err(e) = std::fs::copy(format!("/proc/{pid}/smaps"), &path) {
+            eprintln!("copying smaps: {e}");
+        }
+    }
+    memory(pid)
+}
+
 fn pod(i: usize) -> String {
     serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -147,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
         "node Ready {:.1} s after the agent started",
         t.elapsed().as_secs_f64()
     );
-    let idle_rss = rss_mib(pid);
+    let (idle_rss, idle_split) = memory(pid);
 
     // Ready times from a watch on the pods.
     let ready: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -205,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
             r.map(|r| r.status())
         }));
         if rss_at_50.is_none() && ready.lock().map(|m| m.len()).unwrap_or(0) >= 50 {
-            rss_at_50 = Some(rss_mib(pid));
+            rss_at_50 = Some(memory_at_50(pid));
         }
         if !interval.is_zero() {
             tokio::time::sleep(interval).await;
@@ -219,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let n = ready.lock().map(|m| m.len()).unwrap_or(0);
         if rss_at_50.is_none() && n >= 50 {
-            rss_at_50 = Some(rss_mib(pid));
+            rss_at_50 = Some(memory_at_50(pid));
         }
         if n >= pods || Instant::now() > deadline {
             break;
@@ -228,7 +262,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let all_ready = start.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_all = rss_mib(pid);
+    let (rss_all, all_split) = memory(pid);
     let cpu = cpu_secs(pid) - cpu_before;
     watch.abort();
 
@@ -248,9 +282,9 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&mut lat, 99.0)),
         ms(max),
     );
+    let (rss_50, split_50) = rss_at_50.unwrap_or_default();
     println!(
-        "agent RSS: {idle_rss:.1} MiB idle, {:.1} MiB with 50 pods running, {rss_all:.1} MiB with {} running; agent CPU {cpu:.1} s",
-        rss_at_50.unwrap_or(0.0),
+        "agent RSS: {idle_rss:.1} MiB idle ({idle_split}), {rss_50:.1} MiB with 50 pods running ({split_50}), {rss_all:.1} MiB with {} running ({all_split}); agent CPU {cpu:.1} s",
         ready.len()
     );
 
