@@ -263,8 +263,10 @@ impl Worker {
 
     /// Runs until the pod is terminated and gone, or the manager stops.
     ///
-    /// Syncs, stops and terminations are boxed: their futures (about 17 KB) exist only while
-    /// they run, and the task of a pod that is just running stays small.
+    /// Syncs, stops and terminations are boxed: their futures (9 KB) exist only while they
+    /// run, and the task of a pod that is just running stays small (1.3 KB). Inside a sync the
+    /// status write and postStart hook are boxed too, so that the many pods of a burst that
+    /// wait for a sandbox start hold 9 KB each rather than 17 KB.
     pub async fn run(mut self) {
         let mut order: Option<StopOrder> = None;
         loop {
@@ -501,7 +503,7 @@ impl Worker {
                 continue;
             }
             self.reconcile_probes(pod, &obs);
-            self.write_status(api_pod, &obs, &plan).await?;
+            Box::pin(self.write_status(api_pod, &obs, &plan)).await?;
             if let Some(e) = failure {
                 return Err(e);
             }
@@ -511,7 +513,7 @@ impl Worker {
         let obs = self.observe().await?;
         let plan = plan::plan(pod, &obs, now_nanos());
         self.reconcile_probes(pod, &obs);
-        self.write_status(api_pod, &obs, &plan).await?;
+        Box::pin(self.write_status(api_pod, &obs, &plan)).await?;
         match failure {
             Some(e) => Err(e),
             None => Ok(Duration::from_millis(100)),
@@ -621,7 +623,7 @@ impl Worker {
                         return Err(e.into());
                     }
                     self.errors.remove(&c.name);
-                    self.post_start(pod, c, &id, &sandbox.ip).await;
+                    Box::pin(self.post_start(pod, c, &id, &sandbox.ip)).await;
                     tracing::debug!(uid = %self.uid, container = %c.name, attempt, "container started");
                 }
                 Action::StartCreated { id } => rt.start_container(id).await?,
