@@ -11,8 +11,12 @@
 //!   ServiceAccount that does not exist (yet) is no reason to refuse the pod: the
 //!   serviceaccount controller makes `default` shortly after a namespace, and API servers
 //!   without controllers (tests) must still take pods.
+//! - StorageObjectInUseProtection: a new PersistentVolumeClaim gets the
+//!   `kubernetes.io/pvc-protection` finalizer and a new PersistentVolume the
+//!   `kubernetes.io/pv-protection` one; the `pvc-protection` and `pv-protection` controllers
+//!   lift them once no pod uses the claim, or the volume is no longer bound.
 
-use krust_machinery::ResourceInfo;
+use krust_machinery::{storage, ResourceInfo};
 use serde_json::{json, Value};
 
 use crate::request::ResourcePath;
@@ -35,9 +39,30 @@ pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 /// Applies the mutating admission plugins to an object being created.
 /// `service_account` is the pod's ServiceAccount as stored, if it exists.
 pub fn admit_create(info: &ResourceInfo, obj: &mut Value, service_account: Option<&Value>) {
-    if (info.group, info.kind) == ("", "Pod") {
-        default_toleration_seconds(obj, DEFAULT_TOLERATION_SECONDS);
-        service_account_admission(obj, service_account, &crate::rest::random_suffix());
+    match (info.group, info.kind) {
+        ("", "Pod") => {
+            default_toleration_seconds(obj, DEFAULT_TOLERATION_SECONDS);
+            service_account_admission(obj, service_account, &crate::rest::random_suffix());
+        }
+        ("", "PersistentVolumeClaim") => add_finalizer(obj, storage::PVC_PROTECTION_FINALIZER),
+        ("", "PersistentVolume") => add_finalizer(obj, storage::PV_PROTECTION_FINALIZER),
+        _ => {}
+    }
+}
+
+/// Adds `finalizer` to the object's finalizers unless it is there already.
+fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+    if list.is_null() {
+        *list = json!([]);
+    }
+    if let Some(list) = list.as_array_mut() {
+        if !list.iter().any(|f| f.as_str() == Some(finalizer)) {
+            list.push(json!(finalizer));
+        }
     }
 }
 
@@ -207,6 +232,23 @@ pub fn default_toleration_seconds(pod: &mut Value, seconds: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protects_claims_and_volumes_once() {
+        let mut claim = json!({"metadata": {"name": "data", "finalizers": null}});
+        add_finalizer(&mut claim, storage::PVC_PROTECTION_FINALIZER);
+        add_finalizer(&mut claim, storage::PVC_PROTECTION_FINALIZER);
+        assert_eq!(
+            claim["metadata"]["finalizers"],
+            json!(["kubernetes.io/pvc-protection"])
+        );
+        let mut volume = json!({"metadata": {"name": "pv", "finalizers": ["example.com/keep"]}});
+        add_finalizer(&mut volume, storage::PV_PROTECTION_FINALIZER);
+        assert_eq!(
+            volume["metadata"]["finalizers"],
+            json!(["example.com/keep", "kubernetes.io/pv-protection"])
+        );
+    }
 
     #[test]
     fn injects_the_api_access_volume() {

@@ -15,9 +15,10 @@
 //!   (`endpoint` and `endpointslice`), [`nodelifecycle`] (health, condition taints and
 //!   taint-based eviction), [`nodeipam`] (pod CIDRs), [`disruption`]
 //!   (PodDisruptionBudget status), [`podgc`] (pods no kubelet will finish),
-//!   [`persistentvolume`] (`persistentvolume-binder`: binds claims to volumes) and
-//!   [`rootcacertpublisher`] (`root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in
-//!   every namespace).
+//!   [`persistentvolume`] (`persistentvolume-binder`: binds claims to volumes),
+//!   [`pvcprotection`] and [`pvprotection`] (`pvc-protection`, `pv-protection`: claims in
+//!   use and bound volumes stay until released) and [`rootcacertpublisher`]
+//!   (`root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in every namespace).
 //!
 //! [`run`] starts the caches, waits until they are filled, then runs every enabled controller
 //! until `shutdown` resolves.
@@ -36,6 +37,8 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod podgc;
+pub mod pvcprotection;
+pub mod pvprotection;
 pub mod replicaset;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
@@ -259,6 +262,12 @@ pub async fn run(
     }
     if cfg.enabled("persistentvolume-binder") {
         tasks.spawn(persistentvolume::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("pvc-protection") {
+        tasks.spawn(pvcprotection::run(shared.clone(), shutdown.clone()));
+    }
+    if cfg.enabled("pv-protection") {
+        tasks.spawn(pvprotection::run(shared.clone(), shutdown.clone()));
     }
     if cfg.enabled("podgc") {
         tasks.spawn(podgc::run(shared.clone(), shutdown.clone()));

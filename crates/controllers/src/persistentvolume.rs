@@ -10,7 +10,8 @@
 //!   volume whose node affinity admits that node. A bound claim whose volume vanished or went
 //!   to another claim is Lost.
 //! - volumes: a volume without `claimRef` is Available; one whose claim is gone is Released,
-//!   then kept (Retain), deleted (Delete) or marked Failed (Recycle is not supported).
+//!   then kept (Retain), deleted (Delete) or marked Failed (Recycle is not supported). A
+//!   volume being deleted still changes phase, so that `pv-protection` sees it released.
 //!
 //! Binding is four writes, in upstream's order, each skipped when already done: the volume's
 //! `claimRef`, its phase, the claim's `volumeName` and annotations, the claim's status. A
@@ -560,9 +561,9 @@ async fn claim_of(ctx: &Ctx, v: &PersistentVolume) -> Result<Option<PersistentVo
 
 async fn reconcile_volume(v: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action> {
     let name = v.name_any();
-    if v.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
+    // A volume being deleted is still tracked, as upstream: its protection finalizer is
+    // lifted only once it is no longer Bound, i.e. once this loop has released it.
+    let deleting = v.metadata.deletion_timestamp.is_some();
     let claim = claim_of(&ctx, &v).await?;
     let volumes = ctx.volumes_api();
     let set_phase = |phase: &'static str, message: Option<&'static str>| {
@@ -583,6 +584,7 @@ async fn reconcile_volume(v: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Act
     match plan_volume(&v, claim.as_ref()) {
         VolumePlan::InSync => {}
         VolumePlan::Phase(p) => set_phase(p, None).await?,
+        VolumePlan::Unbind { .. } if deleting => {}
         VolumePlan::Unbind { keep_name } => {
             let mut volume = (*v).clone();
             if keep_name {
@@ -617,6 +619,7 @@ async fn reconcile_volume(v: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Act
                     ctx.recorder
                         .warning(&*v, "VolumeFailedRecycle", why.to_string());
                 }
+                Reclaim::Delete if deleting => {}
                 Reclaim::Delete => {
                     let dp = DeleteParams {
                         preconditions: Some(Preconditions {

@@ -256,6 +256,73 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|r| r.controller == Some(true))
 }
 
+/// Whether [`patch_finalizers`] adds or removes its finalizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalizerChange {
+    Add,
+    Remove,
+}
+
+/// The finalizers `current` should have after `change` of `finalizer`; `None` when they are
+/// right already.
+pub fn changed_finalizers(
+    current: &[String],
+    finalizer: &str,
+    change: FinalizerChange,
+) -> Option<Vec<String>> {
+    let has = current.iter().any(|f| f == finalizer);
+    match change {
+        FinalizerChange::Add if !has => {
+            let mut out = current.to_vec();
+            out.push(finalizer.to_string());
+            Some(out)
+        }
+        FinalizerChange::Remove if has => Some(
+            current
+                .iter()
+                .filter(|f| *f != finalizer)
+                .cloned()
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Adds or removes one finalizer of the object `meta` describes (as cached). The merge patch
+/// carries the cached resourceVersion, so a finalizer list that changed meanwhile is a
+/// conflict and a retry rather than a lost finalizer; an object already gone is no error.
+pub async fn patch_finalizers<K>(
+    api: &Api<K>,
+    meta: &ObjectMeta,
+    finalizer: &str,
+    change: FinalizerChange,
+) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let current = meta.finalizers.clone().unwrap_or_default();
+    let Some(next) = changed_finalizers(&current, finalizer, change) else {
+        return Ok(());
+    };
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": next,
+        "resourceVersion": meta.resource_version,
+    }});
+    let name = meta.name.as_deref().unwrap_or("");
+    match api
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `namespace/name` of an object, the key of expectations and backoff.
 pub fn key_of<K: Resource>(obj: &K) -> String {
     format!(
@@ -399,6 +466,24 @@ pub fn node_selected(spec: &PodSpec, node: &Node) -> bool {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::NodeSelectorRequirement;
+
+    #[test]
+    fn finalizer_changes() {
+        let fins = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(changed_finalizers(&fins, "a", FinalizerChange::Add), None);
+        assert_eq!(
+            changed_finalizers(&fins, "c", FinalizerChange::Add),
+            Some(vec!["a".to_string(), "b".to_string(), "c".to_string()])
+        );
+        assert_eq!(
+            changed_finalizers(&fins, "a", FinalizerChange::Remove),
+            Some(vec!["b".to_string()])
+        );
+        assert_eq!(
+            changed_finalizers(&fins, "c", FinalizerChange::Remove),
+            None
+        );
+    }
 
     #[test]
     fn expectations_block_until_the_cache_catches_up() {

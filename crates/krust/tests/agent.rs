@@ -1934,7 +1934,9 @@ fn claim_yaml(name: &str, class: &str, size: &str, volume: Option<&str>) -> Stri
 /// second pod reads it back (read-only); a pod whose claim does not exist waits with
 /// FailedMount and starts once a pre-bound claim and its volume appear; a WaitForFirstConsumer
 /// claim binds the local volume of the node the scheduler chose; an unbound Immediate claim
-/// keeps its pod unscheduled; deleting a claim releases its Retain volume.
+/// keeps its pod unscheduled; a claim deleted while pods name it, and its Bound volume, stay
+/// Terminating (and no new pod starts on the claim) until the pods are gone, then the claim
+/// goes, its Retain volume is released and the volume's deletion completes.
 #[test]
 fn agent_mounts_persistent_volume_claims() {
     let missing = missing_tools();
@@ -2145,16 +2147,68 @@ fn agent_mounts_persistent_volume_claims() {
         s.kubectl(&["get", "pod", "pvc-unbound", "-o", "yaml"])
     );
 
-    // Deleting the claim releases its Retain volume; the data stays.
-    s.kubectl(&["delete", "pod", "pvc-writer", "pvc-reader", "--wait=false"]);
+    // Protection: admission gave the claim and the volume their finalizers. Deleted while
+    // pods that ran on it exist, the claim stays Terminating, and so does its Bound volume;
+    // a pod that has not started does not start on a claim being deleted.
+    assert_eq!(
+        jsonpath(&s, "pvc/data", "{.metadata.finalizers}"),
+        "[\"kubernetes.io/pvc-protection\"]"
+    );
+    assert_eq!(
+        jsonpath(&s, "pv/pvc-small", "{.metadata.finalizers}"),
+        "[\"kubernetes.io/pv-protection\"]"
+    );
     s.kubectl(&["delete", "pvc", "data", "--wait=false"]);
-    let released = eventually(Duration::from_secs(60), || {
-        jsonpath(&s, "pv/pvc-small", "{.status.phase}") == "Released"
+    s.kubectl(&["delete", "pv", "pvc-small", "--wait=false"]);
+    apply(
+        &claim_pod("pvc-blocked", "data", "true", false)
+            .replace("spec:\n", &format!("spec:\n  nodeName: {PVC_NODE}\n")),
+    );
+    let blocked = eventually(Duration::from_secs(30), || {
+        s.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=pvc-blocked,reason=FailedMount",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+        .contains("PVC is being deleted")
     });
+    assert!(blocked, "{}", s.kubectl(&["get", "events"]));
+    assert_eq!(
+        jsonpath(&s, "pod/pvc-blocked", "{.status.phase}"),
+        "Pending"
+    );
+    assert!(!jsonpath(&s, "pvc/data", "{.metadata.deletionTimestamp}").is_empty());
+    assert_eq!(jsonpath(&s, "pv/pvc-small", "{.status.phase}"), "Bound");
+
+    // Once no pod names it, the claim goes; its Retain volume is released, with the data,
+    // and then its own deletion completes.
+    s.kubectl(&[
+        "delete",
+        "pod",
+        "pvc-writer",
+        "pvc-reader",
+        "pvc-blocked",
+        "--wait=false",
+    ]);
+    let gone = |what: &str| {
+        s.kubectl(&["get", what, "--ignore-not-found", "-o", "name"])
+            .trim()
+            .is_empty()
+    };
+    let claim_gone = eventually(Duration::from_secs(60), || gone("pvc/data"));
     assert!(
-        released,
-        "volume not released: {}",
-        s.kubectl(&["get", "pv,pvc", "-o", "wide"])
+        claim_gone,
+        "claim still there: {}",
+        s.kubectl(&["get", "pv,pvc,pods", "-o", "wide"])
+    );
+    let volume_gone = eventually(Duration::from_secs(60), || gone("pv/pvc-small"));
+    assert!(
+        volume_gone,
+        "volume still there: {}",
+        s.kubectl(&["get", "pv", "-o", "yaml"])
     );
     assert!(hp.join("greeting").exists());
     for pod in ["pvc-late", "pvc-local", "pvc-unbound"] {

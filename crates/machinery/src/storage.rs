@@ -2,7 +2,8 @@
 //! upstream's `component-helpers/storage/volume`: the annotations they exchange, which class
 //! a claim or volume has, whether a volume can serve a claim, the smallest volume that can,
 //! and whether a volume's node affinity admits a node. Both must agree on these, or the
-//! scheduler would place a pod where the binder never binds its claim.
+//! scheduler would place a pod where the binder never binds its claim. Also the protection
+//! finalizers that admission puts on claims and volumes and the protection controllers lift.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,11 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use crate::selector::Selector;
 use crate::validation::quantity::Quantity;
 
+/// On every claim, from its creation (upstream's StorageObjectInUseProtection admission):
+/// the claim is not removed while a scheduled pod names it.
+pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
+/// On every volume, from its creation: the volume is not removed while it is Bound.
+pub const PV_PROTECTION_FINALIZER: &str = "kubernetes.io/pv-protection";
 /// On a claim: the binder finished binding it (it is then only checked, never rebound).
 pub const ANN_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 /// On a claim or volume: the binder, not the user, chose the other side of the binding.

@@ -2,7 +2,9 @@
 //! back to it; a `hostPath` volume (created first when its `type` asks) or a `local` volume
 //! then becomes a bind mount like an inline hostPath. Until then the pod's sandbox is not
 //! started: the worker records `FailedMount` and retries, as the kubelet's volume manager
-//! waits for a pod's volumes before it starts the pod.
+//! waits for a pod's volumes before it starts the pod. A claim being deleted is never
+//! mounted for a pod that has not started, as upstream, which is what lets `pvc-protection`
+//! count only scheduled pods.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,6 +19,10 @@ use super::volumes::Prepared;
 pub enum ClaimError {
     #[error("persistentvolumeclaim \"{0}\" not found")]
     NoClaim(String),
+    /// The claim is being deleted (its protection keeps it while pods that run use it): a
+    /// pod that has not started does not start on it.
+    #[error("PVC is being deleted")]
+    BeingDeleted,
     #[error("PVC {namespace}/{name} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName ({volume:?})")]
     Unbound {
         namespace: String,
@@ -60,6 +66,9 @@ pub fn host_volume(
     volume: Option<&PersistentVolume>,
 ) -> Result<Prepared, ClaimError> {
     let c = claim.ok_or_else(|| ClaimError::NoClaim(name.to_string()))?;
+    if c.metadata.deletion_timestamp.is_some() {
+        return Err(ClaimError::BeingDeleted);
+    }
     let phase = c
         .status
         .as_ref()
@@ -222,6 +231,16 @@ mod tests {
         assert_eq!(
             host_volume("ns", "data", Some(&c), Some(&other)),
             Err(ClaimError::Misbound("pv1".into()))
+        );
+        let mut deleting = claim("Bound", Some("pv1"));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        let hp = volume(json!({"hostPath": {"path": "/srv"}}), "u1");
+        assert_eq!(
+            host_volume("ns", "data", Some(&deleting), Some(&hp)),
+            Err(ClaimError::BeingDeleted)
         );
     }
 

@@ -432,7 +432,14 @@ impl Worker {
                     } else {
                         match rt.container_status(&c.id).await {
                             Ok(st) => {
-                                let cs = from_status(&st);
+                                let mut cs = from_status(&st);
+                                while oom_event_pending(&cs, now_nanos()) {
+                                    tokio::time::sleep(OOM_EVENT_POLL).await;
+                                    match rt.container_status(&c.id).await {
+                                        Ok(st) => cs = from_status(&st),
+                                        Err(_) => break,
+                                    }
+                                }
                                 if matches!(cs, CState::Exited { .. }) {
                                     self.exited.insert(c.id.clone(), cs.clone());
                                 }
@@ -1057,6 +1064,22 @@ pub async fn kill_container(
     }
 }
 
+/// How long after a container's SIGKILL exit containerd may still learn that the kernel's
+/// OOM killer sent it: the shim publishes the OOM event apart from the exit event, and under
+/// load it arrives second. containerd then changes the reason from Error to OOMKilled; a
+/// status read once, at the exit, would keep Error.
+const OOM_EVENT_WAIT: Duration = Duration::from_secs(2);
+/// How often the status is read again meanwhile.
+const OOM_EVENT_POLL: Duration = Duration::from_millis(100);
+
+/// Whether `cs` is a SIGKILL exit reported as Error less than [`OOM_EVENT_WAIT`] before
+/// `now` (nanoseconds), whose reason may still turn into OOMKilled.
+fn oom_event_pending(cs: &CState, now: i64) -> bool {
+    let wait = i64::try_from(OOM_EVENT_WAIT.as_nanos()).unwrap_or(i64::MAX);
+    matches!(cs, CState::Exited { exit_code: 137, reason, finished_at, .. }
+        if reason == "Error" && now < finished_at.saturating_add(wait))
+}
+
 fn from_status(st: &api::ContainerStatus) -> CState {
     match container_state(st.state) {
         api::ContainerState::ContainerCreated => CState::Created,
@@ -1188,6 +1211,45 @@ mod tests {
         assert!(!super::super::is_critical(&Pod::default()));
     }
 }
+
+#[cfg(test)]
+mod oom_event {
+    use super::*;
+
+    fn exited(exit_code: i32, reason: &str, finished_at: i64) -> CState {
+        CState::Exited {
+            exit_code,
+            reason: reason.to_string(),
+            message: String::new(),
+            started_at: 0,
+            finished_at,
+        }
+    }
+
+    #[test]
+    fn only_a_fresh_sigkill_error_waits_for_the_oom_event() {
+        let sec = 1_000_000_000;
+        assert!(oom_event_pending(&exited(137, "Error", 10 * sec), 11 * sec));
+        assert!(!oom_event_pending(
+            &exited(137, "Error", 10 * sec),
+            13 * sec
+        ));
+        assert!(!oom_event_pending(
+            &exited(137, "OOMKilled", 10 * sec),
+            11 * sec
+        ));
+        assert!(!oom_event_pending(&exited(1, "Error", 10 * sec), 11 * sec));
+        assert!(!oom_event_pending(
+            &exited(143, "Error", 10 * sec),
+            11 * sec
+        ));
+        assert!(!oom_event_pending(
+            &CState::Running { started_at: 0 },
+            11 * sec
+        ));
+    }
+}
+
 #[cfg(test)]
 mod task_size {
     /// The size of the future a function returns, without calling it.

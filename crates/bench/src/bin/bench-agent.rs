@@ -4,8 +4,10 @@
 //! to the node, one every INTERVAL ms (default 200; 0 creates them all at once), and times each
 //! from just before its create request to the watch event that shows it Ready (the API's
 //! transition times have one-second resolution). It prints p50 and p99 of create→Ready, the
-//! agent's RSS when 50 pods are Ready and when all are, and the agent's CPU time; then
-//! deletes the pods and resets the node (`krust agent-reset`).
+//! agent's RSS (split into anonymous memory and file pages, and its PSS) idle, when 50 pods
+//! are Ready and when all are, and the agent's CPU time; then deletes the pods and resets
+//! the node (`krust agent-reset`). `BENCH_AGENT_SMAPS=FILE` saves the agent's smaps with 50
+//! pods Ready.
 //!
 //! Run as root with containerd, runc, the CNI plugins, busybox-static and gcc installed:
 //! `cargo build --release -p krust -p krust-bench && target/release/bench-agent [PODS [INTERVAL]]
