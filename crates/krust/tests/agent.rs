@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1783,7 +1784,8 @@ fn agent_graceful_node_shutdown() {
 /// to the endpoints), and the API server through the `kubernetes` Service with their
 /// service account token, as in-cluster clients do: `KUBERNETES_SERVICE_HOST/PORT` and the
 /// service link variables come from the agent. A node port answers on the node's addresses
-/// (here the pod bridge's); a Service without endpoints refuses.
+/// (here the pod bridge's); a Service without endpoints refuses; a Service with
+/// `sessionAffinity: ClientIP` keeps sending the client to one of its two endpoints.
 #[test]
 fn pods_reach_services_and_the_api_server() {
     let missing = missing_tools();
@@ -1804,13 +1806,27 @@ fn pods_reach_services_and_the_api_server() {
 kind: Pod
 metadata:
   name: web
-  labels: {app: web}
+  labels: {app: web, tier: sticky}
 spec:
   containers:
   - name: httpd
     image: busybox
     command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"]
     ports: [{name: http, containerPort: 8080}]
+    readinessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web2
+  labels: {tier: sticky}
+spec:
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web2 > /www/index.html && exec httpd -f -p 8080 -h /www"]
     readinessProbe:
       tcpSocket: {port: 8080}
       periodSeconds: 1
@@ -1827,13 +1843,29 @@ spec:
 apiVersion: v1
 kind: Service
 metadata:
+  name: sticky
+spec:
+  selector: {tier: sticky}
+  sessionAffinity: ClientIP
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
   name: empty
 spec:
   ports: [{port: 80}]
 "#;
     s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(manifests));
-    let ready = eventually(Duration::from_secs(60), || ready_of(&s, "web").1 == "True");
-    assert!(ready, "web not Ready; agent log:\n{}", agent.log());
+    let ready = eventually(Duration::from_secs(60), || {
+        ready_of(&s, "web").1 == "True"
+            && ready_of(&s, "web2").1 == "True"
+            && jsonpath(&s, "endpoints/sticky", "{.subsets[*].addresses[*].ip}")
+                .split_whitespace()
+                .count()
+                == 2
+    });
+    assert!(ready, "web or web2 not Ready; agent log:\n{}", agent.log());
     let client = r#"apiVersion: v1
 kind: Pod
 metadata:
@@ -1860,6 +1892,7 @@ spec:
       echo
       timeout 3 wget -qO- "http://$EMPTY_SERVICE_HOST/" 2>&1 | head -n 1
       echo "nodeport $(timeout 2 wget -qO- http://10.42.212.1:30555/)"
+      for i in $(seq 1 8); do echo "sticky $(timeout 2 wget -qO- http://$STICKY_SERVICE_HOST/)"; done
 "#;
     let client = client.replace("KUBECTL_BIN", IN_CLUSTER_KUBECTL);
     s.kubectl_ok(common::KUBECTL, &["apply", "-f", "-"], Some(&client));
@@ -1890,6 +1923,14 @@ spec:
     assert!(
         logs.contains(empty_ip.as_str()) && logs.contains("refused"),
         "a Service without endpoints refuses: {logs}"
+    );
+    let sticky: BTreeSet<&str> = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("sticky "))
+        .collect();
+    assert!(
+        sticky.len() == 1 && sticky.iter().all(|l| l.starts_with("hello-from-web")),
+        "ClientIP affinity keeps the client on one of the two endpoints: {logs}"
     );
     drop(agent);
     if let Some(v) = route_localnet {

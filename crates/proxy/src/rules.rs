@@ -1,5 +1,6 @@
 //! What the proxy wants the data path to do, computed from Services and EndpointSlices: for
-//! each service port, its cluster IP, node port and the endpoints to balance over. A pure
+//! each service port, its cluster IP, node port, the endpoints to balance over and whether
+//! clients stick to one (`sessionAffinity: ClientIP`). A pure
 //! function, so every backend gets the same answer and the tests need no cluster.
 
 use std::collections::BTreeMap;
@@ -58,7 +59,13 @@ pub struct ServicePort {
     pub external_ips: Vec<Ipv4Addr>,
     /// Sorted; empty means traffic is rejected, as upstream does.
     pub endpoints: Vec<Endpoint>,
+    /// `sessionAffinity: ClientIP`: a client's new connections keep going to the endpoint it
+    /// last reached, for this many seconds after its last new connection.
+    pub affinity_seconds: Option<u32>,
 }
+
+/// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+pub const DEFAULT_AFFINITY_SECONDS: u32 = 10_800;
 
 /// The whole data path, sorted by service port name so that equal inputs render equally.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -114,6 +121,15 @@ pub fn compute<'a>(
             .filter_map(|ip| ip.parse().ok())
             .collect();
         let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        let affinity_seconds = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|t| *t > 0)
+                .unwrap_or(DEFAULT_AFFINITY_SECONDS)
+        });
         for p in spec.ports.iter().flatten() {
             let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
                 continue;
@@ -133,6 +149,7 @@ pub fn compute<'a>(
                     .and_then(|n| u16::try_from(n).ok()),
                 external_ips: external_ips.clone(),
                 endpoints: endpoints_for(slices, &port_name, protocol, p.target_port.as_ref()),
+                affinity_seconds,
             });
         }
     }
@@ -338,5 +355,31 @@ mod tests {
         let by_name: BTreeMap<_, _> = rules.ports.iter().map(|p| (p.name.as_str(), p)).collect();
         assert_eq!(by_name["default/np:"].node_port, Some(30080));
         assert_eq!(by_name["default/cip:"].node_port, None);
+    }
+
+    #[test]
+    fn client_ip_affinity_with_upstreams_default_timeout() {
+        use k8s_openapi::api::core::v1::{ClientIPConfig, SessionAffinityConfig};
+        let mut sticky = service("sticky", "ClusterIP", "10.43.0.14", &[("", 80, None)]);
+        let mut short = service("short", "ClusterIP", "10.43.0.15", &[("", 80, None)]);
+        let plain = service("plain", "ClusterIP", "10.43.0.16", &[("", 80, None)]);
+        for (svc, timeout) in [(&mut sticky, None), (&mut short, Some(60))] {
+            if let Some(spec) = svc.spec.as_mut() {
+                spec.session_affinity = Some("ClientIP".into());
+                spec.session_affinity_config = timeout.map(|t| SessionAffinityConfig {
+                    client_ip: Some(ClientIPConfig {
+                        timeout_seconds: Some(t),
+                    }),
+                });
+            }
+        }
+        let rules = compute(&[sticky, short, plain], &[]);
+        let by_name: BTreeMap<_, _> = rules.ports.iter().map(|p| (p.name.as_str(), p)).collect();
+        assert_eq!(
+            by_name["default/sticky:"].affinity_seconds,
+            Some(DEFAULT_AFFINITY_SECONDS)
+        );
+        assert_eq!(by_name["default/short:"].affinity_seconds, Some(60));
+        assert_eq!(by_name["default/plain:"].affinity_seconds, None);
     }
 }

@@ -1,7 +1,10 @@
 //! An in-memory backend that remembers the last rules and answers where a connection would
-//! go, the way the nftables rules decide it.
+//! go, the way the nftables rules decide it: round robin instead of at random, and clients
+//! of a ClientIP-affinity service kept on their endpoint while it stays.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::{ProxyBackend, ProxyError};
@@ -11,13 +14,16 @@ use crate::rules::{Endpoint, Protocol, ServiceRules};
 pub struct FakeBackend {
     installed: Mutex<Option<ServiceRules>>,
     syncs: Mutex<usize>,
+    turn: AtomicUsize,
+    /// (service port name, client) -> the endpoint the client sticks to.
+    affinity: Mutex<HashMap<(String, Ipv4Addr), Endpoint>>,
 }
 
 /// What the data path does with a new connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Sent to one of these endpoints.
-    Balanced(Vec<Endpoint>),
+    /// Sent to this endpoint.
+    To(Endpoint),
     /// Refused: the service exists but has no endpoints.
     Rejected,
     /// Not a service address: left alone.
@@ -33,9 +39,16 @@ impl FakeBackend {
         self.syncs.lock().map(|g| *g).unwrap_or_default()
     }
 
-    /// Where a connection to `ip:port` goes; `local` says whether `ip` is one of the node's
-    /// own addresses (node ports listen there).
-    pub fn route(&self, ip: Ipv4Addr, port: u16, protocol: Protocol, local: bool) -> Route {
+    /// Where a new connection from `client` to `ip:port` goes; `local` says whether `ip` is
+    /// one of the node's own addresses (node ports listen there).
+    pub fn route(
+        &self,
+        client: Ipv4Addr,
+        ip: Ipv4Addr,
+        port: u16,
+        protocol: Protocol,
+        local: bool,
+    ) -> Route {
         let Some(rules) = self.installed() else {
             return Route::Untouched;
         };
@@ -47,7 +60,20 @@ impl FakeBackend {
         match hit {
             None => Route::Untouched,
             Some(p) if p.endpoints.is_empty() => Route::Rejected,
-            Some(p) => Route::Balanced(p.endpoints.clone()),
+            Some(p) => {
+                let mut affinity = self.affinity.lock().unwrap_or_else(|e| e.into_inner());
+                let key = (p.name.clone(), client);
+                if p.affinity_seconds.is_some() {
+                    if let Some(e) = affinity.get(&key).filter(|e| p.endpoints.contains(e)) {
+                        return Route::To(*e);
+                    }
+                }
+                let e = p.endpoints[self.turn.fetch_add(1, Ordering::Relaxed) % p.endpoints.len()];
+                if p.affinity_seconds.is_some() {
+                    affinity.insert(key, e);
+                }
+                Route::To(e)
+            }
         }
     }
 }

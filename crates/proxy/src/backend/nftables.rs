@@ -8,16 +8,27 @@
 //! Endpoints on 127.0.0.0/8 (an API server on loopback) need `route_localnet`; the table
 //! then also drops loopback-addressed packets from other interfaces unless they were
 //! DNATed, which is the guard upstream added for the same setting.
+//!
+//! `sessionAffinity: ClientIP` works as in upstream's nftables mode: each endpoint of such a
+//! service has a set of client addresses with a timeout; its chain adds the client, and the
+//! service's chain sends a client found in an endpoint's set back to that endpoint before
+//! picking at random. The sets must outlive syncs, so after the first sync of a process a
+//! sync flushes the table's rules and replaces its chains but keeps the sets still wanted,
+//! with their clients; the first sync replaces the whole table.
 
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use tokio::io::AsyncWriteExt;
 
 use super::{ProxyBackend, ProxyError};
-use crate::rules::{ServicePort, ServiceRules};
+use crate::rules::{Endpoint, ServicePort, ServiceRules};
 
 /// The packet mark that asks the postrouting chain to masquerade.
 const MASQUERADE_MARK: u32 = 0x4000;
@@ -31,6 +42,40 @@ pub struct Nftables {
     /// Sysctls already written.
     bridge_netfilter: AtomicBool,
     route_localnet: AtomicBool,
+    /// What this process last installed (None: nothing yet, or the last sync failed, so the
+    /// next replaces the whole table).
+    installed: Mutex<Option<Installed>>,
+}
+
+/// The chains and sets one sync installed: the next sync deletes those chains and the sets
+/// it no longer wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Installed {
+    chains: Vec<String>,
+    sets: BTreeSet<String>,
+}
+
+/// The table's text, with the names of what it declares.
+#[derive(Default)]
+struct Script {
+    text: String,
+    installed: Installed,
+}
+
+impl Script {
+    fn chain(&mut self, name: &str, body: &str) {
+        let _ = writeln!(self.text, "  chain {name} {{ {body} }}");
+        self.installed.chains.push(name.to_string());
+    }
+}
+
+/// The set of clients stuck to endpoint `e` of service port `p`. Named by what it is
+/// rather than by position, so that it survives syncs in which other services come and go;
+/// the timeout is part of the name, so that a changed timeout makes a new set.
+fn affinity_set(p: &ServicePort, e: &Endpoint, seconds: u32) -> String {
+    let mut h = DefaultHasher::new();
+    (&p.name, p.protocol, e, seconds).hash(&mut h);
+    format!("affinity-{:016x}", h.finish())
 }
 
 impl Nftables {
@@ -52,6 +97,7 @@ impl Nftables {
             netns: None,
             bridge_netfilter: AtomicBool::new(false),
             route_localnet: AtomicBool::new(false),
+            installed: Mutex::new(None),
         })
     }
 
@@ -119,27 +165,35 @@ impl Nftables {
             .await
     }
 
-    /// The whole table for `rules`, preceded by its deletion, as one `nft -f` script.
-    pub fn render(&self, rules: &ServiceRules) -> String {
+    /// The whole table for `rules` as one `nft -f` script, and what it declares. Without
+    /// `previous` the script replaces the table; with it, the script flushes the table's
+    /// rules, deletes `previous`'s chains and the sets no longer wanted, and declares the
+    /// rest again (existing sets keep their elements).
+    pub fn render(
+        &self,
+        rules: &ServiceRules,
+        previous: Option<&Installed>,
+    ) -> (String, Installed) {
         let t = &self.table;
-        let mut s = String::new();
-        // Creating first makes the delete valid when the table does not exist yet.
-        let _ = writeln!(s, "table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
-        let _ = writeln!(
-            s,
-            "  chain mark-for-masquerade {{ meta mark set meta mark | {MASQUERADE_MARK:#x}; }}"
-        );
-        let _ = writeln!(
-            s,
-            "  chain masquerading {{ type nat hook postrouting priority 100; policy accept; \
-             meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} masquerade; }}"
-        );
-        let _ = writeln!(s, "  chain reject-chain {{ reject; }}");
-
+        // Creating first makes the delete or flush valid when the table does not exist yet.
+        let mut out = format!("table ip {t}\n");
+        let mut body = Script::default();
         let mut services = Vec::new();
         let mut node_ports = Vec::new();
         let mut no_endpoints = Vec::new();
         let mut no_endpoint_node_ports = Vec::new();
+        body.chain(
+            "mark-for-masquerade",
+            &format!("meta mark set meta mark | {MASQUERADE_MARK:#x};"),
+        );
+        body.chain(
+            "masquerading",
+            &format!(
+                "type nat hook postrouting priority 100; policy accept; \
+                 meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} masquerade;"
+            ),
+        );
+        body.chain("reject-chain", "reject;");
         for (i, p) in rules.ports.iter().enumerate() {
             let proto = p.protocol.nft();
             let addrs = std::iter::once(p.cluster_ip).chain(p.external_ips.iter().copied());
@@ -153,58 +207,56 @@ impl Nftables {
             services.extend(addrs.map(|ip| format!("{ip} . {proto} . {} : goto svc-{i}", p.port)));
             if let Some(np) = p.node_port {
                 node_ports.push(format!("{proto} . {np} : goto nodeport-{i}"));
-                let _ = writeln!(
-                    s,
-                    "  chain nodeport-{i} {{ jump mark-for-masquerade; goto svc-{i}; }}"
+                body.chain(
+                    &format!("nodeport-{i}"),
+                    &format!("jump mark-for-masquerade; goto svc-{i};"),
                 );
             }
-            self.render_service(&mut s, i, p);
+            self.render_service(&mut body, i, p);
         }
 
-        let _ = writeln!(s, "  chain services {{");
+        let mut services_rules = String::new();
         if !services.is_empty() {
-            let _ = writeln!(
-                s,
-                "    ip daddr . meta l4proto . th dport vmap {{ {} }}",
+            let _ = write!(
+                services_rules,
+                "\n    ip daddr . meta l4proto . th dport vmap {{ {} }}",
                 services.join(", ")
             );
         }
         if !node_ports.is_empty() {
-            let _ = writeln!(
-                s,
-                "    fib daddr type local meta l4proto . th dport vmap {{ {} }}",
+            let _ = write!(
+                services_rules,
+                "\n    fib daddr type local meta l4proto . th dport vmap {{ {} }}",
                 node_ports.join(", ")
             );
         }
-        let _ = writeln!(s, "  }}");
-        let _ = writeln!(s, "  chain no-endpoints {{");
+        body.chain("services", &format!("{services_rules}\n  "));
+        let reject_all = |keys: &[String]| {
+            keys.iter()
+                .map(|e| format!("{e} : goto reject-chain"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut no_endpoint_rules = String::new();
         if !no_endpoints.is_empty() {
-            let _ = writeln!(
-                s,
-                "    ip daddr . meta l4proto . th dport vmap {{ {} }}",
-                no_endpoints
-                    .iter()
-                    .map(|e| format!("{e} : goto reject-chain"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            let _ = write!(
+                no_endpoint_rules,
+                "\n    ip daddr . meta l4proto . th dport vmap {{ {} }}",
+                reject_all(&no_endpoints)
             );
         }
         if !no_endpoint_node_ports.is_empty() {
-            let _ = writeln!(
-                s,
-                "    fib daddr type local meta l4proto . th dport vmap {{ {} }}",
-                no_endpoint_node_ports
-                    .iter()
-                    .map(|e| format!("{e} : goto reject-chain"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            let _ = write!(
+                no_endpoint_rules,
+                "\n    fib daddr type local meta l4proto . th dport vmap {{ {} }}",
+                reject_all(&no_endpoint_node_ports)
             );
         }
-        let _ = writeln!(s, "  }}");
+        body.chain("no-endpoints", &format!("{no_endpoint_rules}\n  "));
         for (chain, hook) in [("nat-prerouting", "prerouting"), ("nat-output", "output")] {
-            let _ = writeln!(
-                s,
-                "  chain {chain} {{ type nat hook {hook} priority -100; policy accept; jump services; }}"
+            body.chain(
+                chain,
+                &format!("type nat hook {hook} priority -100; policy accept; jump services;"),
             );
         }
         let guard = if uses_loopback(rules) {
@@ -218,49 +270,87 @@ impl Nftables {
             ("filter-forward", "forward", ""),
             ("filter-output", "output", ""),
         ] {
-            let _ = writeln!(
-                s,
-                "  chain {chain} {{ type filter hook {hook} priority filter - 10; policy accept;\n    \
-                 ct state new jump no-endpoints{extra}\n  }}"
+            body.chain(
+                chain,
+                &format!(
+                    "type filter hook {hook} priority filter - 10; policy accept;\n    \
+                     ct state new jump no-endpoints{extra}\n  "
+                ),
             );
         }
-        let _ = writeln!(s, "}}");
-        s
+
+        match previous {
+            None => {
+                let _ = writeln!(out, "delete table ip {t}");
+            }
+            Some(prev) => {
+                let _ = writeln!(out, "flush table ip {t}");
+                for c in &prev.chains {
+                    let _ = writeln!(out, "delete chain ip {t} {c}");
+                }
+                for set in prev.sets.difference(&body.installed.sets) {
+                    let _ = writeln!(out, "delete set ip {t} {set}");
+                }
+            }
+        }
+        let _ = writeln!(out, "table ip {t} {{\n{}}}", body.text);
+        (out, body.installed)
     }
 
-    fn render_service(&self, s: &mut String, i: usize, p: &ServicePort) {
-        let _ = writeln!(s, "  chain svc-{i} {{");
-        let _ = writeln!(s, "    comment {:?}", p.name);
+    fn render_service(&self, s: &mut Script, i: usize, p: &ServicePort) {
+        let mut rules = format!("\n    comment {:?}", p.name);
         match &self.cluster_cidr {
             Some(cidr) => {
-                let _ = writeln!(s, "    ip saddr != {cidr} jump mark-for-masquerade");
+                let _ = write!(rules, "\n    ip saddr != {cidr} jump mark-for-masquerade");
             }
             None => {
-                let _ = writeln!(s, "    jump mark-for-masquerade");
+                let _ = write!(rules, "\n    jump mark-for-masquerade");
+            }
+        }
+        let sets: Vec<Option<String>> = p
+            .endpoints
+            .iter()
+            .map(|e| p.affinity_seconds.map(|secs| affinity_set(p, e, secs)))
+            .collect();
+        for (j, set) in sets.iter().enumerate() {
+            if let (Some(set), Some(secs)) = (set, p.affinity_seconds) {
+                // A client seen lately goes back to its endpoint.
+                let _ = write!(rules, "\n    ip saddr @{set} goto sep-{i}-{j}");
+                let _ = writeln!(
+                    s.text,
+                    "  set {set} {{ type ipv4_addr; flags dynamic,timeout; timeout {secs}s; }}"
+                );
+                s.installed.sets.insert(set.clone());
             }
         }
         if p.endpoints.len() == 1 {
-            let _ = writeln!(s, "    goto sep-{i}-0");
+            let _ = write!(rules, "\n    goto sep-{i}-0");
         } else {
             let arms: Vec<String> = (0..p.endpoints.len())
                 .map(|j| format!("{j} : goto sep-{i}-{j}"))
                 .collect();
-            let _ = writeln!(
-                s,
-                "    numgen random mod {} vmap {{ {} }}",
+            let _ = write!(
+                rules,
+                "\n    numgen random mod {} vmap {{ {} }}",
                 p.endpoints.len(),
                 arms.join(", ")
             );
         }
-        let _ = writeln!(s, "  }}");
-        for (j, e) in p.endpoints.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "  chain sep-{i}-{j} {{ ip saddr {ip} jump mark-for-masquerade; \
-                 meta l4proto {proto} dnat to {ip}:{port}; }}",
-                ip = e.ip,
-                proto = p.protocol.nft(),
-                port = e.port
+        s.chain(&format!("svc-{i}"), &format!("{rules}\n  "));
+        for (j, (e, set)) in p.endpoints.iter().zip(&sets).enumerate() {
+            let remember = set
+                .as_ref()
+                .map(|set| format!("update @{set} {{ ip saddr }}; "))
+                .unwrap_or_default();
+            s.chain(
+                &format!("sep-{i}-{j}"),
+                &format!(
+                    "ip saddr {ip} jump mark-for-masquerade; {remember}\
+                     meta l4proto {proto} dnat to {ip}:{port};",
+                    ip = e.ip,
+                    proto = p.protocol.nft(),
+                    port = e.port
+                ),
             );
         }
     }
@@ -291,11 +381,21 @@ impl ProxyBackend for Nftables {
             self.set_sysctl("net/ipv4/conf/all/route_localnet").await?;
             self.route_localnet.store(true, Ordering::Relaxed);
         }
-        self.run("nft", &["-f", "-"], &self.render(rules)).await
+        // Taken out: a failed sync leaves the table unknown, and the next replaces it whole.
+        let previous = self
+            .installed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let (script, next) = self.render(rules, previous.as_ref());
+        self.run("nft", &["-f", "-"], &script).await?;
+        *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
+        Ok(())
     }
 
     async fn cleanup(&self) -> Result<(), ProxyError> {
         let t = &self.table;
+        *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.run(
             "nft",
             &["-f", "-"],
@@ -319,6 +419,7 @@ mod tests {
             protocol: Protocol::Tcp,
             node_port,
             external_ips: vec![],
+            affinity_seconds: None,
             endpoints: eps
                 .iter()
                 .map(|(ip, port)| Endpoint {
@@ -343,7 +444,7 @@ mod tests {
                 port("default/empty:", "10.43.0.11", &[], Some(30081)),
             ],
         };
-        let s = nft.render(&rules);
+        let (s, _) = nft.render(&rules, None);
         assert!(s.contains("10.43.0.10 . tcp . 80 : goto svc-0"), "{s}");
         assert!(s.contains("tcp . 30080 : goto nodeport-0"), "{s}");
         assert!(
@@ -364,6 +465,68 @@ mod tests {
             !s.contains("route_localnet") && !s.contains("127.0.0.0/8"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn affinity_sets_outlive_syncs_and_go_with_their_endpoints() {
+        let nft = Nftables::new(Some("10.42.0.0/16")).expect("cidr");
+        let mut sticky = port(
+            "default/sticky:",
+            "10.43.0.20",
+            &[("10.42.0.5", 8080), ("10.42.0.6", 8080)],
+            None,
+        );
+        sticky.affinity_seconds = Some(60);
+        let set_a = affinity_set(&sticky, &sticky.endpoints[0], 60);
+        let set_b = affinity_set(&sticky, &sticky.endpoints[1], 60);
+        let first = ServiceRules {
+            ports: vec![sticky.clone()],
+        };
+        let (s, installed) = nft.render(&first, None);
+        assert!(s.contains("delete table ip krust-proxy"), "{s}");
+        assert!(
+            s.contains(&format!(
+                "set {set_a} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}"
+            )),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!("ip saddr @{set_b} goto sep-0-1")),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!("update @{set_a} {{ ip saddr }}")),
+            "{s}"
+        );
+        assert!(installed.chains.contains(&"sep-0-1".to_string()));
+
+        // Another service arrives and one endpoint goes: the table's rules are replaced,
+        // the surviving endpoint's set is kept (declared again), the other's deleted.
+        let mut fewer = sticky.clone();
+        fewer.endpoints.truncate(1);
+        let second = ServiceRules {
+            ports: vec![
+                port("default/aaa:", "10.43.0.19", &[("10.42.0.7", 80)], None),
+                fewer,
+            ],
+        };
+        let (s, next) = nft.render(&second, Some(&installed));
+        assert!(!s.contains("delete table"), "{s}");
+        assert!(s.contains("flush table ip krust-proxy"), "{s}");
+        assert!(s.contains("delete chain ip krust-proxy sep-0-1"), "{s}");
+        assert!(
+            s.contains(&format!("delete set ip krust-proxy {set_b}")),
+            "{s}"
+        );
+        assert!(
+            !s.contains(&format!("delete set ip krust-proxy {set_a}")),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!("ip saddr @{set_a} goto sep-1-0")),
+            "{s}"
+        );
+        assert_eq!(next.sets, BTreeSet::from([set_a]));
     }
 
     #[test]

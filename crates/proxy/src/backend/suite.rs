@@ -2,6 +2,7 @@
 //! that knows how to make a connection: the fake answers from its rules, nftables is
 //! tried for real inside a network namespace of its own with two busybox httpd endpoints.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,16 +36,51 @@ const NODE_PORT: u16 = 30080;
 
 fn rules(endpoints: &[Endpoint], node_port: bool) -> ServiceRules {
     ServiceRules {
-        ports: vec![ServicePort {
-            name: "default/web:http".into(),
-            cluster_ip: SERVICE_IP,
-            port: 80,
-            protocol: Protocol::Tcp,
-            node_port: node_port.then_some(NODE_PORT),
-            external_ips: vec![],
-            endpoints: endpoints.to_vec(),
-        }],
+        ports: vec![web(endpoints, node_port, None)],
     }
+}
+
+fn web(endpoints: &[Endpoint], node_port: bool, affinity_seconds: Option<u32>) -> ServicePort {
+    ServicePort {
+        name: "default/web:http".into(),
+        cluster_ip: SERVICE_IP,
+        port: 80,
+        protocol: Protocol::Tcp,
+        node_port: node_port.then_some(NODE_PORT),
+        external_ips: vec![],
+        endpoints: endpoints.to_vec(),
+        affinity_seconds,
+    }
+}
+
+/// `web` with ClientIP affinity, and as many other services (without endpoints) beside it.
+fn sticky(endpoints: &[Endpoint], others: u8) -> ServiceRules {
+    let mut ports: Vec<ServicePort> = (0..others)
+        .map(|i| ServicePort {
+            name: format!("default/other-{i}:"),
+            cluster_ip: Ipv4Addr::new(10, 43, 8, i),
+            endpoints: vec![],
+            affinity_seconds: None,
+            ..web(endpoints, false, None)
+        })
+        .collect();
+    ports.push(web(endpoints, false, Some(600)));
+    ports.sort();
+    ServiceRules { ports }
+}
+
+/// Where `n` new connections to the service went; panics on any that reached nothing.
+async fn reached(h: &dyn Harness, n: usize) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        match h.connect(SERVICE_IP, 80).await {
+            Outcome::Reached(i) => {
+                seen.insert(i);
+            }
+            other => panic!("sticky service: {other:?}"),
+        }
+    }
+    seen
 }
 
 pub async fn run(h: &dyn Harness) {
@@ -76,6 +112,31 @@ pub async fn run(h: &dyn Harness) {
     assert!(
         matches!(h.connect(h.node_ip(), NODE_PORT).await, Outcome::Reached(_)),
         "the node port leads to the endpoints"
+    );
+
+    // ClientIP affinity: one client keeps reaching one endpoint, through syncs that change
+    // other services, until its endpoint goes.
+    backend
+        .sync(&sticky(&[a, b], 0))
+        .await
+        .expect("sync sticky");
+    let first = reached(h, 8).await;
+    assert_eq!(first.len(), 1, "one client, one endpoint: {first:?}");
+    backend
+        .sync(&sticky(&[a, b], 3))
+        .await
+        .expect("sync sticky with other services");
+    assert_eq!(reached(h, 8).await, first, "affinity survives syncs");
+    let kept = if first.contains(&0) { b } else { a };
+    backend
+        .sync(&sticky(&[kept], 3))
+        .await
+        .expect("sync sticky without its endpoint");
+    let moved = reached(h, 4).await;
+    assert_eq!(moved.len(), 1);
+    assert!(
+        moved.is_disjoint(&first),
+        "the client moved to the endpoint left"
     );
 
     backend
@@ -126,14 +187,12 @@ pub async fn run(h: &dyn Harness) {
 /// The fake, with endpoints that exist only as addresses.
 pub struct FakeHarness {
     pub backend: FakeBackend,
-    turn: AtomicUsize,
 }
 
 impl FakeHarness {
     pub fn new() -> FakeHarness {
         FakeHarness {
             backend: FakeBackend::default(),
-            turn: AtomicUsize::new(0),
         }
     }
 }
@@ -159,12 +218,12 @@ impl Harness for FakeHarness {
         Ipv4Addr::new(192, 0, 2, 1)
     }
     async fn connect(&self, ip: Ipv4Addr, port: u16) -> Outcome {
+        let client = Ipv4Addr::new(10, 42, 1, 9);
         match self
             .backend
-            .route(ip, port, Protocol::Tcp, ip == self.node_ip())
+            .route(client, ip, port, Protocol::Tcp, ip == self.node_ip())
         {
-            Route::Balanced(eps) => {
-                let e = eps[self.turn.fetch_add(1, Ordering::Relaxed) % eps.len()];
+            Route::To(e) => {
                 let index = self.endpoints().iter().position(|x| *x == e);
                 index.map_or(Outcome::NoAnswer, Outcome::Reached)
             }
