@@ -96,6 +96,8 @@ pub struct AgentConfig {
     pub client_ca: Vec<Vec<u8>>,
     /// Graceful node shutdown (off by default, as upstream).
     pub shutdown_grace: shutdown::GracePeriods,
+    /// logind's drop-in directory, where a too short `InhibitDelayMaxSec` is raised.
+    pub logind_conf_dir: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -114,6 +116,7 @@ impl Default for AgentConfig {
             kubelet_port: 10250,
             client_ca: Vec::new(),
             shutdown_grace: shutdown::GracePeriods::default(),
+            logind_conf_dir: PathBuf::from("/etc/systemd/logind.conf.d"),
         }
     }
 }
@@ -257,8 +260,13 @@ pub async fn run(
         shutting_down_rx,
     ));
     let (node_shutdown, node_shutdown_rx) = tokio::sync::mpsc::channel(4);
-    let graceful =
-        start_graceful_shutdown(config.shutdown_grace, shutting_down, node_shutdown).await;
+    let graceful = start_graceful_shutdown(
+        config.shutdown_grace,
+        &config.logind_conf_dir,
+        shutting_down,
+        node_shutdown,
+    )
+    .await;
     let services = services_cache(client.clone()).await;
     let ctx = Arc::new(pod::PodContext {
         client,
@@ -286,6 +294,7 @@ pub async fn run(
 /// there is a system bus; without one the agent runs on without the feature.
 async fn start_graceful_shutdown(
     periods: shutdown::GracePeriods,
+    logind_conf_dir: &std::path::Path,
     node: tokio::sync::watch::Sender<bool>,
     pods: tokio::sync::mpsc::Sender<pod::NodeShutdown>,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -299,13 +308,19 @@ async fn start_graceful_shutdown(
             return None;
         }
     };
-    if let Some(max) = logind.max_delay().await {
-        if max < periods.total {
-            tracing::warn!(
-                ?max,
+    if let Some(max) = logind.max_delay().await.filter(|max| *max < periods.total) {
+        tracing::info!(?max, requested = ?periods.total, "raising logind's InhibitDelayMaxUSec");
+        match logind.raise_max_delay(periods.total, logind_conf_dir).await {
+            Ok(Some(now)) if now >= periods.total => {}
+            Ok(now) => tracing::warn!(
+                ?now,
                 requested = ?periods.total,
-                "logind's InhibitDelayMaxUSec is shorter than --shutdown-grace-period: the machine will not wait that long"
-            );
+                "logind's InhibitDelayMaxUSec is still shorter than --shutdown-grace-period: the machine will not wait that long"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "logind's InhibitDelayMaxUSec is shorter than --shutdown-grace-period and could not be raised: the machine will not wait that long"
+            ),
         }
     }
     Some(tokio::spawn(shutdown::run(logind, periods, node, pods)))

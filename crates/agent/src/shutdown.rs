@@ -2,6 +2,10 @@
 //!
 //! With a grace period set, the agent holds a logind "delay" inhibitor lock for shutdown: the
 //! machine's shutdown waits (up to logind's `InhibitDelayMaxUSec`) until the lock is released.
+//! When logind's limit is shorter than the grace period (systemd's default is 5 s), the agent
+//! raises it as upstream's kubelet does: a drop-in `[Login] InhibitDelayMaxSec=` in logind's
+//! configuration directory, then SIGHUP to `systemd-logind.service` through systemd's D-Bus
+//! API, then the limit is read again until logind has reloaded.
 //! logind announces a shutdown with `PrepareForShutdown(true)`; the agent then marks the Node
 //! NotReady, has the pod manager terminate regular pods and then critical ones
 //! ([`GracePeriods`]), and releases the lock. `PrepareForShutdown(false)` (the shutdown was
@@ -62,6 +66,26 @@ pub enum ShutdownError {
     Subscribe(#[source] zbus::Error),
     #[error("taking a shutdown inhibitor lock from logind")]
     Inhibit(#[source] zbus::Error),
+    #[error("writing logind's drop-in {path}")]
+    DropIn {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("asking systemd to reload logind")]
+    Reload(#[source] zbus::Error),
+}
+
+/// The drop-in the agent writes into logind's configuration directory.
+pub const LOGIND_DROP_IN: &str = "99-krust-agent.conf";
+
+/// The drop-in that lets a delay lock hold a shutdown back for `period` (whole seconds,
+/// rounded up, as logind's setting takes them).
+pub fn logind_drop_in(period: Duration) -> String {
+    let secs = period.as_secs() + u64::from(period.subsec_nanos() > 0);
+    format!(
+        "# Written by krust agent for --shutdown-grace-period.\n[Login]\nInhibitDelayMaxSec={secs}\n"
+    )
 }
 
 /// Where shutdown announcements come from, and who holds the lock that delays them.
@@ -98,8 +122,19 @@ trait Login1Manager {
     fn inhibit_delay_max_usec(&self) -> zbus::Result<u64>;
 }
 
+/// The part of systemd's manager that reloads logind.
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Systemd1Manager {
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+}
+
 /// systemd-logind on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` names another bus).
 pub struct Logind {
+    conn: zbus::Connection,
     proxy: Login1ManagerProxy<'static>,
     signals: PrepareForShutdownStream,
     lock: Option<zbus::zvariant::OwnedFd>,
@@ -112,7 +147,10 @@ impl Logind {
         let conn = zbus::Connection::system()
             .await
             .map_err(ShutdownError::Connect)?;
-        let proxy = Login1ManagerProxy::new(&conn)
+        // Uncached: logind does not announce a reloaded InhibitDelayMaxUSec.
+        let proxy = Login1ManagerProxy::builder(&conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
             .await
             .map_err(ShutdownError::Connect)?;
         let signals = proxy
@@ -120,10 +158,48 @@ impl Logind {
             .await
             .map_err(ShutdownError::Subscribe)?;
         Ok(Logind {
+            conn,
             proxy,
             signals,
             lock: None,
         })
+    }
+
+    /// Raises logind's `InhibitDelayMaxUSec` to `period`: writes [`logind_drop_in`] into
+    /// `conf_dir`, has systemd send logind SIGHUP, and reads the limit again (logind reloads
+    /// asynchronously: 100 ms, doubling, five times). Returns the limit logind then has.
+    pub async fn raise_max_delay(
+        &self,
+        period: Duration,
+        conf_dir: &std::path::Path,
+    ) -> Result<Option<Duration>, ShutdownError> {
+        let path = conf_dir.join(LOGIND_DROP_IN);
+        let write_err = |source| ShutdownError::DropIn {
+            path: path.display().to_string(),
+            source,
+        };
+        tokio::fs::create_dir_all(conf_dir)
+            .await
+            .map_err(write_err)?;
+        tokio::fs::write(&path, logind_drop_in(period))
+            .await
+            .map_err(write_err)?;
+        const SIGHUP: i32 = 1;
+        Systemd1ManagerProxy::new(&self.conn)
+            .await
+            .map_err(ShutdownError::Reload)?
+            .kill_unit("systemd-logind.service", "all", SIGHUP)
+            .await
+            .map_err(ShutdownError::Reload)?;
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..5 {
+            tokio::time::sleep(wait).await;
+            if self.max_delay().await.is_some_and(|max| max >= period) {
+                break;
+            }
+            wait *= 2;
+        }
+        Ok(self.max_delay().await)
     }
 
     /// How long logind lets a delay lock hold a shutdown back (`InhibitDelayMaxUSec`).
@@ -261,6 +337,15 @@ pub mod fake {
 mod tests {
     use super::fake::{FakeSource, LockEvent};
     use super::*;
+
+    #[test]
+    fn the_drop_in_asks_for_whole_seconds() {
+        assert_eq!(
+            logind_drop_in(Duration::from_secs(30)),
+            "# Written by krust agent for --shutdown-grace-period.\n[Login]\nInhibitDelayMaxSec=30\n"
+        );
+        assert!(logind_drop_in(Duration::from_millis(1500)).contains("InhibitDelayMaxSec=2\n"));
+    }
 
     #[test]
     fn periods_split_and_validate() {

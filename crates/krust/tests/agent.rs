@@ -1522,11 +1522,23 @@ impl Drop for Bus {
     }
 }
 
-/// What the stand-in logind saw: Inhibit calls, and locks whose descriptor was closed.
-#[derive(Clone, Default)]
+/// What the stand-in logind saw: Inhibit calls, and locks whose descriptor was closed; and
+/// its InhibitDelayMaxUSec (systemd's default 5 s until a drop-in raises it).
+#[derive(Clone)]
 struct LockLog {
     taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     released: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max_usec: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for LockLog {
+    fn default() -> Self {
+        LockLog {
+            taken: Default::default(),
+            released: Default::default(),
+            max_usec: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(5_000_000)),
+        }
+    }
 }
 
 impl LockLog {
@@ -1575,7 +1587,43 @@ impl Login1Manager {
 
     #[zbus(property, name = "InhibitDelayMaxUSec")]
     fn inhibit_delay_max_usec(&self) -> u64 {
-        30_000_000
+        self.0.max_usec.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The part of `org.freedesktop.systemd1.Manager` the agent uses: SIGHUP to
+/// `systemd-logind.service` makes the stand-in logind read its drop-in directory again.
+struct Systemd1Manager {
+    log: LockLog,
+    conf_dir: PathBuf,
+}
+
+#[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
+impl Systemd1Manager {
+    fn kill_unit(&self, name: String, _whom: String, signal: i32) -> zbus::fdo::Result<()> {
+        if name != "systemd-logind.service" || signal != 1 {
+            return Err(zbus::fdo::Error::InvalidArgs(format!(
+                "unexpected signal {signal} to {name}"
+            )));
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.conf_dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let setting = text
+                .lines()
+                .rev()
+                .filter_map(|l| l.strip_prefix("InhibitDelayMaxSec="))
+                .find_map(|v| v.trim().parse::<u64>().ok());
+            if let Some(secs) = setting {
+                self.log
+                    .max_usec
+                    .store(secs * 1_000_000, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1587,7 +1635,9 @@ struct FakeLogind {
 }
 
 impl FakeLogind {
-    fn start(address: &str) -> FakeLogind {
+    /// logind and systemd's manager on the bus at `address`; logind's drop-ins are read
+    /// from `conf_dir`.
+    fn start(address: &str, conf_dir: &Path) -> FakeLogind {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -1598,7 +1648,15 @@ impl FakeLogind {
             .block_on(async {
                 zbus::connection::Builder::address(address)?
                     .name("org.freedesktop.login1")?
+                    .name("org.freedesktop.systemd1")?
                     .serve_at("/org/freedesktop/login1", Login1Manager(log.clone()))?
+                    .serve_at(
+                        "/org/freedesktop/systemd1",
+                        Systemd1Manager {
+                            log: log.clone(),
+                            conf_dir: conf_dir.to_path_buf(),
+                        },
+                    )?
                     .build()
                     .await
             })
@@ -1663,7 +1721,8 @@ fn ready_condition(s: &Server, field: &str) -> String {
 /// delay lock; on PrepareForShutdown(true) the node turns NotReady, regular pods stop
 /// (preStop hooks run) before critical ones, all end Failed/Terminated with a
 /// DisruptionTarget condition, pods arriving meanwhile are rejected, and the lock is
-/// released; PrepareForShutdown(false) makes the node Ready again with a new lock.
+/// released; PrepareForShutdown(false) makes the node Ready again with a new lock. logind's
+/// 5 s InhibitDelayMaxUSec is first raised to the grace period, as upstream does it.
 #[test]
 fn agent_graceful_node_shutdown() {
     let mut missing = missing_tools();
@@ -1676,7 +1735,13 @@ fn agent_graceful_node_shutdown() {
     }
     let s = Server::start();
     let bus = Bus::start();
-    let logind = FakeLogind::start(&bus.address);
+    let logind_conf = tempfile::Builder::new()
+        .prefix("krust-logind")
+        .tempdir()
+        .expect("tempdir");
+    let conf_dir = logind_conf.path().join("logind.conf.d");
+    let logind = FakeLogind::start(&bus.address, &conf_dir);
+    let conf_flag = conf_dir.display().to_string();
     let agent = ready_node_with(
         &s,
         SHUTDOWN_NODE,
@@ -1688,6 +1753,8 @@ fn agent_graceful_node_shutdown() {
             "20s",
             "--shutdown-grace-period-critical-pods",
             "5s",
+            "--logind-conf-dir",
+            &conf_flag,
         ],
         &[("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str())],
     );
@@ -1695,6 +1762,18 @@ fn agent_graceful_node_shutdown() {
         eventually(Duration::from_secs(10), || logind.log.taken() == 1),
         "the agent took no inhibitor lock:\n{}",
         agent.log()
+    );
+    // logind's 5 s limit was raised to the grace period with a drop-in and a reload.
+    assert_eq!(
+        std::fs::read_to_string(conf_dir.join("99-krust-agent.conf")).unwrap_or_default(),
+        "# Written by krust agent for --shutdown-grace-period.\n[Login]\nInhibitDelayMaxSec=20\n"
+    );
+    assert_eq!(
+        logind
+            .log
+            .max_usec
+            .load(std::sync::atomic::Ordering::SeqCst),
+        20_000_000
     );
     let host = tempfile::Builder::new()
         .prefix("krust-shutdown")

@@ -45,6 +45,10 @@ pub struct AgentFlags {
     /// The part of --shutdown-grace-period reserved for critical pods, which stop last.
     #[arg(long, default_value = "0s", value_parser = super::controllers::parse_duration)]
     pub shutdown_grace_period_critical_pods: Duration,
+    /// Where the agent writes the logind drop-in that raises InhibitDelayMaxSec to
+    /// --shutdown-grace-period when logind's limit is shorter (as the kubelet does).
+    #[arg(long, default_value = "/etc/systemd/logind.conf.d")]
+    pub logind_conf_dir: PathBuf,
     /// Do not run the service proxy (`krust proxy`) beside the agent.
     #[arg(long)]
     pub disable_proxy: bool,
@@ -81,6 +85,7 @@ impl AgentFlags {
                 total: self.shutdown_grace_period,
                 critical: self.shutdown_grace_period_critical_pods,
             },
+            logind_conf_dir: self.logind_conf_dir.clone(),
             ..Default::default()
         })
     }
