@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 DATA_DIR=${KRUST_DATA_DIR:-/var/lib/krust}
 LISTEN=${KRUST_LISTEN:-127.0.0.1:6443}
 
-ensure_packages containerd runc containernetworking-plugins etcd-server busybox-static nftables \
+ensure_packages containerd runc containernetworking-plugins etcd-server busybox-static nftables conntrack \
   protobuf-compiler libprotobuf-dev curl ca-certificates build-essential
 stop_system_etcd
 command -v cargo >/dev/null || { echo "cargo is needed (https://rustup.rs)" >&2; exit 1; }

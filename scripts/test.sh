@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages etcd-server protobuf-compiler libprotobuf-dev curl ca-certificates dbus-daemon \
+ensure_packages etcd-server protobuf-compiler libprotobuf-dev curl ca-certificates dbus-daemon conntrack \
   containerd runc containernetworking-plugins busybox-static nftables build-essential iproute2 docker-registry
 stop_system_etcd
 stop_system_registry

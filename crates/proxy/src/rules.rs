@@ -157,6 +157,102 @@ pub fn compute<'a>(
     ServiceRules { ports }
 }
 
+/// UDP conntrack entries that would keep sending a client where the new rules no longer
+/// do: UDP has no connection to end, so without clearing them a client that keeps its source
+/// port (a DNS resolver) keeps talking to a gone endpoint, or to nothing, until they time out.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StaleFlow {
+    /// Flows to `service:port` that were sent to `endpoint`, which is gone.
+    ToEndpoint {
+        service: Ipv4Addr,
+        port: u16,
+        endpoint: Ipv4Addr,
+    },
+    /// Flows to node port `node_port` that were sent to `endpoint`, which is gone.
+    NodePortToEndpoint { node_port: u16, endpoint: Ipv4Addr },
+    /// Flows to `service:port` from before it had endpoints (they lead nowhere).
+    ToService { service: Ipv4Addr, port: u16 },
+    /// Flows to node port `node_port` from before its service had endpoints.
+    ToNodePort { node_port: u16 },
+}
+
+impl StaleFlow {
+    /// Whether a UDP flow to `dst:port` whose replies come from `reply_src` is one of these
+    /// (what conntrack's `--orig-dst`, `--orig-port-dst` and `--reply-src` select).
+    pub fn matches(&self, dst: Ipv4Addr, port: u16, reply_src: Ipv4Addr) -> bool {
+        match *self {
+            StaleFlow::ToEndpoint {
+                service,
+                port: p,
+                endpoint,
+            } => (service, p, endpoint) == (dst, port, reply_src),
+            StaleFlow::NodePortToEndpoint {
+                node_port,
+                endpoint,
+            } => (node_port, endpoint) == (port, reply_src),
+            StaleFlow::ToService { service, port: p } => (service, p) == (dst, port),
+            StaleFlow::ToNodePort { node_port } => node_port == port,
+        }
+    }
+}
+
+/// The UDP flows to clear after `next` replaced `previous`, as upstream's kube-proxy clears
+/// them: for each endpoint a UDP service port lost (or the whole service), the flows DNATed
+/// to it; for each UDP service port that had no endpoints and now has some, all its flows.
+pub fn stale_udp_flows(previous: &ServiceRules, next: &ServiceRules) -> Vec<StaleFlow> {
+    let mut out = Vec::new();
+    for old in previous
+        .ports
+        .iter()
+        .filter(|p| p.protocol == Protocol::Udp)
+    {
+        let new = next
+            .ports
+            .iter()
+            .find(|p| p.name == old.name && p.protocol == Protocol::Udp);
+        let addrs = || std::iter::once(old.cluster_ip).chain(old.external_ips.iter().copied());
+        for e in &old.endpoints {
+            if new.is_some_and(|n| n.endpoints.iter().any(|x| x.ip == e.ip)) {
+                continue;
+            }
+            out.extend(addrs().map(|service| StaleFlow::ToEndpoint {
+                service,
+                port: old.port,
+                endpoint: e.ip,
+            }));
+            if let Some(node_port) = old.node_port {
+                out.push(StaleFlow::NodePortToEndpoint {
+                    node_port,
+                    endpoint: e.ip,
+                });
+            }
+        }
+    }
+    for new in next.ports.iter().filter(|p| p.protocol == Protocol::Udp) {
+        let had = previous
+            .ports
+            .iter()
+            .find(|p| p.name == new.name && p.protocol == Protocol::Udp);
+        if new.endpoints.is_empty() || had.is_some_and(|p| !p.endpoints.is_empty()) {
+            continue;
+        }
+        out.extend(
+            std::iter::once(new.cluster_ip)
+                .chain(new.external_ips.iter().copied())
+                .map(|service| StaleFlow::ToService {
+                    service,
+                    port: new.port,
+                }),
+        );
+        if let Some(node_port) = new.node_port {
+            out.push(StaleFlow::ToNodePort { node_port });
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The endpoints of one service port: each slice's port with the service port's name.
 fn endpoints_for(
     slices: &[&EndpointSlice],
@@ -355,6 +451,85 @@ mod tests {
         let by_name: BTreeMap<_, _> = rules.ports.iter().map(|p| (p.name.as_str(), p)).collect();
         assert_eq!(by_name["default/np:"].node_port, Some(30080));
         assert_eq!(by_name["default/cip:"].node_port, None);
+    }
+
+    #[test]
+    fn stale_udp_flows_of_lost_endpoints_and_of_services_that_gained_some() {
+        let port =
+            |name: &str, protocol: Protocol, eps: &[&str], node_port: Option<u16>| ServicePort {
+                name: name.to_string(),
+                cluster_ip: Ipv4Addr::new(10, 43, 0, 10),
+                port: 53,
+                protocol,
+                node_port,
+                external_ips: vec![Ipv4Addr::new(192, 0, 2, 7)],
+                endpoints: eps.iter().map(|ip| ep(ip, 5353)).collect(),
+                affinity_seconds: None,
+            };
+        let rules = |ports: Vec<ServicePort>| ServiceRules { ports };
+        let before = rules(vec![
+            port(
+                "dns:udp",
+                Protocol::Udp,
+                &["10.42.0.5", "10.42.0.6"],
+                Some(30053),
+            ),
+            port("dns:tcp", Protocol::Tcp, &["10.42.0.5", "10.42.0.6"], None),
+        ]);
+        let after = rules(vec![
+            port("dns:udp", Protocol::Udp, &["10.42.0.6"], Some(30053)),
+            port("dns:tcp", Protocol::Tcp, &["10.42.0.6"], None),
+        ]);
+        let gone = Ipv4Addr::new(10, 42, 0, 5);
+        assert_eq!(
+            stale_udp_flows(&before, &after),
+            vec![
+                StaleFlow::ToEndpoint {
+                    service: Ipv4Addr::new(10, 43, 0, 10),
+                    port: 53,
+                    endpoint: gone
+                },
+                StaleFlow::ToEndpoint {
+                    service: Ipv4Addr::new(192, 0, 2, 7),
+                    port: 53,
+                    endpoint: gone
+                },
+                StaleFlow::NodePortToEndpoint {
+                    node_port: 30053,
+                    endpoint: gone
+                },
+            ],
+            "TCP flows end by themselves"
+        );
+        let stale = stale_udp_flows(&before, &after);
+        let svc = Ipv4Addr::new(10, 43, 0, 10);
+        assert!(stale[0].matches(svc, 53, gone));
+        assert!(!stale[0].matches(svc, 53, Ipv4Addr::new(10, 42, 0, 6)));
+        assert!(stale[2].matches(Ipv4Addr::new(10, 0, 0, 1), 30053, gone));
+        assert_eq!(stale_udp_flows(&after, &after), vec![]);
+        let removed = stale_udp_flows(&after, &ServiceRules::default());
+        assert_eq!(removed.len(), 3, "{removed:?}");
+
+        let empty = rules(vec![port("dns:udp", Protocol::Udp, &[], None)]);
+        let filled = rules(vec![port("dns:udp", Protocol::Udp, &["10.42.0.6"], None)]);
+        assert_eq!(
+            stale_udp_flows(&empty, &filled),
+            vec![
+                StaleFlow::ToService {
+                    service: Ipv4Addr::new(10, 43, 0, 10),
+                    port: 53
+                },
+                StaleFlow::ToService {
+                    service: Ipv4Addr::new(192, 0, 2, 7),
+                    port: 53
+                },
+            ]
+        );
+        assert_eq!(
+            stale_udp_flows(&ServiceRules::default(), &filled).len(),
+            2,
+            "a new service"
+        );
     }
 
     #[test]

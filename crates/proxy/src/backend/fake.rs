@@ -1,6 +1,7 @@
 //! An in-memory backend that remembers the last rules and answers where a connection would
 //! go, the way the nftables rules decide it: round robin instead of at random, and clients
-//! of a ClientIP-affinity service kept on their endpoint while it stays.
+//! of a ClientIP-affinity service kept on their endpoint while it stays; UDP flows kept as
+//! conntrack would keep them, and forgotten when a sync makes them stale.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::{ProxyBackend, ProxyError};
-use crate::rules::{Endpoint, Protocol, ServiceRules};
+use crate::rules::{stale_udp_flows, Endpoint, Protocol, ServiceRules};
 
 #[derive(Default)]
 pub struct FakeBackend {
@@ -17,6 +18,8 @@ pub struct FakeBackend {
     turn: AtomicUsize,
     /// (service port name, client) -> the endpoint the client sticks to.
     affinity: Mutex<HashMap<(String, Ipv4Addr), Endpoint>>,
+    /// UDP flows as conntrack holds them: (address, port) -> where the replies come from.
+    udp_flows: Mutex<Vec<(Ipv4Addr, u16, Ipv4Addr)>>,
 }
 
 /// What the data path does with a new connection.
@@ -33,6 +36,19 @@ pub enum Route {
 impl FakeBackend {
     pub fn installed(&self) -> Option<ServiceRules> {
         self.installed.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Records a UDP flow to `dst:port` whose replies come from `reply_src`.
+    pub fn add_udp_flow(&self, dst: Ipv4Addr, port: u16, reply_src: Ipv4Addr) {
+        if let Ok(mut f) = self.udp_flows.lock() {
+            f.push((dst, port, reply_src));
+        }
+    }
+
+    pub fn has_udp_flow(&self, dst: Ipv4Addr, port: u16, reply_src: Ipv4Addr) -> bool {
+        self.udp_flows
+            .lock()
+            .is_ok_and(|f| f.contains(&(dst, port, reply_src)))
     }
 
     pub fn syncs(&self) -> usize {
@@ -82,6 +98,14 @@ impl FakeBackend {
 impl ProxyBackend for FakeBackend {
     async fn sync(&self, rules: &ServiceRules) -> Result<(), ProxyError> {
         if let Ok(mut g) = self.installed.lock() {
+            if let Some(before) = g.as_ref() {
+                let stale = stale_udp_flows(before, rules);
+                if let Ok(mut flows) = self.udp_flows.lock() {
+                    flows.retain(|(dst, port, src)| {
+                        !stale.iter().any(|s| s.matches(*dst, *port, *src))
+                    });
+                }
+            }
             *g = Some(rules.clone());
         }
         if let Ok(mut g) = self.syncs.lock() {

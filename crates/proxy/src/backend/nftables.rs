@@ -9,6 +9,9 @@
 //! then also drops loopback-addressed packets from other interfaces unless they were
 //! DNATed, which is the guard upstream added for the same setting.
 //!
+//! After a sync, the conntrack entries of UDP flows that the new rules would not send where
+//! they went are deleted with the `conntrack` tool ([`crate::rules::stale_udp_flows`]).
+//!
 //! `sessionAffinity: ClientIP` works as in upstream's nftables mode: each endpoint of such a
 //! service has a set of client addresses with a timeout; its chain adds the client, and the
 //! service's chain sends a client found in an endpoint's set back to that endpoint before
@@ -28,7 +31,7 @@ use std::sync::Mutex;
 use tokio::io::AsyncWriteExt;
 
 use super::{ProxyBackend, ProxyError};
-use crate::rules::{Endpoint, ServicePort, ServiceRules};
+use crate::rules::{stale_udp_flows, Endpoint, ServicePort, ServiceRules, StaleFlow};
 
 /// The packet mark that asks the postrouting chain to masquerade.
 const MASQUERADE_MARK: u32 = 0x4000;
@@ -45,6 +48,10 @@ pub struct Nftables {
     /// What this process last installed (None: nothing yet, or the last sync failed, so the
     /// next replaces the whole table).
     installed: Mutex<Option<Installed>>,
+    /// The rules of the last successful sync, to find the UDP flows the next one makes stale.
+    synced: Mutex<Option<ServiceRules>>,
+    /// `conntrack` was found missing (said once).
+    no_conntrack: AtomicBool,
 }
 
 /// The chains and sets one sync installed: the next sync deletes those chains and the sets
@@ -98,6 +105,8 @@ impl Nftables {
             bridge_netfilter: AtomicBool::new(false),
             route_localnet: AtomicBool::new(false),
             installed: Mutex::new(None),
+            synced: Mutex::new(None),
+            no_conntrack: AtomicBool::new(false),
         })
     }
 
@@ -356,6 +365,70 @@ impl Nftables {
     }
 }
 
+/// `conntrack -D` arguments that delete the UDP flows of `flow`.
+fn conntrack_filter(flow: &StaleFlow) -> Vec<String> {
+    let mut args: Vec<String> = ["-D", "-p", "udp"].map(String::from).to_vec();
+    let mut add = |k: &str, v: String| {
+        args.push(k.to_string());
+        args.push(v);
+    };
+    match flow {
+        StaleFlow::ToEndpoint {
+            service,
+            port,
+            endpoint,
+        } => {
+            add("--orig-dst", service.to_string());
+            add("--orig-port-dst", port.to_string());
+            add("--reply-src", endpoint.to_string());
+        }
+        StaleFlow::NodePortToEndpoint {
+            node_port,
+            endpoint,
+        } => {
+            add("--orig-port-dst", node_port.to_string());
+            add("--reply-src", endpoint.to_string());
+        }
+        StaleFlow::ToService { service, port } => {
+            add("--orig-dst", service.to_string());
+            add("--orig-port-dst", port.to_string());
+        }
+        StaleFlow::ToNodePort { node_port } => {
+            add("--orig-port-dst", node_port.to_string());
+        }
+    }
+    args
+}
+
+impl Nftables {
+    /// Deletes the conntrack entries of stale UDP flows with the `conntrack` tool (as
+    /// kube-proxy did before it spoke netlink itself). Failures are logged, not returned:
+    /// the rules are in place, and the flows time out in the end.
+    async fn clear_udp_flows(&self, flows: &[StaleFlow]) {
+        for flow in flows {
+            let args = conntrack_filter(flow);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match self.run("conntrack", &args, "").await {
+                Ok(()) => tracing::debug!(?flow, "stale UDP flows cleared"),
+                // conntrack fails when nothing matched.
+                Err(ProxyError::Command { stderr, .. })
+                    if stderr.contains("0 flow entries have been deleted") => {}
+                Err(ProxyError::Spawn { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    if !self.no_conntrack.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "conntrack is not installed: stale UDP flows are left to time out"
+                        );
+                    }
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, ?flow, "clearing stale UDP flows"),
+            }
+        }
+    }
+}
+
 fn uses_loopback(rules: &ServiceRules) -> bool {
     rules
         .ports
@@ -390,12 +463,21 @@ impl ProxyBackend for Nftables {
         let (script, next) = self.render(rules, previous.as_ref());
         self.run("nft", &["-f", "-"], &script).await?;
         *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
+        let before = self
+            .synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(rules.clone());
+        if let Some(before) = before {
+            self.clear_udp_flows(&stale_udp_flows(&before, rules)).await;
+        }
         Ok(())
     }
 
     async fn cleanup(&self) -> Result<(), ProxyError> {
         let t = &self.table;
         *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.run(
             "nft",
             &["-f", "-"],
@@ -539,7 +621,7 @@ mod tests {
     #[tokio::test]
     async fn nftables_passes_the_backend_suite() {
         let Some(harness) = suite::NetnsHarness::start().await else {
-            eprintln!("skipped: needs root, nft, ip and busybox");
+            eprintln!("skipped: needs root, nft, ip, busybox and conntrack");
             return;
         };
         suite::run(&harness).await;

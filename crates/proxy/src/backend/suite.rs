@@ -29,6 +29,11 @@ pub trait Harness: Sync {
     /// An address of the node itself, where node ports listen.
     fn node_ip(&self) -> Ipv4Addr;
     async fn connect(&self, ip: Ipv4Addr, port: u16) -> Outcome;
+    /// Records a UDP flow from the client to `dst:port` whose replies come from
+    /// `reply_src` (an endpoint when the data path DNATed it), as conntrack holds one.
+    async fn add_udp_flow(&self, dst: Ipv4Addr, port: u16, reply_src: Ipv4Addr);
+    /// Whether that flow is still held.
+    async fn has_udp_flow(&self, dst: Ipv4Addr, port: u16, reply_src: Ipv4Addr) -> bool;
 }
 
 const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 7, 1);
@@ -83,7 +88,55 @@ async fn reached(h: &dyn Harness, n: usize) -> BTreeSet<usize> {
     seen
 }
 
+/// A UDP service (`default/dns:dns` on port 53) with `endpoints`.
+fn udp(endpoints: &[Endpoint]) -> ServiceRules {
+    ServiceRules {
+        ports: vec![ServicePort {
+            name: "default/dns:dns".into(),
+            port: 53,
+            protocol: Protocol::Udp,
+            ..web(endpoints, false, None)
+        }],
+    }
+}
+
+/// UDP flows outlive rules: those a sync makes stale are forgotten, the others kept.
+async fn stale_udp_flows_are_cleared(h: &dyn Harness) {
+    let [a, b] = h.endpoints();
+    let backend = h.backend();
+    backend
+        .sync(&udp(&[]))
+        .await
+        .expect("sync udp, no endpoints");
+    h.add_udp_flow(SERVICE_IP, 53, SERVICE_IP).await;
+    backend.sync(&udp(&[a, b])).await.expect("sync udp");
+    assert!(
+        !h.has_udp_flow(SERVICE_IP, 53, SERVICE_IP).await,
+        "a flow from before the service had endpoints is cleared when it gets some"
+    );
+    h.add_udp_flow(SERVICE_IP, 53, a.ip).await;
+    h.add_udp_flow(SERVICE_IP, 53, b.ip).await;
+    backend.sync(&udp(&[b])).await.expect("sync udp without a");
+    assert!(
+        !h.has_udp_flow(SERVICE_IP, 53, a.ip).await,
+        "the flow to the endpoint that went is cleared"
+    );
+    assert!(
+        h.has_udp_flow(SERVICE_IP, 53, b.ip).await,
+        "the flow to the endpoint that stays is kept"
+    );
+    backend
+        .sync(&ServiceRules::default())
+        .await
+        .expect("sync without the service");
+    assert!(
+        !h.has_udp_flow(SERVICE_IP, 53, b.ip).await,
+        "the service went: its flows are cleared"
+    );
+}
+
 pub async fn run(h: &dyn Harness) {
+    stale_udp_flows_are_cleared(h).await;
     let [a, b] = h.endpoints();
     let backend = h.backend();
 
@@ -231,6 +284,12 @@ impl Harness for FakeHarness {
             Route::Untouched => Outcome::NoAnswer,
         }
     }
+    async fn add_udp_flow(&self, dst: Ipv4Addr, port: u16, reply_src: Ipv4Addr) {
+        self.backend.add_udp_flow(dst, port, reply_src);
+    }
+    async fn has_udp_flow(&self, dst: Ipv4Addr, port: u16, reply_src: Ipv4Addr) -> bool {
+        self.backend.has_udp_flow(dst, port, reply_src)
+    }
 }
 
 /// A network namespace with loopback, a veth pair holding the node address (and the
@@ -256,10 +315,13 @@ async fn sh(args: &[&str]) -> bool {
 }
 
 impl NetnsHarness {
-    /// None when this machine cannot run it (not root, or no nft, ip or busybox).
+    /// None when this machine cannot run it (not root, or no nft, ip, busybox or conntrack).
     pub async fn start() -> Option<NetnsHarness> {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
-        if !sh(&["nft", "--version"]).await || !sh(&["busybox", "true"]).await {
+        if !sh(&["nft", "--version"]).await
+            || !sh(&["busybox", "true"]).await
+            || !sh(&["conntrack", "--version"]).await
+        {
             return None;
         }
         let netns = format!(
@@ -373,6 +435,33 @@ impl Harness for NetnsHarness {
             _ if stderr.contains("refused") => Outcome::Refused,
             _ => Outcome::NoAnswer,
         }
+    }
+    async fn add_udp_flow(&self, dst: Ipv4Addr, port: u16, reply_src: Ipv4Addr) {
+        // Each flow from its own client port: conntrack holds one entry per original tuple.
+        static CLIENT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(40000);
+        let sport = CLIENT_PORT.fetch_add(1, Ordering::Relaxed).to_string();
+        let (client, port) = (NODE_IP.to_string(), port.to_string());
+        let inserted = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.netns, "conntrack", "-I", "-p", "udp"])
+            .args(["-s", &client, "-d", &dst.to_string()])
+            .args(["--sport", &sport, "--dport", &port])
+            .args(["-r", &reply_src.to_string(), "-q", &client])
+            .args(["--reply-port-src", &port, "--reply-port-dst", &sport])
+            .args(["-t", "120", "-u", "SEEN_REPLY"])
+            .output()
+            .await
+            .is_ok_and(|o| o.status.success());
+        assert!(inserted, "conntrack -I {dst}:{port} via {reply_src}");
+    }
+    async fn has_udp_flow(&self, dst: Ipv4Addr, port: u16, reply_src: Ipv4Addr) -> bool {
+        let out = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.netns, "conntrack", "-L", "-p", "udp"])
+            .args(["--orig-dst", &dst.to_string()])
+            .args(["--orig-port-dst", &port.to_string()])
+            .args(["--reply-src", &reply_src.to_string()])
+            .output()
+            .await;
+        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("udp"))
     }
 }
 
