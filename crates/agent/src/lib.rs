@@ -308,22 +308,26 @@ async fn start_graceful_shutdown(
             return None;
         }
     };
-    if let Some(max) = logind.max_delay().await.filter(|max| *max < periods.total) {
-        tracing::info!(?max, requested = ?periods.total, "raising logind's InhibitDelayMaxUSec");
-        match logind.raise_max_delay(periods.total, logind_conf_dir).await {
-            Ok(Some(now)) if now >= periods.total => {}
-            Ok(now) => tracing::warn!(
-                ?now,
-                requested = ?periods.total,
-                "logind's InhibitDelayMaxUSec is still shorter than --shutdown-grace-period: the machine will not wait that long"
-            ),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "logind's InhibitDelayMaxUSec is shorter than --shutdown-grace-period and could not be raised: the machine will not wait that long"
-            ),
+    // In the task, not before it: a logind that is slow to reload must not hold up the pods.
+    let conf_dir = logind_conf_dir.to_path_buf();
+    Some(tokio::spawn(async move {
+        if let Some(max) = logind.max_delay().await.filter(|max| *max < periods.total) {
+            tracing::info!(?max, requested = ?periods.total, "raising logind's InhibitDelayMaxUSec");
+            match logind.raise_max_delay(periods.total, &conf_dir).await {
+                Ok(Some(now)) if now >= periods.total => {}
+                Ok(now) => tracing::warn!(
+                    ?now,
+                    requested = ?periods.total,
+                    "logind's InhibitDelayMaxUSec is still shorter than --shutdown-grace-period: the machine will not wait that long"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "logind's InhibitDelayMaxUSec is shorter than --shutdown-grace-period and could not be raised: the machine will not wait that long"
+                ),
+            }
         }
-    }
-    Some(tokio::spawn(shutdown::run(logind, periods, node, pods)))
+        shutdown::run(logind, periods, node, pods).await;
+    }))
 }
 
 /// A cache of every Service, for containers' environment. As the kubelet does, pods wait a

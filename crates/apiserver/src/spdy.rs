@@ -255,6 +255,7 @@ impl Encoder<Frame> for FrameEncoder {
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), SpdyError> {
         let fin = |f: bool| if f { FLAG_FIN } else { 0 };
+        let is_reply = matches!(frame, Frame::SynReply { .. });
         let mut body = Vec::new();
         match frame {
             Frame::Data {
@@ -279,23 +280,21 @@ impl Encoder<Frame> for FrameEncoder {
                 body.extend(self.header_block(&headers)?);
                 put_control(dst, SYN_STREAM, fin(f), &body);
             }
+            // The same layout, as the decoder reads them.
             Frame::SynReply {
                 stream,
                 fin: f,
                 headers,
-            } => {
-                body.put_u32(stream);
-                body.extend(self.header_block(&headers)?);
-                put_control(dst, SYN_REPLY, fin(f), &body);
             }
-            Frame::Headers {
+            | Frame::Headers {
                 stream,
                 fin: f,
                 headers,
             } => {
+                let kind = if is_reply { SYN_REPLY } else { HEADERS };
                 body.put_u32(stream);
                 body.extend(self.header_block(&headers)?);
-                put_control(dst, HEADERS, fin(f), &body);
+                put_control(dst, kind, fin(f), &body);
             }
             Frame::RstStream { stream, status } => {
                 body.put_u32(stream);

@@ -28,7 +28,7 @@ use kube::Api;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::util::is_not_found;
+use crate::util::{is_not_found, patch_finalizers, FinalizerChange};
 use crate::{Shared, Shutdown};
 
 pub const FOREGROUND: &str = "foregroundDeletion";
@@ -323,24 +323,10 @@ impl Gc {
 
     async fn remove_finalizer(&self, node: &Node, finalizer: &str) -> Result<(), kube::Error> {
         let api = self.api_for(node);
-        let current = match api.get(&node.name).await {
-            Ok(o) => o,
-            Err(e) if is_not_found(&e) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let fins: Vec<String> = current
-            .metadata
-            .finalizers
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|f| f != finalizer)
-            .collect();
-        let patch = json!({"metadata": {"finalizers": fins, "resourceVersion": current.metadata.resource_version}});
-        match api
-            .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(()),
+        match api.get(&node.name).await {
+            Ok(current) => {
+                patch_finalizers(&api, &current.metadata, finalizer, FinalizerChange::Remove).await
+            }
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(e),
         }

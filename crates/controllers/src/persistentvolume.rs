@@ -561,9 +561,8 @@ async fn claim_of(ctx: &Ctx, v: &PersistentVolume) -> Result<Option<PersistentVo
 
 async fn reconcile_volume(v: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action> {
     let name = v.name_any();
-    // A volume being deleted is still tracked, as upstream: its protection finalizer is
-    // lifted only once it is no longer Bound, i.e. once this loop has released it.
-    let deleting = v.metadata.deletion_timestamp.is_some();
+    // A volume being deleted is tracked like any other, as upstream: its protection
+    // finalizer is lifted only once it is no longer Bound, i.e. once this loop released it.
     let claim = claim_of(&ctx, &v).await?;
     let volumes = ctx.volumes_api();
     let set_phase = |phase: &'static str, message: Option<&'static str>| {
@@ -584,7 +583,6 @@ async fn reconcile_volume(v: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Act
     match plan_volume(&v, claim.as_ref()) {
         VolumePlan::InSync => {}
         VolumePlan::Phase(p) => set_phase(p, None).await?,
-        VolumePlan::Unbind { .. } if deleting => {}
         VolumePlan::Unbind { keep_name } => {
             let mut volume = (*v).clone();
             if keep_name {
@@ -619,7 +617,6 @@ async fn reconcile_volume(v: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Act
                     ctx.recorder
                         .warning(&*v, "VolumeFailedRecycle", why.to_string());
                 }
-                Reclaim::Delete if deleting => {}
                 Reclaim::Delete => {
                     let dp = DeleteParams {
                         preconditions: Some(Preconditions {

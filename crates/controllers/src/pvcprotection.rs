@@ -128,42 +128,38 @@ fn has_finalizer(claim: &PersistentVolumeClaim) -> bool {
 }
 
 async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Action> {
-    let key = key_of(claim.as_ref());
+    let action = protect(&claim, &ctx.shared).await?;
+    ctx.backoff.forget(&key_of(claim.as_ref()));
+    Ok(action)
+}
+
+/// Adds the finalizer to a claim without it, or lifts it from a claim being deleted that no
+/// pod uses.
+async fn protect(claim: &PersistentVolumeClaim, shared: &Shared) -> Result<Action> {
     let Some(ns) = claim.namespace() else {
         return Ok(Action::await_change());
     };
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.shared.client.clone(), &ns);
-    let deleting = claim.metadata.deletion_timestamp.is_some();
-    if !deleting && !has_finalizer(&claim) {
-        patch_finalizers(
-            &api,
-            &claim.metadata,
-            PVC_PROTECTION_FINALIZER,
-            FinalizerChange::Add,
-        )
-        .await?;
-    } else if deleting && has_finalizer(&claim) {
-        let cached = ctx.shared.pods_in(&ns);
-        if cached.iter().any(|p| pod_uses_claim(p, &claim)) {
-            ctx.backoff.forget(&key);
-            return Ok(Action::await_change());
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(shared.client.clone(), &ns);
+    let change = match (
+        claim.metadata.deletion_timestamp.is_some(),
+        has_finalizer(claim),
+    ) {
+        (false, false) => FinalizerChange::Add,
+        (true, true) => {
+            if shared.pods_in(&ns).iter().any(|p| pod_uses_claim(p, claim)) {
+                return Ok(Action::await_change());
+            }
+            let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+            let live = pods.list(&ListParams::default()).await?;
+            if live.items.iter().any(|p| pod_uses_claim(p, claim)) {
+                return Ok(Action::requeue(IN_USE_RETRY));
+            }
+            tracing::debug!(claim = %key_of(claim), "no pod uses the claim: lifting its protection");
+            FinalizerChange::Remove
         }
-        let pods: Api<Pod> = Api::namespaced(ctx.shared.client.clone(), &ns);
-        let live = pods.list(&ListParams::default()).await?;
-        if live.items.iter().any(|p| pod_uses_claim(p, &claim)) {
-            ctx.backoff.forget(&key);
-            return Ok(Action::requeue(IN_USE_RETRY));
-        }
-        tracing::debug!(claim = %key, "no pod uses the claim: lifting its protection");
-        patch_finalizers(
-            &api,
-            &claim.metadata,
-            PVC_PROTECTION_FINALIZER,
-            FinalizerChange::Remove,
-        )
-        .await?;
-    }
-    ctx.backoff.forget(&key);
+        _ => return Ok(Action::await_change()),
+    };
+    patch_finalizers(&api, &claim.metadata, PVC_PROTECTION_FINALIZER, change).await?;
     Ok(Action::await_change())
 }
 

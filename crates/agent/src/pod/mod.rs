@@ -172,13 +172,10 @@ impl Manager {
         );
     }
 
-    fn apply(&mut self, mut pod: Pod) {
+    fn apply(&mut self, pod: Pod) {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
-        // Nothing here reads who last wrote which field; the entries are most of a small
-        // pod's size, held for as long as it runs.
-        pod.metadata.managed_fields = None;
         let pod = Arc::new(pod);
         self.known.insert(uid.clone(), pod.clone());
         self.dispatch(&uid, Desired::Pod(pod));
@@ -337,7 +334,12 @@ pub async fn run(
 ) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    // Nothing here reads who last wrote which field; the entries are most of a small pod's
+    // size, held for as long as it runs.
+    let mut events = watcher::watcher(api, config)
+        .modify(|p| p.metadata.managed_fields = None)
+        .default_backoff()
+        .boxed();
     let mut m = Manager {
         ctx,
         workers: HashMap::new(),

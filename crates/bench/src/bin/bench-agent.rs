@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
-use krust_bench::{krust_binary, ms, percentile, rss_mib, start_server, Proc};
+use krust_bench::{krust_binary, ms, percentile, start_server, Proc};
 
 const NODE: &str = "bench-agent-node";
 const BRIDGE: &str = "krbench0";
@@ -39,23 +39,22 @@ fn cpu_secs(pid: u32) -> f64 {
 /// read-only data) and the proportional share (file pages shared with the server process
 /// on the same machine count half).
 fn memory(pid: u32) -> (f64, String) {
-    let field = |file: &str, name: &str| -> f64 {
-        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            })
+    // A `Name:  N kB` line, in MiB.
+    let field = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
     };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let split = format!(
         "anon {:.1}, file {:.1}, PSS {:.1}",
-        field("status", "RssAnon:"),
-        field("status", "RssFile:"),
-        field("smaps_rollup", "Pss:")
+        field(&status, "RssAnon:"),
+        field(&status, "RssFile:"),
+        field(&rollup, "Pss:")
     );
-    (rss_mib(pid), split)
+    (field(&status, "VmRSS:"), split)
 }
 
 /// [`memory`] with 50 pods running; with `BENCH_AGENT_SMAPS=FILE` also a copy of the agent's

@@ -17,7 +17,8 @@
 //! service's chain sends a client found in an endpoint's set back to that endpoint before
 //! picking at random. The sets must outlive syncs, so after the first sync of a process a
 //! sync flushes the table's rules and replaces its chains but keeps the sets still wanted,
-//! with their clients; the first sync replaces the whole table.
+//! with their clients; the first sync replaces the whole table, and so does a sync whose
+//! update failed (the table was changed behind the proxy's back).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeSet;
@@ -45,13 +46,18 @@ pub struct Nftables {
     /// Sysctls already written.
     bridge_netfilter: AtomicBool,
     route_localnet: AtomicBool,
-    /// What this process last installed (None: nothing yet, or the last sync failed, so the
-    /// next replaces the whole table).
-    installed: Mutex<Option<Installed>>,
-    /// The rules of the last successful sync, to find the UDP flows the next one makes stale.
-    synced: Mutex<Option<ServiceRules>>,
+    /// What the last successful sync installed (None: nothing yet in this process, so the
+    /// next sync replaces the whole table).
+    synced: Mutex<Option<Synced>>,
     /// `conntrack` was found missing (said once).
     no_conntrack: AtomicBool,
+}
+
+/// The last successful sync: its rules (to find the UDP flows the next one makes stale) and
+/// what it declared in the table.
+struct Synced {
+    rules: ServiceRules,
+    installed: Installed,
 }
 
 /// The chains and sets one sync installed: the next sync deletes those chains and the sets
@@ -104,7 +110,6 @@ impl Nftables {
             netns: None,
             bridge_netfilter: AtomicBool::new(false),
             route_localnet: AtomicBool::new(false),
-            installed: Mutex::new(None),
             synced: Mutex::new(None),
             no_conntrack: AtomicBool::new(false),
         })
@@ -454,29 +459,31 @@ impl ProxyBackend for Nftables {
             self.set_sysctl("net/ipv4/conf/all/route_localnet").await?;
             self.route_localnet.store(true, Ordering::Relaxed);
         }
-        // Taken out: a failed sync leaves the table unknown, and the next replaces it whole.
-        let previous = self
-            .installed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let (script, next) = self.render(rules, previous.as_ref());
-        self.run("nft", &["-f", "-"], &script).await?;
-        *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
-        let before = self
-            .synced
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(rules.clone());
-        if let Some(before) = before {
-            self.clear_udp_flows(&stale_udp_flows(&before, rules)).await;
+        let previous = self.synced.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (script, installed) = self.render(rules, previous.as_ref().map(|p| &p.installed));
+        if let Err(e) = self.run("nft", &["-f", "-"], &script).await {
+            // The table is not what the last sync left (someone changed it): replace it
+            // whole. nft applies a script all or nothing, so the old rules still stand.
+            if previous.is_none() {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, "updating the table failed; replacing it");
+            let (script, _) = self.render(rules, None);
+            self.run("nft", &["-f", "-"], &script).await?;
         }
+        if let Some(before) = &previous {
+            self.clear_udp_flows(&stale_udp_flows(&before.rules, rules))
+                .await;
+        }
+        *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = Some(Synced {
+            rules: rules.clone(),
+            installed,
+        });
         Ok(())
     }
 
     async fn cleanup(&self) -> Result<(), ProxyError> {
         let t = &self.table;
-        *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.run(
             "nft",
