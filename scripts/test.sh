@@ -10,7 +10,13 @@ ensure_packages etcd-server protobuf-compiler libprotobuf-dev curl ca-certificat
   containerd runc containernetworking-plugins busybox-static nftables build-essential iproute2 docker-registry
 stop_system_etcd
 stop_system_registry
-python3 -c "import kubernetes" 2>/dev/null || python3 -m pip install -q kubernetes 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes
+# The client libraries the end-to-end tests drive, pinned: the Python client and, for a
+# second generated client, @kubernetes/client-node (tests/node/package.json).
+PY_CLIENT=kubernetes==36.0.3
+python3 -c "import kubernetes, sys; sys.exit(kubernetes.__version__ != '${PY_CLIENT#*==}')" 2>/dev/null ||
+  python3 -m pip install -q "$PY_CLIENT" 2>/dev/null || python3 -m pip install -q --break-system-packages "$PY_CLIENT"
+command -v npm >/dev/null 2>&1 || ensure_packages nodejs npm
+(cd tests/node && npm install --no-audit --no-fund --no-package-lock --silent)
 
 cargo build --release --workspace --all-targets
 if cargo nextest --version >/dev/null 2>&1; then

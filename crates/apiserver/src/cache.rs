@@ -86,6 +86,8 @@ pub struct Snapshot {
     pub revision: Revision,
     /// The key to continue after, when the page was cut by a limit.
     pub next: Option<String>,
+    /// How many accepted objects follow the page, when it was cut.
+    pub remaining: u64,
 }
 
 impl Cache {
@@ -134,6 +136,7 @@ impl Cache {
         };
         let mut items = Vec::new();
         let mut next = None;
+        let mut remaining = 0;
         for (k, v) in state.objects.range((lower, Bound::Unbounded)) {
             if !k.starts_with(prefix) {
                 break;
@@ -142,8 +145,11 @@ impl Cache {
                 continue;
             }
             if limit > 0 && items.len() == limit {
-                next = items.last().map(|(k, _): &(String, Cached)| k.clone());
-                break;
+                if next.is_none() {
+                    next = items.last().map(|(k, _): &(String, Cached)| k.clone());
+                }
+                remaining += 1;
+                continue;
             }
             items.push((k.clone(), v.clone()));
         }
@@ -151,6 +157,7 @@ impl Cache {
             items,
             revision: self.revision(),
             next,
+            remaining,
         }
     }
 

@@ -5,8 +5,11 @@ use krust_machinery::selector::{FieldSelector, Selector};
 use krust_machinery::{defaults, table, validation, ApiError, Cause, ResourceInfo};
 use serde_json::Value;
 
+/// Defaults, then the zero values of required fields that are still unset (upstream
+/// decodes them into Go structs first; filling them after defaulting gives the same result).
 pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
     defaults::apply_defaults(info, obj);
+    krust_machinery::zeros::fill_required(info, obj);
 }
 
 pub fn validate_create(info: &ResourceInfo, obj: &Value) -> Vec<Cause> {

@@ -27,7 +27,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
 
 use crate::body::{self, Body};
-use crate::request::ResourcePath;
+use crate::request::{parse_bool, parse_int, ResourcePath};
 use crate::rest::Rest;
 use crate::streamtranslator;
 
@@ -342,13 +342,13 @@ pub async fn pod_subresource(
         )));
     };
     let to = node_endpoint(rest, node).await?;
-    let path = agent_path(sub, &ns, name, container.as_deref(), &query);
+    let path = agent_path(sub, &ns, name, container.as_deref(), &query)?;
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     if let Some(kind) = streaming
         .then(|| streamtranslator::wanted(sub, &parts.headers))
         .flatten()
     {
-        let on = |k: &str| param(k).is_some_and(|v| matches!(v, "true" | "1" | "True" | "TRUE"));
+        let on = |k: &str| flag(&query, k);
         let streams = streamtranslator::Streams {
             stdin: on("stdin"),
             stdout: on("stdout"),
@@ -376,7 +376,7 @@ fn agent_path(
     name: &str,
     container: Option<&str>,
     query: &[(String, String)],
-) -> String {
+) -> Result<String, ApiError> {
     let param = |k: &str| {
         query
             .iter()
@@ -385,21 +385,22 @@ fn agent_path(
             .filter(|v| !v.is_empty())
     };
     let mut q = form_urlencoded::Serializer::new(String::new());
-    let on = |v: Option<&str>| v.is_some_and(|v| matches!(v, "true" | "1" | "True" | "TRUE"));
     let path = match sub {
         "log" => {
-            for k in [
-                "follow",
-                "previous",
-                "timestamps",
-                "tailLines",
-                "sinceSeconds",
-                "sinceTime",
-                "limitBytes",
-            ] {
-                if let Some(v) = param(k) {
-                    q.append_pair(k, v);
+            // Booleans and integers decoded as upstream's PodLogOptions, then written in
+            // the kubelet's spelling.
+            for k in ["follow", "previous", "timestamps"] {
+                if flag(query, k) {
+                    q.append_pair(k, "true");
                 }
+            }
+            for k in ["tailLines", "sinceSeconds", "limitBytes"] {
+                if let Some((_, v)) = query.iter().find(|(n, _)| n == k) {
+                    q.append_pair(k, &parse_int(v)?.to_string());
+                }
+            }
+            if let Some(v) = param("sinceTime") {
+                q.append_pair("sinceTime", v);
             }
             format!(
                 "/containerLogs/{}/{}/{}",
@@ -421,7 +422,7 @@ fn agent_path(
                 ("stderr", "error"),
                 ("tty", "tty"),
             ] {
-                if on(param(api)) {
+                if flag(query, api) {
                     q.append_pair(kubelet, "1");
                 }
             }
@@ -443,11 +444,19 @@ fn agent_path(
         }
     };
     let q = q.finish();
-    if q.is_empty() {
+    Ok(if q.is_empty() {
         path
     } else {
         format!("{path}?{q}")
-    }
+    })
+}
+
+/// A boolean query parameter (its first value) as upstream's parameter codec reads it.
+fn flag(query: &[(String, String)], k: &str) -> bool {
+    query
+        .iter()
+        .find(|(n, _)| n == k)
+        .is_some_and(|(_, v)| parse_bool(v))
 }
 
 fn enc(s: &str) -> String {

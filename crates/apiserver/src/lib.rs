@@ -9,7 +9,8 @@
 //!   `token` signs and checks service account
 //!   tokens, `serviceaccount` serves TokenRequest, bearer authentication and the identity
 //!   endpoints (SelfSubjectReview, TokenReview, OIDC discovery).
-//! - `request`: API paths and query parameters; `rest`: generic storage for every kind;
+//! - `request`: API paths and query parameters; `options`: `ListOptions` decoded and
+//!   validated as upstream does; `rest`: generic storage for every kind;
 //!   `strategy`: kind-specific rules; `admission`: mutating admission plugins on create
 //!   (DefaultTolerationSeconds); `alloc`: Service IPs and node ports.
 //! - `cache`: the watch cache every list and watch is served from; `watch`: watch streams.
@@ -25,6 +26,7 @@ pub mod glue;
 pub mod kubelet;
 pub mod managed;
 pub mod openapi;
+pub mod options;
 pub mod pki;
 pub mod request;
 pub mod rest;

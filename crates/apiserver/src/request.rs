@@ -94,34 +94,38 @@ pub fn parse_path<'r>(registry: &'r Registry, path: &str) -> Result<Target<'r>, 
     }))
 }
 
-/// Query parameters, last value wins.
+/// Query parameters as upstream's parameter codec reads them: the first value of each name.
 #[derive(Debug, Default)]
 pub struct Query(HashMap<String, String>);
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Query {
-        Query(
-            form_urlencoded::parse(q.unwrap_or("").as_bytes())
-                .into_owned()
-                .collect(),
-        )
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned() {
+            map.entry(k).or_insert(v);
+        }
+        Query(map)
     }
 
+    /// The value of `k`; an empty value counts as absent, as upstream's string options.
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str).filter(|s| !s.is_empty())
     }
 
+    /// A boolean as upstream decodes one: true when present, unless `false` or `0` (in any
+    /// case), so Python's `True` and an empty `?watch=` are true.
     pub fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("true") | Some("1"))
+        self.opt_flag(k).unwrap_or(false)
     }
 
+    /// [`Query::flag`] for an optional boolean (`*bool` upstream): unset when absent.
+    pub fn opt_flag(&self, k: &str) -> Option<bool> {
+        self.0.get(k).map(|v| parse_bool(v))
+    }
+
+    /// An integer as Go's `strconv.ParseInt` reads it, with its message when it can't.
     pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
-        self.get(k)
-            .map(|v| {
-                v.parse::<i64>()
-                    .map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?}")))
-            })
-            .transpose()
+        self.0.get(k).map(|v| parse_int(v)).transpose()
     }
 
     pub fn dry_run(&self) -> Result<bool, ApiError> {
@@ -135,9 +139,157 @@ impl Query {
     }
 }
 
+/// Upstream's `Convert_Slice_string_To_bool`.
+pub fn parse_bool(v: &str) -> bool {
+    !(v.eq_ignore_ascii_case("false") || v == "0")
+}
+
+/// Go's `strconv.ParseInt(v, 10, 64)`, whose error text upstream returns as a 400.
+pub fn parse_int(v: &str) -> Result<i64, ApiError> {
+    let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(format!(
+            "strconv.ParseInt: parsing {}: invalid syntax",
+            go_quote(v)
+        )));
+    }
+    v.parse::<i64>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "strconv.ParseInt: parsing {}: value out of range",
+            go_quote(v)
+        ))
+    })
+}
+
+/// The `timeout` query parameter every request may carry, as upstream's request-deadline
+/// filter reads it (Go's `time.ParseDuration`).
+pub fn request_timeout(q: &Query) -> Result<Option<std::time::Duration>, ApiError> {
+    let Some(v) = q.get("timeout") else {
+        return Ok(None);
+    };
+    let seconds = parse_duration(v).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "invalid timeout specified in the request URL - time: invalid duration {}",
+            go_quote(v)
+        ))
+    })?;
+    Ok((seconds > 0.0).then(|| std::time::Duration::from_secs_f64(seconds)))
+}
+
+/// Go's `time.ParseDuration` (`300ms`, `1.5h`, `2h45m`, `-1s`, `0`), in seconds. Written here
+/// because the duration crates read other grammars (humantime takes `1 hour`, not `1h30m`
+/// only), and upstream's exact acceptance is what clients rely on.
+pub fn parse_duration(v: &str) -> Option<f64> {
+    let (negative, mut rest) = match v.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, v.strip_prefix('+').unwrap_or(v)),
+    };
+    if rest == "0" {
+        return Some(0.0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    Some(if negative { -total } else { total })
+}
+
+/// Go's `strconv.Quote` for what a query may hold: `"` and `\` escaped, controls as `\x..`.
+fn go_quote(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn booleans_and_integers_as_upstream_decodes_them() {
+        let q = Query::parse(Some("a=True&b=FALSE&c=0&d=&e=yes&f=1&f=0&n=%2B7&bad=1e3"));
+        assert!(q.flag("a") && !q.flag("b") && !q.flag("c"));
+        assert!(
+            q.flag("d") && q.flag("e"),
+            "any other value is true, the empty one too"
+        );
+        assert!(q.flag("f"), "the first value counts");
+        assert!(!q.flag("absent") && q.opt_flag("absent").is_none());
+        assert_eq!(q.int("n").ok().flatten(), Some(7));
+        assert_eq!(
+            q.int("bad")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            "strconv.ParseInt: parsing \"1e3\": invalid syntax"
+        );
+    }
+
+    #[test]
+    fn durations_as_go_parses_them() {
+        for (v, want) in [
+            ("5s", 5.0),
+            ("1m30s", 90.0),
+            ("300ms", 0.3),
+            ("1.5h", 5400.0),
+            ("-2s", -2.0),
+            ("0", 0.0),
+            ("2h45m0.5s", 9900.5),
+        ] {
+            let got = parse_duration(v).unwrap_or(f64::NAN);
+            assert!((got - want).abs() < 1e-9, "{v}: {got}");
+        }
+        for v in ["", "5", "s", "1x", "1..2s", "--1s", "1 s"] {
+            assert_eq!(parse_duration(v), None, "{v:?}");
+        }
+        let e = request_timeout(&Query::parse(Some("timeout=soon"))).expect_err("bad");
+        assert_eq!(
+            e.to_string(),
+            "invalid timeout specified in the request URL - time: invalid duration \"soon\""
+        );
+        assert_eq!(
+            request_timeout(&Query::parse(Some("timeout=2s")))
+                .ok()
+                .flatten(),
+            Some(std::time::Duration::from_secs(2))
+        );
+    }
 
     fn resource<'r>(t: Target<'r>) -> ResourcePath<'r> {
         match t {

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::alloc::Allocators;
 use crate::cache::{Cache, CacheError};
 use crate::glue::{self, ObjectFilter};
+use crate::options::ListOptions;
 use crate::request::{Query, ResourcePath};
 
 /// Bodies larger than this are refused, as upstream's 3 MiB request limit.
@@ -362,18 +363,23 @@ impl Rest {
         Ok(target)
     }
 
-    /// Lists objects (from the cache) with selectors and pagination; returns the items
-    /// (resourceVersion spliced in), the list revision and the continue token.
+    /// Lists objects (from the cache) with selectors and pagination: the items
+    /// (resourceVersion spliced in), the list revision, the continue token and the count
+    /// of items after this page.
     pub async fn list(
         &self,
         rp: &ResourcePath<'_>,
-        q: &Query,
-    ) -> Result<(Vec<Bytes>, Revision, Option<String>), ApiError> {
+        opts: &ListOptions,
+    ) -> Result<ListPage, ApiError> {
         let info = rp.info;
-        let filter = ObjectFilter::new(info, q.get("labelSelector"), q.get("fieldSelector"))?;
-        let limit = q.int("limit")?.unwrap_or(0).max(0) as usize;
+        let filter = ObjectFilter::new(
+            info,
+            opts.label_selector.as_deref(),
+            opts.field_selector.as_deref(),
+        )?;
+        let limit = usize::try_from(opts.limit.max(0)).unwrap_or(usize::MAX);
         let prefix = info.namespace_prefix(rp.namespace.as_deref());
-        let (start_after, min_rev) = match q.get("continue") {
+        let (start_after, min_rev) = match opts.continue_token.as_deref() {
             Some(token) => {
                 let (key, rv) = decode_continue(token)?;
                 if !key.starts_with(&prefix) {
@@ -385,7 +391,7 @@ impl Rest {
             }
             None => (None, None),
         };
-        match (q.get("resourceVersion"), min_rev) {
+        match (opts.resource_version.as_deref(), min_rev) {
             (_, Some(rv)) => {
                 self.sync_cache(Some(rv)).await?;
             }
@@ -397,7 +403,7 @@ impl Rest {
                 let rv: Revision = rv.parse().map_err(|_| {
                     ApiError::bad_request(format!("invalid resource version: {rv}"))
                 })?;
-                if q.get("resourceVersionMatch") == Some("Exact") && rv != self.cache.revision() {
+                if opts.exact() && rv != self.cache.revision() {
                     return Err(ApiError::Gone {
                         message: format!(
                             "too old resource version: {rv} ({})",
@@ -418,8 +424,16 @@ impl Rest {
             .iter()
             .map(|(_, c)| Bytes::from(codec::splice_resource_version(&c.value, c.mod_revision)))
             .collect();
-        let cont = snap.next.map(|k| encode_continue(&k, snap.revision));
-        Ok((items, snap.revision, cont))
+        let continue_token = snap.next.map(|k| encode_continue(&k, snap.revision));
+        // As upstream: the count is only known, and so only sent, without selectors.
+        let selected = opts.label_selector.is_some() || opts.field_selector.is_some();
+        let remaining = (continue_token.is_some() && !selected).then_some(snap.remaining);
+        Ok(ListPage {
+            items,
+            revision: snap.revision,
+            continue_token,
+            remaining,
+        })
     }
 
     /// Replaces an object (PUT), or its status (PUT to `/status`).
@@ -738,13 +752,13 @@ impl Rest {
     pub async fn delete_collection(
         &self,
         rp: &ResourcePath<'_>,
-        q: &Query,
+        list_opts: &ListOptions,
         opts: &Value,
         dry_run: bool,
     ) -> Result<Reply, ApiError> {
-        let (items, rv, _) = self.list(rp, q).await?;
+        let page = self.list(rp, list_opts).await?;
         let mut deleted = Vec::new();
-        for raw in items {
+        for raw in page.items {
             let obj: Value = serde_json::from_slice(&raw).map_err(ApiError::internal)?;
             let Some(name) = object::name(&obj).map(str::to_string) else {
                 continue;
@@ -764,9 +778,20 @@ impl Rest {
                 Err(e) => return Err(e),
             }
         }
-        let list = json!({"kind": rp.info.list_kind(), "apiVersion": rp.info.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": deleted});
+        let list = json!({"kind": rp.info.list_kind(), "apiVersion": rp.info.api_version(), "metadata": {"resourceVersion": page.revision.to_string()}, "items": deleted});
         Ok(Reply::value(200, &list))
     }
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    /// Stored encodings, resourceVersion spliced in.
+    pub items: Vec<Bytes>,
+    pub revision: Revision,
+    pub continue_token: Option<String>,
+    /// `metadata.remainingItemCount`: sent when the page was cut and no selector was given.
+    pub remaining: Option<u64>,
 }
 
 /// Continue tokens: base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>"}` as upstream.

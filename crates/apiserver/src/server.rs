@@ -23,7 +23,8 @@ use crate::cache::Cache;
 use crate::discovery;
 use crate::glue;
 use crate::openapi::{self, OpenApi};
-use crate::request::{parse_path, Query, ResourcePath, Target};
+use crate::options::ListOptions;
+use crate::request::{parse_path, request_timeout, Query, ResourcePath, Target};
 use crate::rest::{decode_stored, Reply, Rest, WriteCtx, MAX_BODY};
 
 /// The Kubernetes version krust reports; kubectl's dispatcher picks its client by it.
@@ -48,6 +49,15 @@ fn status_response(
     content_type: &str,
     warnings: &[String],
 ) -> Response<Body> {
+    // Upstream's JSON encoder (Go's `json.Encoder`) ends every document with a newline.
+    let body = if content_type == "application/json" && !body.is_empty() && !body.ends_with(b"\n") {
+        let mut v = Vec::with_capacity(body.len() + 1);
+        v.extend_from_slice(&body);
+        v.push(b'\n');
+        Bytes::from(v)
+    } else {
+        body
+    };
     let mut b = Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", content_type)
@@ -234,9 +244,30 @@ impl ApiServer {
             Ok(b) => b,
             Err(e) => return error_response(&e),
         };
-        match self.dispatch(&who, parts, body).await {
-            Ok(r) => r,
-            Err(e) => error_response(&e),
+        let timeout = match request_timeout(&Query::parse(parts.uri.query())) {
+            Ok(t) => t,
+            Err(e) => return error_response(&e),
+        };
+        let Some(timeout) = timeout else {
+            return match self.dispatch(&who, parts, body).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            };
+        };
+        // As upstream's timeout filter: the client gets a 504 at its deadline, and the
+        // handler runs to its end (a write is never cut in the middle). Watches and streams
+        // answer at once and are not bounded by it.
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.dispatch(&who, parts, body).await });
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(Ok(r))) => r,
+            Ok(Ok(Err(e))) => error_response(&e),
+            Ok(Err(e)) => error_response(&ApiError::internal(e)),
+            Err(_) => error_response(&ApiError::Timeout {
+                message:
+                    "request did not complete within requested timeout - context deadline exceeded"
+                        .into(),
+            }),
         }
     }
 
@@ -342,8 +373,14 @@ impl ApiServer {
         let info = rp.info;
         let sub = rp.subresource.clone();
         match (verb, rp.name.clone(), sub.as_deref()) {
-            ("watch", _, _) => self.watch(&rp, &q, table).await,
-            ("list", _, _) => self.list(&rp, &q, table).await,
+            ("watch", _, _) => {
+                let opts = ListOptions::from_query(&q, true)?;
+                self.watch(&rp, &opts, q.get("includeObject"), table).await
+            }
+            ("list", _, _) => {
+                let opts = ListOptions::from_query(&q, false)?;
+                self.list(&rp, &opts, q.get("includeObject"), table).await
+            }
             ("get", Some(name), None | Some("status")) => {
                 let (obj, bytes) = self.rest.get(&rp, &name).await?;
                 if table {
@@ -421,10 +458,11 @@ impl ApiServer {
                 ))
             }
             ("deletecollection", None, None) => {
+                let list_opts = ListOptions::from_query(&q, false)?;
                 let opts = delete_options(&q, &body)?;
                 Ok(reply(
                     self.rest
-                        .delete_collection(&rp, &q, &opts, ctx.dry_run || is_dry_run(&opts))
+                        .delete_collection(&rp, &list_opts, &opts, ctx.dry_run || is_dry_run(&opts))
                         .await?,
                 ))
             }
@@ -449,21 +487,23 @@ impl ApiServer {
     async fn list(
         &self,
         rp: &ResourcePath<'_>,
-        q: &Query,
+        opts: &ListOptions,
+        include_object: Option<&str>,
         table: bool,
     ) -> Result<Response<Body>, ApiError> {
-        let (items, rv, cont) = self.rest.list(rp, q).await?;
+        let page = self.rest.list(rp, opts).await?;
         if table {
-            let objs: Vec<Value> = items
+            let objs: Vec<Value> = page
+                .items
                 .iter()
                 .filter_map(|b| serde_json::from_slice(b).ok())
                 .collect();
             let t = glue::table(
                 rp.info,
                 &objs,
-                q.get("includeObject"),
-                &rv.to_string(),
-                cont.as_deref(),
+                include_object,
+                &page.revision.to_string(),
+                page.continue_token.as_deref(),
             );
             return Ok(status_response(
                 200,
@@ -472,11 +512,16 @@ impl ApiServer {
                 &[],
             ));
         }
-        // The list is assembled from stored encodings without re-serialising them.
-        let mut meta = json!({"resourceVersion": rv.to_string()});
-        if let Some(c) = cont {
+        // The list is assembled from stored encodings without re-serialising them; its
+        // metadata as upstream's ListMeta: resourceVersion, continue, remainingItemCount.
+        let mut meta = json!({"resourceVersion": page.revision.to_string()});
+        if let Some(c) = &page.continue_token {
             meta["continue"] = json!(c);
         }
+        if let Some(n) = page.remaining {
+            meta["remainingItemCount"] = json!(n);
+        }
+        let items = &page.items;
         let mut out = Vec::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 128);
         out.extend_from_slice(
             format!(
@@ -492,7 +537,7 @@ impl ApiServer {
             }
             out.extend_from_slice(item);
         }
-        out.extend_from_slice(b"]}");
+        out.extend_from_slice(b"]}\n");
         Ok(status_response(
             200,
             Bytes::from(out),
@@ -504,16 +549,17 @@ impl ApiServer {
     async fn watch(
         &self,
         rp: &ResourcePath<'_>,
-        q: &Query,
+        opts: &ListOptions,
+        include_object: Option<&str>,
         table: bool,
     ) -> Result<Response<Body>, ApiError> {
-        if q.get("resourceVersion").is_none() {
+        if opts.resource_version.is_none() {
             self.rest.sync_cache(None).await?;
         }
         let info = rp.info.clone();
-        let rx = crate::watch::start(self.rest.cache.clone(), rp, q)?;
+        let rx = crate::watch::start(self.rest.cache.clone(), rp, opts)?;
         let rx = if table {
-            table_events(info, q.get("includeObject").map(str::to_string), rx)
+            table_events(info, include_object.map(str::to_string), rx)
         } else {
             rx
         };
@@ -823,7 +869,7 @@ impl ApiServer {
             ))
         };
         for _attempt in 0..5 {
-            let (items, _, _) = self.rest.list(&prp, &Query::parse(None)).await?;
+            let items = self.rest.list(&prp, &ListOptions::default()).await?.items;
             let matching: Vec<Value> = items
                 .iter()
                 .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
@@ -1030,8 +1076,8 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<Value, ApiError> {
     if let Some(p) = q.get("propagationPolicy") {
         opts["propagationPolicy"] = json!(p);
     }
-    if let Some(o) = q.get("orphanDependents") {
-        opts["orphanDependents"] = json!(o == "true");
+    if let Some(o) = q.opt_flag("orphanDependents") {
+        opts["orphanDependents"] = json!(o);
     }
     Ok(opts)
 }

@@ -314,6 +314,9 @@ where
     while let Some(m) = ws_rx.next().await {
         let b = match m? {
             Message::Binary(b) => b,
+            // Clients that write strings (the Python client) send text frames; upstream
+            // reads both alike: a channel byte, then the data.
+            Message::Text(t) => Bytes::from(t),
             Message::Close(_) => break,
             _ => continue,
         };
@@ -446,8 +449,8 @@ mod tests {
         task.await.expect("join").expect("tunnel");
     }
 
-    /// A v5 session against a fake SPDY agent: streams in upstream's order, stdin and its
-    /// half-close, output and the final Status on their channels, then a normal close.
+    /// A v5 session against a fake SPDY agent: streams in upstream's order, stdin (text or
+    /// binary frames) and its half-close, output and the final Status on their channels, then a normal close.
     #[tokio::test]
     async fn exec_translates_channels_to_streams() {
         use spdy::{Frame, FrameDecoder, FrameEncoder};
@@ -483,8 +486,9 @@ mod tests {
                 (7, "stderr".to_string())
             ]
         );
+        // stdin as a text frame, as the Python client writes strings.
         client_ws
-            .send(Message::Binary(Bytes::from_static(b"\x00hello")))
+            .send(Message::text("\u{0}hello"))
             .await
             .expect("send");
         client_ws

@@ -18,9 +18,13 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::cache::{Cache, Cached, Change, ChangeKind};
 use crate::glue::ObjectFilter;
-use crate::request::{Query, ResourcePath};
+use crate::options::ListOptions;
+use crate::request::ResourcePath;
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a watch without `timeoutSeconds` lasts (upstream's `--min-request-timeout`).
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 1800;
 
 /// A watcher's filter: key prefix plus selectors.
 pub struct Filter {
@@ -29,9 +33,9 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(rp: &ResourcePath<'_>, q: &Query) -> Result<Filter, ApiError> {
+    pub fn new(rp: &ResourcePath<'_>, opts: &ListOptions) -> Result<Filter, ApiError> {
         let mut prefix = rp.info.namespace_prefix(rp.namespace.as_deref());
-        let mut fields = q.get("fieldSelector");
+        let mut fields = opts.field_selector.as_deref();
         // A watch on one object (`/pods/<name>`) narrows the prefix to its key.
         if let Some(name) = &rp.name {
             prefix = rp.info.key(rp.namespace.as_deref(), name);
@@ -39,7 +43,7 @@ impl Filter {
         }
         Ok(Filter {
             prefix,
-            objects: ObjectFilter::new(rp.info, q.get("labelSelector"), fields)?,
+            objects: ObjectFilter::new(rp.info, opts.label_selector.as_deref(), fields)?,
         })
     }
 
@@ -113,14 +117,18 @@ fn translate(filter: &Filter, change: &Change) -> Option<Bytes> {
 pub fn start(
     cache: Arc<Cache>,
     rp: &ResourcePath<'_>,
-    q: &Query,
+    opts: &ListOptions,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
-    let filter = Filter::new(rp, q)?;
-    let bookmarks = q.flag("allowWatchBookmarks");
-    let send_initial = q.get("sendInitialEvents").map(|v| v == "true");
-    let timeout =
-        Duration::from_secs(q.int("timeoutSeconds")?.filter(|t| *t > 0).unwrap_or(1800) as u64);
-    let rv = q.get("resourceVersion").map(str::to_string);
+    let filter = Filter::new(rp, opts)?;
+    let bookmarks = opts.allow_watch_bookmarks;
+    let send_initial = opts.send_initial_events;
+    let timeout = Duration::from_secs(
+        opts.timeout_seconds
+            .and_then(|t| u64::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+    );
+    let rv = opts.resource_version.clone();
     let api_version = rp.info.api_version();
     let kind = rp.info.kind.to_string();
     let (tx, rx) = mpsc::channel::<Bytes>(256);
@@ -183,7 +191,10 @@ pub fn start(
                 return;
             }
         }
+        // As upstream, the end of the initial events is marked only for clients that take
+        // bookmarks.
         if send_initial == Some(true)
+            && bookmarks
             && tx
                 .send(bookmark(&api_version, &kind, last, true))
                 .await

@@ -1310,6 +1310,24 @@ fn agent_streams_logs_exec_and_port_forward() {
         (execs, tunnels),
         "SPDY clients are proxied as they are"
     );
+    // Generated clients' exec: the Python client (v5, and v4 proxied as it is) and
+    // client-node (v5).
+    for (program, script, ok) in [
+        ("python3", "python/exec_e2e.py", "python exec scenario: ok"),
+        (
+            "node",
+            "node/watch_exec.mjs",
+            "client-node exec scenario: ok",
+        ),
+    ] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![s.kubeconfig.as_os_str()];
+        if program == "node" {
+            args.push("exec".as_ref());
+        }
+        args.push("default".as_ref());
+        args.push("talker".as_ref());
+        common::client_scenario(program, script, &args, ok);
+    }
 
     // --previous: the earlier instance's output after a restart.
     let restarted = eventually(Duration::from_secs(60), || {

@@ -245,3 +245,49 @@ fn certificates_from_another_ca_are_refused_at_the_handshake() {
         "no HTTP response at all"
     );
 }
+
+/// Query values upstream's parameter codec and request filters refuse: a 400 (or 422 for
+/// ListOptions that contradict themselves) with upstream's message; Python's spellings pass.
+#[test]
+fn bad_query_values_get_upstreams_messages() {
+    let s = Server::start();
+    let base = "/api/v1/namespaces/default/configmaps";
+    for (query, code, message) in [
+        ("limit=ten", 400, "strconv.ParseInt: parsing \"ten\": invalid syntax"),
+        (
+            "timeout=soon",
+            400,
+            "invalid timeout specified in the request URL - time: invalid duration \"soon\"",
+        ),
+        (
+            "resourceVersionMatch=Exact",
+            422,
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ),
+        (
+            "watch=True&sendInitialEvents=True",
+            422,
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ),
+    ] {
+        let (got, body) = s.curl("GET", &format!("{base}?{query}"), None, true);
+        assert_eq!(got, code, "{query}: {body}");
+        assert_eq!(status(&body)["message"], message, "{query}");
+        assert!(body.ends_with("}\n"), "{query}: {body:?}");
+    }
+    // `watch=True` (Python's spelling) is a watch: it streams until timeoutSeconds.
+    let started = std::time::Instant::now();
+    let (got, body) = s.curl(
+        "GET",
+        &format!("{base}?watch=True&timeoutSeconds=1"),
+        None,
+        true,
+    );
+    assert_eq!(got, 200, "{body}");
+    assert!(
+        body.lines().all(|l| l.starts_with("{\"type\":")) && started.elapsed().as_millis() >= 900,
+        "not a watch: {body}"
+    );
+    let (got, _) = s.curl("GET", &format!("{base}?timeout=5s&limit=1"), None, true);
+    assert_eq!(got, 200);
+}

@@ -68,23 +68,27 @@ fn kube_rs_lists_creates_patches_and_watches() {
     });
 }
 
+/// The Python client: CRUD, a watch replayed from a LIST, its SharedInformer, typed models
+/// of fresh workloads, upstream's AlreadyExists body and 400s (`tests/python/client_e2e.py`).
 #[test]
 fn python_client_create_list_watch_patch_delete() {
     let s = Server::start();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/python/client_e2e.py"
+    common::client_scenario(
+        "python3",
+        "python/client_e2e.py",
+        &[s.kubeconfig.as_os_str()],
+        "python client scenario: ok",
     );
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(&s.kubeconfig)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "python client scenario failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+}
+
+/// `@kubernetes/client-node`, another generated client: the same replayed watch.
+#[test]
+fn client_node_watch_replays_from_a_list() {
+    let s = Server::start();
+    common::client_scenario(
+        "node",
+        "node/watch_exec.mjs",
+        &[s.kubeconfig.as_os_str(), "watch".as_ref()],
+        "client-node watch scenario: ok",
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("python client scenario: ok"));
 }

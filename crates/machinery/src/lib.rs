@@ -6,7 +6,8 @@
 //! - `status`: `ApiError`, the typed failures that become Kubernetes `Status` objects.
 //! - `object`: small accessors over JSON objects (metadata, labels, resourceVersion).
 //! - `codec`: JSON/YAML decoding with field validation; `proto`: Kubernetes protobuf bodies.
-//! - `validation`, `defaults`: upstream's per-kind validation and defaulting.
+//! - `validation`, `defaults`: upstream's per-kind validation and defaulting; `zeros`: the
+//!   zero values of required fields that upstream's encoder always writes.
 //! - `table`: server-side printing (`kubectl get` columns); `selector`: label and field
 //!   selectors.
 //! - `storage`: what the PersistentVolume binder and the scheduler share about claims and
@@ -24,6 +25,7 @@ pub mod status;
 pub mod storage;
 pub mod table;
 pub mod validation;
+pub mod zeros;
 
 pub use registry::{Registry, ResourceInfo};
 pub use status::{ApiError, Cause};

@@ -1,6 +1,6 @@
 //! Typed API failures and their `Status` encoding, with upstream's codes and reasons.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// One field-level problem, as carried in `Status.details.causes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub enum ApiError {
     },
     #[error("{message}")]
     Gone { message: String },
-    #[error("{kind} \"{name}\" is invalid: {}", describe_causes(causes))]
+    #[error("{} \"{name}\" is invalid: {}", qualified(.group, .kind), describe_causes(causes))]
     Invalid {
         group: String,
         kind: String,
@@ -237,17 +237,9 @@ impl ApiError {
         }
     }
 
-    /// The `metav1.Status` object for this error.
+    /// The `metav1.Status` object for this error, its fields in the order upstream's encoder
+    /// writes them (clients and their tests compare error bodies byte for byte).
     pub fn to_status(&self) -> Value {
-        let mut status = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.to_string(),
-            "reason": self.reason(),
-            "code": self.code(),
-        });
         let details = match self {
             ApiError::NotFound {
                 group,
@@ -277,16 +269,21 @@ impl ApiError {
                 kind,
                 name,
                 causes,
-            } => Some(details(name, group, "", causes)).map(|mut d| {
-                d["kind"] = json!(kind);
-                d
-            }),
+            } => Some(details(name, group, kind, causes)),
             _ => None,
         };
+        let mut status = Map::new();
+        status.insert("kind".into(), json!("Status"));
+        status.insert("apiVersion".into(), json!("v1"));
+        status.insert("metadata".into(), json!({}));
+        status.insert("status".into(), json!("Failure"));
+        status.insert("message".into(), json!(self.to_string()));
+        status.insert("reason".into(), json!(self.reason()));
         if let Some(d) = details {
-            status["details"] = d;
+            status.insert("details".into(), d);
         }
-        status
+        status.insert("code".into(), json!(self.code()));
+        Value::Object(status)
     }
 }
 
@@ -300,7 +297,8 @@ fn describe_causes(causes: &[Cause]) -> String {
     }
 }
 
-/// `resource.group`, or just `resource` for the core group, as upstream prints it.
+/// `resource.group` (or `Kind.group`), or just `resource` for the core group, as upstream
+/// prints it.
 pub fn qualified(group: &str, resource: &str) -> String {
     if group.is_empty() {
         resource.to_string()
@@ -309,20 +307,32 @@ pub fn qualified(group: &str, resource: &str) -> String {
     }
 }
 
-fn details(name: &str, group: &str, resource: &str, causes: &[Cause]) -> Value {
-    let mut d = json!({ "name": name, "group": group });
-    if !resource.is_empty() {
-        d["kind"] = json!(resource);
+/// `StatusDetails`: name, group, kind, causes, each omitted when empty (all `omitempty`).
+fn details(name: &str, group: &str, kind: &str, causes: &[Cause]) -> Value {
+    let mut d = Map::new();
+    for (k, v) in [("name", name), ("group", group), ("kind", kind)] {
+        if !v.is_empty() {
+            d.insert(k.into(), json!(v));
+        }
     }
     if !causes.is_empty() {
-        d["causes"] = Value::Array(
+        d.insert(
+            "causes".into(),
             causes
                 .iter()
-                .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
+                .map(|c| {
+                    let mut m = Map::new();
+                    m.insert("reason".into(), json!(c.reason));
+                    m.insert("message".into(), json!(c.message));
+                    if !c.field.is_empty() {
+                        m.insert("field".into(), json!(c.field));
+                    }
+                    Value::Object(m)
+                })
                 .collect(),
         );
     }
-    d
+    Value::Object(d)
 }
 
 #[cfg(test)]
@@ -349,6 +359,27 @@ mod tests {
             .as_str()
             .unwrap_or_default()
             .starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value"));
+    }
+
+    /// Byte for byte what kube-apiserver answers for a second create of a ConfigMap, and
+    /// for an invalid Deployment (field order, no empty `group`, `Kind.group` in messages).
+    #[test]
+    fn status_bodies_match_upstream_bytes() {
+        let e = ApiError::already_exists("", "configmaps", "x");
+        assert_eq!(
+            serde_json::to_string(&e.to_status()).unwrap_or_default(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"configmaps \"x\" already exists","reason":"AlreadyExists","details":{"name":"x","kind":"configmaps"},"code":409}"#
+        );
+        let e = ApiError::invalid(
+            "apps",
+            "Deployment",
+            "web",
+            vec![Cause::required("spec.selector")],
+        );
+        assert_eq!(
+            serde_json::to_string(&e.to_status()).unwrap_or_default(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Deployment.apps \"web\" is invalid: spec.selector: Required value","reason":"Invalid","details":{"name":"web","group":"apps","kind":"Deployment","causes":[{"reason":"FieldValueRequired","message":"Required value","field":"spec.selector"}]},"code":422}"#
+        );
     }
 
     #[test]

@@ -274,3 +274,23 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Runs a client-library scenario from the repository's `tests/` folder (`python3
+/// tests/python/x.py ARGS` or `node tests/node/x.mjs ARGS`) and asserts it ended with
+/// `ok_line` on stdout.
+pub fn client_scenario(program: &str, script: &str, args: &[&std::ffi::OsStr], ok_line: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests")
+        .join(script);
+    let out = Command::new(program)
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} {}: {e}", path.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(ok_line),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -41,6 +41,8 @@ struct Ty {
     /// Indexes into `props` of value-held structs and always-null properties, in
     /// declaration order.
     fills: Vec<u32>,
+    /// Required scalar properties and the zero value Go writes for each when unset.
+    zeros: Vec<(u32, Zero)>,
     /// The type of map values (`additionalProperties`), for maps.
     values: u32,
     /// The type of list items, for lists.
@@ -56,6 +58,43 @@ struct Prop {
     facts: Option<&'static FieldFacts>,
     value_struct: bool,
     always_null: bool,
+}
+
+/// The zero value of a required scalar, as Go's encoder writes a field without `omitempty`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Zero {
+    Integer,
+    Boolean,
+    String,
+}
+
+impl Zero {
+    /// The zero of an inline scalar schema. Strings with a format (dates, bytes) and types
+    /// reached through a `$ref` (Quantity, Time, IntOrString) are not plain Go scalars and
+    /// have none.
+    fn of(schema: &Value) -> Option<Zero> {
+        if schema.get("$ref").is_some()
+            || schema
+                .get("format")
+                .is_some_and(|f| !matches!(f.as_str(), Some("int32" | "int64" | "double")))
+        {
+            return None;
+        }
+        match schema.get("type").and_then(Value::as_str) {
+            Some("integer" | "number") => Some(Zero::Integer),
+            Some("boolean") => Some(Zero::Boolean),
+            Some("string") => Some(Zero::String),
+            _ => None,
+        }
+    }
+
+    pub fn value(self) -> Value {
+        match self {
+            Zero::Integer => Value::from(0),
+            Zero::Boolean => Value::Bool(false),
+            Zero::String => Value::String(String::new()),
+        }
+    }
 }
 
 static TREES: LazyLock<Mutex<HashMap<String, Arc<TypeTree>>>> = LazyLock::new(Default::default);
@@ -137,7 +176,18 @@ impl<'d> Compiler<'d> {
             .and_then(|s| s.get("properties"))
             .and_then(Value::as_object);
         let mut props = Vec::new();
+        let mut zeros = Vec::new();
+        let required: Vec<&str> = schema
+            .and_then(|s| s.get("required"))
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         for (name, prop) in properties.into_iter().flatten() {
+            if required.contains(&name.as_str()) {
+                if let (Some(zero), Ok(i)) = (Zero::of(prop), u32::try_from(props.len())) {
+                    zeros.push((i, zero));
+                }
+            }
             let child = self.compile(prop);
             props.push(Prop {
                 name: name.as_str().into(),
@@ -166,6 +216,7 @@ impl<'d> Compiler<'d> {
             props,
             by_name,
             fills: Vec::new(),
+            zeros,
             values,
             items,
             atomic_struct: def.is_some_and(facts::atomic_struct),
@@ -204,6 +255,7 @@ impl Ty {
             props: Vec::new(),
             by_name: Vec::new(),
             fills: Vec::new(),
+            zeros: Vec::new(),
             values: UNTYPED,
             items: UNTYPED,
             atomic_struct: false,
@@ -359,6 +411,26 @@ impl<'a> Node<'a> {
             let p = ty.props.get(i as usize)?;
             Some((p.name.as_ref(), p.value_struct))
         })
+    }
+
+    /// The required scalar properties of a struct, with the zero value upstream writes for
+    /// each when it is unset.
+    pub fn zeros(&self) -> impl Iterator<Item = (&'a str, Zero)> {
+        let ty = self.compiled();
+        ty.zeros
+            .iter()
+            .filter_map(move |&(i, zero)| Some((ty.props.get(i as usize)?.name.as_ref(), zero)))
+    }
+
+    /// Every property upstream's OpenAPI marks required for this struct's definition.
+    pub fn required(&self) -> impl Iterator<Item = &'a str> {
+        self.def()
+            .and_then(|d| self.tree.defs.get(d))
+            .and_then(|s| s.get("required"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
     }
 
     /// The value at key `name`: a struct property, a map value, or untyped.
