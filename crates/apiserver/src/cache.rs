@@ -86,8 +86,8 @@ pub struct Snapshot {
     pub revision: Revision,
     /// The key to continue after, when the page was cut by a limit.
     pub next: Option<String>,
-    /// How many accepted objects follow the page, when it was cut.
-    pub remaining: u64,
+    /// How many objects follow the page, when it was cut and the caller asked for the count.
+    pub remaining: Option<u64>,
 }
 
 impl Cache {
@@ -121,12 +121,14 @@ impl Cache {
     }
 
     /// Objects whose key starts with `prefix`, after `start_after`, at most `limit` (0 = all)
-    /// of those `keep` accepts.
+    /// of those `keep` accepts. With `count_rest`, a cut page also counts the objects under
+    /// `prefix` after it (without asking `keep`: the count is only wanted when it takes all).
     pub fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
+        count_rest: bool,
         mut keep: impl FnMut(&Cached) -> bool,
     ) -> Snapshot {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
@@ -136,8 +138,8 @@ impl Cache {
         };
         let mut items = Vec::new();
         let mut next = None;
-        let mut remaining = 0;
-        for (k, v) in state.objects.range((lower, Bound::Unbounded)) {
+        let mut range = state.objects.range((lower, Bound::Unbounded));
+        for (k, v) in range.by_ref() {
             if !k.starts_with(prefix) {
                 break;
             }
@@ -145,14 +147,14 @@ impl Cache {
                 continue;
             }
             if limit > 0 && items.len() == limit {
-                if next.is_none() {
-                    next = items.last().map(|(k, _): &(String, Cached)| k.clone());
-                }
-                remaining += 1;
-                continue;
+                next = items.last().map(|(k, _): &(String, Cached)| k.clone());
+                break;
             }
             items.push((k.clone(), v.clone()));
         }
+        // The object that cut the page, and those after it.
+        let remaining = (next.is_some() && count_rest)
+            .then(|| 1 + range.take_while(|(k, _)| k.starts_with(prefix)).count() as u64);
         Snapshot {
             items,
             revision: self.revision(),

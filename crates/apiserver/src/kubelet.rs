@@ -27,7 +27,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
 
 use crate::body::{self, Body};
-use crate::request::{parse_bool, parse_int, ResourcePath};
+use crate::request::{Query, ResourcePath};
 use crate::rest::Rest;
 use crate::streamtranslator;
 
@@ -308,17 +308,7 @@ pub async fn pod_subresource(
     };
     let (pod, _) = rest.get(&main, name).await?;
     let ns = rp.namespace.clone().unwrap_or_default();
-    let query: Vec<(String, String)> =
-        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let param = |k: &str| {
-        query
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
+    let query = Query::parse(parts.uri.query());
     let streaming = sub != "log";
     if streaming && !parts.headers.contains_key(http::header::UPGRADE) {
         return Err(ApiError::bad_request("Upgrade request required"));
@@ -326,7 +316,7 @@ pub async fn pod_subresource(
     let container = if sub == "portforward" {
         None
     } else {
-        Some(pick_container(&pod, name, param("container"))?)
+        Some(pick_container(&pod, name, query.get("container"))?)
     };
     let node = pod
         .pointer("/spec/nodeName")
@@ -348,12 +338,11 @@ pub async fn pod_subresource(
         .then(|| streamtranslator::wanted(sub, &parts.headers))
         .flatten()
     {
-        let on = |k: &str| flag(&query, k);
         let streams = streamtranslator::Streams {
-            stdin: on("stdin"),
-            stdout: on("stdout"),
-            stderr: on("stderr"),
-            tty: on("tty"),
+            stdin: query.flag("stdin"),
+            stdout: query.flag("stdout"),
+            stderr: query.flag("stderr"),
+            tty: query.flag("tty"),
         };
         return streamtranslator::serve(client, &to, &path, &parts.headers, kind, streams, upgrade)
             .await;
@@ -375,31 +364,24 @@ fn agent_path(
     ns: &str,
     name: &str,
     container: Option<&str>,
-    query: &[(String, String)],
+    query: &Query,
 ) -> Result<String, ApiError> {
-    let param = |k: &str| {
-        query
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
     let mut q = form_urlencoded::Serializer::new(String::new());
     let path = match sub {
         "log" => {
             // Booleans and integers decoded as upstream's PodLogOptions, then written in
             // the kubelet's spelling.
             for k in ["follow", "previous", "timestamps"] {
-                if flag(query, k) {
+                if query.flag(k) {
                     q.append_pair(k, "true");
                 }
             }
             for k in ["tailLines", "sinceSeconds", "limitBytes"] {
-                if let Some((_, v)) = query.iter().find(|(n, _)| n == k) {
-                    q.append_pair(k, &parse_int(v)?.to_string());
+                if let Some(v) = query.int(k)? {
+                    q.append_pair(k, &v.to_string());
                 }
             }
-            if let Some(v) = param("sinceTime") {
+            if let Some(v) = query.get("sinceTime") {
                 q.append_pair("sinceTime", v);
             }
             format!(
@@ -410,10 +392,8 @@ fn agent_path(
             )
         }
         "exec" | "attach" => {
-            for (k, v) in query {
-                if k == "command" {
-                    q.append_pair("command", v);
-                }
+            for v in query.all("command") {
+                q.append_pair("command", v);
             }
             // Upstream's names for the kubelet's stream parameters.
             for (api, kubelet) in [
@@ -422,7 +402,7 @@ fn agent_path(
                 ("stderr", "error"),
                 ("tty", "tty"),
             ] {
-                if flag(query, api) {
+                if query.flag(api) {
                     q.append_pair(kubelet, "1");
                 }
             }
@@ -435,10 +415,8 @@ fn agent_path(
             )
         }
         _ => {
-            for (k, v) in query {
-                if k == "ports" {
-                    q.append_pair("ports", v);
-                }
+            for v in query.all("ports") {
+                q.append_pair("ports", v);
             }
             format!("/portForward/{}/{}", enc(ns), enc(name))
         }
@@ -449,14 +427,6 @@ fn agent_path(
     } else {
         format!("{path}?{q}")
     })
-}
-
-/// A boolean query parameter (its first value) as upstream's parameter codec reads it.
-fn flag(query: &[(String, String)], k: &str) -> bool {
-    query
-        .iter()
-        .find(|(n, _)| n == k)
-        .is_some_and(|(_, v)| parse_bool(v))
 }
 
 fn enc(s: &str) -> String {

@@ -33,7 +33,8 @@ pub struct ListOptions {
 }
 
 impl ListOptions {
-    /// Decodes and validates the options of a request whose verb is `watch` when `watch`.
+    /// Decodes and validates the options of a request; `watch` is set by the legacy
+    /// `/watch/` path, and the `watch` parameter sets it too, as upstream decodes it.
     pub fn from_query(q: &Query, watch: bool) -> Result<ListOptions, ApiError> {
         let owned = |k: &str| q.get(k).map(str::to_string);
         let opts = ListOptions {

@@ -1,7 +1,5 @@
 //! Parsing of API paths and query parameters into a typed request description.
 
-use std::collections::HashMap;
-
 use krust_machinery::{ApiError, Registry, ResourceInfo};
 
 /// What an API path addresses.
@@ -94,22 +92,36 @@ pub fn parse_path<'r>(registry: &'r Registry, path: &str) -> Result<Target<'r>, 
     }))
 }
 
-/// Query parameters as upstream's parameter codec reads them: the first value of each name.
+/// Query parameters in request order. A single-valued option reads the first value of its
+/// name, as upstream's parameter codec; lists (`command`, `ports`) read them all.
 #[derive(Debug, Default)]
-pub struct Query(HashMap<String, String>);
+pub struct Query(Vec<(String, String)>);
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Query {
-        let mut map = HashMap::new();
-        for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned() {
-            map.entry(k).or_insert(v);
-        }
-        Query(map)
+        Query(
+            form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The first value of `k`, empty or not.
+    fn first(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `k`, in order.
+    pub fn all<'q>(&'q self, k: &'q str) -> impl Iterator<Item = &'q str> {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of `k`; an empty value counts as absent, as upstream's string options.
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str).filter(|s| !s.is_empty())
+        self.first(k).filter(|s| !s.is_empty())
     }
 
     /// A boolean as upstream decodes one: true when present, unless `false` or `0` (in any
@@ -120,12 +132,12 @@ impl Query {
 
     /// [`Query::flag`] for an optional boolean (`*bool` upstream): unset when absent.
     pub fn opt_flag(&self, k: &str) -> Option<bool> {
-        self.0.get(k).map(|v| parse_bool(v))
+        self.first(k).map(parse_bool)
     }
 
     /// An integer as Go's `strconv.ParseInt` reads it, with its message when it can't.
     pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
-        self.0.get(k).map(|v| parse_int(v)).transpose()
+        self.first(k).map(parse_int).transpose()
     }
 
     pub fn dry_run(&self) -> Result<bool, ApiError> {
@@ -140,12 +152,12 @@ impl Query {
 }
 
 /// Upstream's `Convert_Slice_string_To_bool`.
-pub fn parse_bool(v: &str) -> bool {
+fn parse_bool(v: &str) -> bool {
     !(v.eq_ignore_ascii_case("false") || v == "0")
 }
 
 /// Go's `strconv.ParseInt(v, 10, 64)`, whose error text upstream returns as a 400.
-pub fn parse_int(v: &str) -> Result<i64, ApiError> {
+fn parse_int(v: &str) -> Result<i64, ApiError> {
     let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad_request(format!(
@@ -250,6 +262,7 @@ mod tests {
             "any other value is true, the empty one too"
         );
         assert!(q.flag("f"), "the first value counts");
+        assert_eq!(q.all("f").collect::<Vec<_>>(), ["1", "0"]);
         assert!(!q.flag("absent") && q.opt_flag("absent").is_none());
         assert_eq!(q.int("n").ok().flatten(), Some(7));
         assert_eq!(

@@ -414,9 +414,12 @@ impl Rest {
                 self.sync_cache(Some(rv)).await?;
             }
         }
+        // As upstream: the count of what follows is only known, and so only sent, without
+        // selectors.
+        let selected = opts.label_selector.is_some() || opts.field_selector.is_some();
         let snap = self
             .cache
-            .list(&prefix, start_after.as_deref(), limit, |c| {
+            .list(&prefix, start_after.as_deref(), limit, !selected, |c| {
                 filter.matches_encoded(&c.value)
             });
         let items = snap
@@ -424,15 +427,11 @@ impl Rest {
             .iter()
             .map(|(_, c)| Bytes::from(codec::splice_resource_version(&c.value, c.mod_revision)))
             .collect();
-        let continue_token = snap.next.map(|k| encode_continue(&k, snap.revision));
-        // As upstream: the count is only known, and so only sent, without selectors.
-        let selected = opts.label_selector.is_some() || opts.field_selector.is_some();
-        let remaining = (continue_token.is_some() && !selected).then_some(snap.remaining);
         Ok(ListPage {
             items,
             revision: snap.revision,
-            continue_token,
-            remaining,
+            continue_token: snap.next.map(|k| encode_continue(&k, snap.revision)),
+            remaining: snap.remaining,
         })
     }
 

@@ -244,12 +244,13 @@ impl ApiServer {
             Ok(b) => b,
             Err(e) => return error_response(&e),
         };
-        let timeout = match request_timeout(&Query::parse(parts.uri.query())) {
+        let q = Query::parse(parts.uri.query());
+        let timeout = match request_timeout(&q) {
             Ok(t) => t,
             Err(e) => return error_response(&e),
         };
         let Some(timeout) = timeout else {
-            return match self.dispatch(&who, parts, body).await {
+            return match self.dispatch(&who, q, parts, body).await {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             };
@@ -258,7 +259,7 @@ impl ApiServer {
         // handler runs to its end (a write is never cut in the middle). Watches and streams
         // answer at once and are not bounded by it.
         let this = self.clone();
-        let task = tokio::spawn(async move { this.dispatch(&who, parts, body).await });
+        let task = tokio::spawn(async move { this.dispatch(&who, q, parts, body).await });
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(Ok(r))) => r,
             Ok(Ok(Err(e))) => error_response(&e),
@@ -288,11 +289,11 @@ impl ApiServer {
     async fn dispatch(
         &self,
         who: &Identity,
+        q: Query,
         parts: http::request::Parts,
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
         let path = parts.uri.path().to_string();
-        let q = Query::parse(parts.uri.query());
         let json_ok =
             |v: Value| status_response(200, Bytes::from(v.to_string()), "application/json", &[]);
         let accept = parts

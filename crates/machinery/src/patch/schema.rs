@@ -41,8 +41,6 @@ struct Ty {
     /// Indexes into `props` of value-held structs and always-null properties, in
     /// declaration order.
     fills: Vec<u32>,
-    /// Required scalar properties and the zero value Go writes for each when unset.
-    zeros: Vec<(u32, Zero)>,
     /// The type of map values (`additionalProperties`), for maps.
     values: u32,
     /// The type of list items, for lists.
@@ -58,6 +56,10 @@ struct Prop {
     facts: Option<&'static FieldFacts>,
     value_struct: bool,
     always_null: bool,
+    /// Whether the struct's schema lists the property as required.
+    required: bool,
+    /// What Go writes for it when unset, for a required plain scalar.
+    zero: Option<Zero>,
 }
 
 /// The zero value of a required scalar, as Go's encoder writes a field without `omitempty`.
@@ -176,18 +178,13 @@ impl<'d> Compiler<'d> {
             .and_then(|s| s.get("properties"))
             .and_then(Value::as_object);
         let mut props = Vec::new();
-        let mut zeros = Vec::new();
         let required: Vec<&str> = schema
             .and_then(|s| s.get("required"))
             .and_then(Value::as_array)
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         for (name, prop) in properties.into_iter().flatten() {
-            if required.contains(&name.as_str()) {
-                if let (Some(zero), Ok(i)) = (Zero::of(prop), u32::try_from(props.len())) {
-                    zeros.push((i, zero));
-                }
-            }
+            let is_required = required.contains(&name.as_str());
             let child = self.compile(prop);
             props.push(Prop {
                 name: name.as_str().into(),
@@ -195,6 +192,8 @@ impl<'d> Compiler<'d> {
                 facts: def.and_then(|d| facts::field(d, name)),
                 value_struct: false,
                 always_null: def.is_some_and(|d| facts::always_null(d, name)),
+                required: is_required,
+                zero: is_required.then(|| Zero::of(prop)).flatten(),
             });
         }
         let values = match (shape, schema.and_then(|s| s.get("additionalProperties"))) {
@@ -216,7 +215,6 @@ impl<'d> Compiler<'d> {
             props,
             by_name,
             fills: Vec::new(),
-            zeros,
             values,
             items,
             atomic_struct: def.is_some_and(facts::atomic_struct),
@@ -255,7 +253,6 @@ impl Ty {
             props: Vec::new(),
             by_name: Vec::new(),
             fills: Vec::new(),
-            zeros: Vec::new(),
             values: UNTYPED,
             items: UNTYPED,
             atomic_struct: false,
@@ -416,21 +413,19 @@ impl<'a> Node<'a> {
     /// The required scalar properties of a struct, with the zero value upstream writes for
     /// each when it is unset.
     pub fn zeros(&self) -> impl Iterator<Item = (&'a str, Zero)> {
-        let ty = self.compiled();
-        ty.zeros
+        self.compiled()
+            .props
             .iter()
-            .filter_map(move |&(i, zero)| Some((ty.props.get(i as usize)?.name.as_ref(), zero)))
+            .filter_map(|p| Some((p.name.as_ref(), p.zero?)))
     }
 
-    /// Every property upstream's OpenAPI marks required for this struct's definition.
+    /// Every property upstream's OpenAPI marks required for this struct.
     pub fn required(&self) -> impl Iterator<Item = &'a str> {
-        self.def()
-            .and_then(|d| self.tree.defs.get(d))
-            .and_then(|s| s.get("required"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
+        self.compiled()
+            .props
+            .iter()
+            .filter(|p| p.required)
+            .map(|p| p.name.as_ref())
     }
 
     /// The value at key `name`: a struct property, a map value, or untyped.
