@@ -18,6 +18,8 @@ use tokio::sync::{broadcast, watch};
 
 /// How many recent events watchers may resume from.
 const HISTORY: usize = 100_000;
+/// Keys per read while filling (upstream's watch cache reads 10,000 at a time).
+const FILL_PAGE: usize = 10_000;
 
 #[derive(Clone, Debug)]
 pub struct Cached {
@@ -296,19 +298,22 @@ impl Cache {
         store: &Arc<dyn Store>,
         prefix: &str,
     ) -> Result<Revision, krust_store::StoreError> {
+        // In pages, each read at the first one's revision, so that what is filled is one
+        // moment of the store and the watch from that revision misses nothing.
         let mut items = Vec::new();
         let mut start: Option<String> = None;
-        let mut revision = None;
+        let mut revision = 0;
         loop {
-            let page = store.list(prefix, start.as_deref(), 10_000).await?;
-            revision.get_or_insert(page.revision);
+            let page = store
+                .list_at(prefix, start.as_deref(), FILL_PAGE, revision)
+                .await?;
+            revision = page.revision;
             start = page.items.last().map(|kv| kv.key.clone());
             items.extend(page.items);
             if !page.more {
                 break;
             }
         }
-        let revision = revision.unwrap_or(0);
         self.reset(items, revision);
         Ok(revision)
     }

@@ -228,8 +228,16 @@ pub fn parse_duration(v: &str) -> Option<f64> {
         total += value * scale;
         rest = tail;
     }
+    // Go counts in int64 nanoseconds and refuses what does not fit ("invalid duration");
+    // past that, a deadline could not be represented either.
+    if total > MAX_DURATION_SECONDS {
+        return None;
+    }
     Some(if negative { -total } else { total })
 }
+
+/// The longest Go `time.Duration`: `math.MaxInt64` nanoseconds (about 292 years).
+const MAX_DURATION_SECONDS: f64 = i64::MAX as f64 / 1e9;
 
 /// Go's `strconv.Quote` for what a query may hold: `"` and `\` escaped, controls as `\x..`.
 fn go_quote(v: &str) -> String {
@@ -291,6 +299,23 @@ mod tests {
         for v in ["", "5", "s", "1x", "1..2s", "--1s", "1 s"] {
             assert_eq!(parse_duration(v), None, "{v:?}");
         }
+        // Found by fuzzing (query_params): Go refuses durations past int64 nanoseconds, and
+        // the deadline used to panic converting them.
+        for v in [
+            "33333333333333333355m",
+            "9223372037s",
+            "2562048h",
+            "-2562048h",
+        ] {
+            assert_eq!(parse_duration(v), None, "{v:?}");
+        }
+        assert!(parse_duration("2562047h").is_some());
+        let e = request_timeout(&Query::parse(Some("timeout=33333333333333333355m")))
+            .expect_err("too long");
+        assert_eq!(
+            e.to_string(),
+            "invalid timeout specified in the request URL - time: invalid duration \"33333333333333333355m\""
+        );
         let e = request_timeout(&Query::parse(Some("timeout=soon"))).expect_err("bad");
         assert_eq!(
             e.to_string(),

@@ -21,6 +21,20 @@ use crate::request::{Query, ResourcePath};
 /// Bodies larger than this are refused, as upstream's 3 MiB request limit.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
+/// The largest object the store keeps: etcd's default `--max-request-bytes`, which upstream
+/// objects are bounded by, so that every object fits every backend.
+pub const MAX_OBJECT: usize = 1024 * 1024 * 3 / 2;
+
+/// 413 for an object too large to store, before anything is written.
+fn check_stored_size(len: usize) -> Result<(), ApiError> {
+    if len > MAX_OBJECT {
+        return Err(ApiError::RequestEntityTooLarge {
+            message: format!("limit is {MAX_OBJECT}"),
+        });
+    }
+    Ok(())
+}
+
 /// What a handler answers: a JSON body with a code, and any `Warning` headers.
 pub struct Reply {
     pub code: u16,
@@ -77,8 +91,26 @@ pub(crate) fn store_err(info: &ResourceInfo, name: &str, e: StoreError) -> ApiEr
         StoreError::Compacted { requested, oldest } => ApiError::Gone {
             message: format!("too old resource version: {requested} ({oldest})"),
         },
+        StoreError::FutureRevision { requested, current } => ApiError::Timeout {
+            message: format!("Too large resource version: {requested}, current: {current}"),
+        },
         StoreError::Unavailable(m) => ApiError::ServiceUnavailable { message: m },
         StoreError::Backend(m) => ApiError::internal(m),
+    }
+}
+
+/// A continued list's store error: a compacted revision is upstream's 410 for an expired
+/// continue token, carrying a token that goes on at the latest revision.
+fn continue_err(e: StoreError, key: &str, at: Revision) -> ApiError {
+    match e {
+        StoreError::Compacted { .. } => ApiError::ContinueExpired {
+            continue_token: encode_continue(key, -1),
+        },
+        StoreError::FutureRevision { current, .. } => ApiError::Timeout {
+            message: format!("Too large resource version: {at}, current: {current}"),
+        },
+        StoreError::Unavailable(m) => ApiError::ServiceUnavailable { message: m },
+        other => ApiError::internal(other),
     }
 }
 
@@ -308,6 +340,10 @@ impl Rest {
         }
         let allocated = self.alloc.allocate(info, &mut obj).await?;
         let encoded = codec::encode(&obj);
+        if let Err(e) = check_stored_size(encoded.len()) {
+            self.alloc.release_list(allocated).await;
+            return Err(e);
+        }
         match self.store.create(&key, Bytes::from(encoded)).await {
             Ok(kv) => Ok(Reply::json(
                 201,
@@ -379,27 +415,28 @@ impl Rest {
         )?;
         let limit = usize::try_from(opts.limit.max(0)).unwrap_or(usize::MAX);
         let prefix = info.namespace_prefix(rp.namespace.as_deref());
-        let (start_after, min_rev) = match opts.continue_token.as_deref() {
-            Some(token) => {
-                let (key, rv) = decode_continue(token)?;
-                if !key.starts_with(&prefix) {
-                    return Err(ApiError::bad_request(
-                        "continue key is not valid for this request",
-                    ));
-                }
-                (Some(key), Some(rv))
+        if let Some(token) = opts.continue_token.as_deref() {
+            if opts.resource_version.as_deref().is_some_and(|rv| rv != "0") {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
             }
-            None => (None, None),
-        };
-        match (opts.resource_version.as_deref(), min_rev) {
-            (_, Some(rv)) => {
-                self.sync_cache(Some(rv)).await?;
+            let (key, rv) = decode_continue(token)?;
+            if !key.starts_with(&prefix) {
+                return Err(ApiError::bad_request(
+                    "continue key is not valid for this request",
+                ));
             }
-            (None, None) => {
+            return self
+                .list_continued(&prefix, &key, rv, limit, opts, &filter)
+                .await;
+        }
+        match opts.resource_version.as_deref() {
+            None => {
                 self.sync_cache(None).await?;
             }
-            (Some("0"), None) => {}
-            (Some(rv), None) => {
+            Some("0") => {}
+            Some(rv) => {
                 let rv: Revision = rv.parse().map_err(|_| {
                     ApiError::bad_request(format!("invalid resource version: {rv}"))
                 })?;
@@ -417,11 +454,9 @@ impl Rest {
         // As upstream: the count of what follows is only known, and so only sent, without
         // selectors.
         let selected = opts.label_selector.is_some() || opts.field_selector.is_some();
-        let snap = self
-            .cache
-            .list(&prefix, start_after.as_deref(), limit, !selected, |c| {
-                filter.matches_encoded(&c.value)
-            });
+        let snap = self.cache.list(&prefix, None, limit, !selected, |c| {
+            filter.matches_encoded(&c.value)
+        });
         let items = snap
             .items
             .iter()
@@ -433,6 +468,62 @@ impl Rest {
             continue_token: snap.next.map(|k| encode_continue(&k, snap.revision)),
             remaining: snap.remaining,
         })
+    }
+
+    /// The pages after the first, read from the store at the first page's revision (as
+    /// upstream: one consistent list while that revision is not compacted, then 410 with a
+    /// token that continues at the latest revision; `rv` -1 is such a token).
+    async fn list_continued(
+        &self,
+        prefix: &str,
+        start: &str,
+        rv: Revision,
+        limit: usize,
+        opts: &ListOptions,
+        filter: &ObjectFilter,
+    ) -> Result<ListPage, ApiError> {
+        let selected = opts.label_selector.is_some() || opts.field_selector.is_some();
+        let mut at = rv.max(0);
+        let mut items = Vec::new();
+        let mut after = start.to_string();
+        loop {
+            // Under a selector the whole limit is asked for each time: few keys may match.
+            let want = match selected {
+                true => limit,
+                false => limit.saturating_sub(items.len()),
+            };
+            let page = self
+                .store
+                .list_at(prefix, Some(&after), want, at)
+                .await
+                .map_err(|e| continue_err(e, start, at))?;
+            at = page.revision;
+            let mut taken = 0;
+            for kv in &page.items {
+                taken += 1;
+                after.clone_from(&kv.key);
+                if filter.matches_encoded(&kv.value) {
+                    items.push(Bytes::from(codec::splice_resource_version(
+                        &kv.value,
+                        kv.mod_revision,
+                    )));
+                    if limit > 0 && items.len() == limit {
+                        break;
+                    }
+                }
+            }
+            let left = (page.items.len() - taken) as u64 + page.remaining;
+            let full = limit > 0 && items.len() == limit;
+            if full || left == 0 {
+                let cut = left > 0;
+                return Ok(ListPage {
+                    items,
+                    revision: at,
+                    continue_token: cut.then(|| encode_continue(&after, at)),
+                    remaining: (cut && !selected).then_some(left),
+                });
+            }
+        }
     }
 
     /// Replaces an object (PUT), or its status (PUT to `/status`).
@@ -584,6 +675,7 @@ impl Rest {
             return Ok(Reply::value(200, &out));
         }
         let encoded = Bytes::from(codec::encode(&obj));
+        check_stored_size(encoded.len())?;
         if encoded == current.value {
             // No change: upstream answers without writing.
             return Ok(Reply::json(

@@ -124,7 +124,9 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(ApiError::RequestEntityTooLarge)
+            Err(ApiError::RequestEntityTooLarge {
+                message: format!("limit is {MAX_BODY}"),
+            })
         }
         Err(e) => Err(ApiError::bad_request(format!(
             "reading the request body: {e}"
@@ -133,7 +135,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
 }
 
 /// Decodes a request body by its content type into JSON plus duplicate-field paths.
-pub(crate) fn decode_body(content_type: &str, bytes: &[u8]) -> Result<codec::Parsed, ApiError> {
+pub fn decode_body(content_type: &str, bytes: &[u8]) -> Result<codec::Parsed, ApiError> {
     if krust_machinery::proto::is_protobuf(content_type) {
         let value = krust_machinery::proto::decode(bytes)
             .map_err(|e| ApiError::bad_request(format!("decoding protobuf body: {e}")))?;
@@ -1160,6 +1162,8 @@ pub struct Config {
     /// (upstream's `--advertise-address`). None: the listen address, or 127.0.0.1 when that
     /// is unspecified.
     pub advertise_address: Option<std::net::IpAddr>,
+    /// How often the store's history is compacted (None: never); see `compactor`.
+    pub compaction_interval: Option<std::time::Duration>,
 }
 
 /// A started server: where it listens and the admin kubeconfig it wrote.
@@ -1211,6 +1215,9 @@ pub async fn start(
     let cache = Cache::new();
     cache.fill(&store, "/registry/").await?;
     tokio::spawn(cache.clone().run(store.clone(), "/registry/".to_string()));
+    if let Some(interval) = config.compaction_interval {
+        tokio::spawn(crate::compactor::run(store.clone(), interval));
+    }
     let registry = Arc::new(Registry::builtin());
     let rest = Rest {
         registry: registry.clone(),

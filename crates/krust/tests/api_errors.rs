@@ -3,7 +3,7 @@
 mod common;
 
 use common::Server;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn status(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not a Status ({e}): {body}"))
@@ -119,6 +119,102 @@ fn bad_requests_get_status_errors_and_change_nothing() {
         true,
     );
     assert_eq!(code, 413, "{text}");
+    assert_eq!(
+        status(&text)["message"],
+        "Request entity too large: limit is 3145728"
+    );
+    // An object over what the store keeps (etcd's 1.5 MiB): 413, nothing written.
+    let cm_with = |name: &str, extra: Value| {
+        let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        if let (Some(o), Some(e)) = (o.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        o.to_string()
+    };
+    // (A ConfigMap has its own 1 MiB limit; a pod template's env has none.)
+    let templates = "/api/v1/namespaces/default/podtemplates";
+    let env = json!([{"name": "BIG", "value": "x".repeat(2 << 20)}]);
+    let two_mib = json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "big2"},
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox", "env": env}]}}});
+    let (code, text) = s.curl(
+        "POST",
+        templates,
+        Some(("application/json", two_mib.to_string().as_bytes())),
+        true,
+    );
+    assert_eq!(
+        (code, status(&text)["message"].as_str()),
+        (413, Some("Request entity too large: limit is 1572864")),
+        "{text}"
+    );
+    let (code, _) = s.curl("GET", &format!("{templates}/big2"), None, true);
+    assert_eq!(code, 404, "a refused object is not stored");
+    // Annotations over 256 KiB in all, a label value over 63 characters: 422.
+    let anns = json!({"metadata": {"name": "anns", "annotations": {"a": "x".repeat(300 << 10)}}});
+    let (code, text) = s.curl(
+        "POST",
+        path,
+        Some(("application/json", cm_with("anns", anns).as_bytes())),
+        true,
+    );
+    assert_eq!(code, 422, "{text}");
+    assert_eq!(
+        status(&text)["details"]["causes"][0]["field"],
+        "metadata.annotations",
+        "{text}"
+    );
+    assert!(
+        status(&text)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Too long: may not be more than 262144 bytes")),
+        "{text}"
+    );
+    let label = json!({"metadata": {"name": "lbl", "labels": {"a": "x".repeat(64)}}});
+    let (code, text) = s.curl(
+        "POST",
+        path,
+        Some(("application/json", cm_with("lbl", label).as_bytes())),
+        true,
+    );
+    assert_eq!(code, 422, "{text}");
+    assert!(
+        status(&text)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("must be no more than 63 characters")),
+        "{text}"
+    );
+    // A JSON patch of more operations than upstream allows: 413.
+    let (code, _) = s.curl(
+        "POST",
+        path,
+        Some(("application/json", cm_with("patched", json!({})).as_bytes())),
+        true,
+    );
+    assert_eq!(code, 201);
+    let ops: Vec<Value> = (0..10_001)
+        .map(|i| json!({"op": "add", "path": format!("/metadata/labels/l{i}"), "value": "v"}))
+        .collect();
+    let (code, text) = s.curl(
+        "PATCH",
+        &format!("{path}/patched"),
+        Some((
+            "application/json-patch+json",
+            Value::Array(ops).to_string().as_bytes(),
+        )),
+        true,
+    );
+    assert_eq!(
+        (code, status(&text)["message"].as_str()),
+        (
+            413,
+            Some("Request entity too large: The allowed maximum operations in a JSON patch is 10000, got 10001")
+        ),
+        "{text}"
+    );
+    let (code, _) = s.curl("DELETE", &format!("{path}/patched"), None, true);
+    assert_eq!(code, 200);
 
     // Unknown kinds and paths.
     let (code, text) = s.curl("GET", "/apis/nosuch.example.com/v1/widgets", None, true);

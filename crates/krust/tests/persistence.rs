@@ -91,16 +91,7 @@ fn objects_survive_a_restart() {
 fn acknowledged_creates_survive_kill_9() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut s = Server::start_in(tmp.path(), &[]);
-    let (ca, cert, key) = s.client_files();
-    let pem = |p: &std::path::Path| std::fs::read(p).expect("read pem");
-    let mut ident = pem(&cert);
-    ident.extend(pem(&key));
-    let client = reqwest::blocking::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem(&ca)).expect("ca"))
-        .identity(reqwest::Identity::from_pem(&ident).expect("identity"))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
+    let client = s.http();
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();

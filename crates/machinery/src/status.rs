@@ -119,6 +119,10 @@ pub enum ApiError {
     },
     #[error("{message}")]
     Gone { message: String },
+    /// A continue token whose revision was compacted; `continue_token` goes on from the
+    /// latest revision (sent in the Status's `metadata.continue`, as upstream).
+    #[error("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")]
+    ContinueExpired { continue_token: String },
     #[error("{} \"{name}\" is invalid: {}", qualified(.group, .kind), describe_causes(causes))]
     Invalid {
         group: String,
@@ -130,8 +134,9 @@ pub enum ApiError {
     UnsupportedMediaType { content_type: String },
     #[error("the server could not provide the requested media type")]
     NotAcceptable,
-    #[error("the request is too large")]
-    RequestEntityTooLarge,
+    /// 413, in upstream's words: `Request entity too large: limit is 3145728`.
+    #[error("Request entity too large: {message}")]
+    RequestEntityTooLarge { message: String },
     #[error("{message}")]
     UnprocessableEntity { message: String },
     #[error("Internal error occurred: {message}")]
@@ -206,8 +211,8 @@ impl ApiError {
             ApiError::AlreadyExists { .. }
             | ApiError::Conflict { .. }
             | ApiError::ApplyConflict { .. } => 409,
-            ApiError::Gone { .. } => 410,
-            ApiError::RequestEntityTooLarge => 413,
+            ApiError::Gone { .. } | ApiError::ContinueExpired { .. } => 410,
+            ApiError::RequestEntityTooLarge { .. } => 413,
             ApiError::UnsupportedMediaType { .. } => 415,
             ApiError::Invalid { .. } | ApiError::UnprocessableEntity { .. } => 422,
             ApiError::Internal { .. } => 500,
@@ -226,8 +231,8 @@ impl ApiError {
             ApiError::NotAcceptable => "NotAcceptable",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
-            ApiError::Gone { .. } => "Expired",
-            ApiError::RequestEntityTooLarge => "RequestEntityTooLarge",
+            ApiError::Gone { .. } | ApiError::ContinueExpired { .. } => "Expired",
+            ApiError::RequestEntityTooLarge { .. } => "RequestEntityTooLarge",
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::UnprocessableEntity { .. } => "Invalid",
@@ -275,7 +280,11 @@ impl ApiError {
         let mut status = Map::new();
         status.insert("kind".into(), json!("Status"));
         status.insert("apiVersion".into(), json!("v1"));
-        status.insert("metadata".into(), json!({}));
+        let meta = match self {
+            ApiError::ContinueExpired { continue_token } => json!({"continue": continue_token}),
+            _ => json!({}),
+        };
+        status.insert("metadata".into(), meta);
         status.insert("status".into(), json!("Failure"));
         status.insert("message".into(), json!(self.to_string()));
         status.insert("reason".into(), json!(self.reason()));

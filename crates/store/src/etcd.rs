@@ -93,6 +93,8 @@ struct Members {
     list: Vec<Member>,
     next: AtomicUsize,
     options: EtcdOptions,
+    /// Keys per range request, learnt from the sizes of the last one.
+    page_keys: AtomicUsize,
 }
 
 impl Members {
@@ -212,6 +214,34 @@ fn range_start(prefix: &str) -> Vec<u8> {
     }
 }
 
+/// The first key strictly after `key`.
+fn after_key(key: &str) -> Vec<u8> {
+    let mut k = key.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// What one range request should bring back, about; etcd cannot cut a range by bytes, so
+/// the number of keys asked for follows the sizes seen (upstream's API server asks for
+/// 10,000 keys at a time whatever their size and lifts gRPC's limit instead).
+const PAGE_BYTES: usize = 4 << 20;
+/// Keys in the first request of a range, and at most in any one.
+const FIRST_PAGE_KEYS: usize = 1_000;
+const MAX_PAGE_KEYS: usize = 10_000;
+/// The backstop: gRPC's receive limit, above any page [`PAGE_BYTES`] aims at (etcd's own
+/// limit on one value is 1.5 MiB, so one key always fits).
+const MAX_RECEIVE_BYTES: usize = 64 << 20;
+
+/// The next page size after `keys` keys came back in `bytes` bytes.
+fn next_page_keys(keys: usize, bytes: usize) -> usize {
+    let per_key = (bytes / keys.max(1)).max(1);
+    (PAGE_BYTES / per_key).clamp(1, MAX_PAGE_KEYS)
+}
+
+fn is_too_large(e: &StoreError) -> bool {
+    matches!(e, StoreError::Backend(m) if m.contains("message length too large"))
+}
+
 fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
     let key = kv
         .key_str()
@@ -308,6 +338,7 @@ impl EtcdStore {
                 list,
                 next: AtomicUsize::new(0),
                 options,
+                page_keys: AtomicUsize::new(FIRST_PAGE_KEYS),
             }),
         };
         store.current_revision().await.map_err(|e| match e {
@@ -400,6 +431,91 @@ impl EtcdStore {
             async move { c.txn(txn).await }
         })
         .await
+    }
+
+    /// One range request of at most `want` keys from `start` (at `revision`, 0 = now), sized
+    /// by the byte budget; halves the page and asks again if a response is still too large.
+    async fn range_page(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        want: usize,
+        revision: Revision,
+    ) -> Result<ListResult> {
+        let mut keys = self
+            .members
+            .page_keys
+            .load(Ordering::Relaxed)
+            .clamp(1, MAX_PAGE_KEYS)
+            .min(want);
+        loop {
+            let limit = i64::try_from(keys).unwrap_or(i64::MAX);
+            let resp = self
+                .read(|c| {
+                    let (start, end) = (start.to_vec(), end.to_vec());
+                    let mut kv = c.kv_client().max_decoding_message_size(MAX_RECEIVE_BYTES);
+                    async move {
+                        let mut opts = GetOptions::new().with_range(end).with_limit(limit);
+                        if revision > 0 {
+                            opts = opts.with_revision(revision);
+                        }
+                        kv.get(start, Some(opts)).await
+                    }
+                })
+                .await;
+            let resp = match resp {
+                Err(e) if is_too_large(&e) && keys > 1 => {
+                    keys /= 2;
+                    self.members.page_keys.store(keys, Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => return Err(self.revision_error(e, revision).await),
+                Ok(r) => r,
+            };
+            let bytes: usize = resp
+                .kvs()
+                .iter()
+                .map(|kv| kv.key().len() + kv.value().len())
+                .sum();
+            if !resp.kvs().is_empty() {
+                let next = next_page_keys(resp.kvs().len(), bytes);
+                self.members.page_keys.store(next, Ordering::Relaxed);
+            }
+            let items = resp.kvs().iter().map(convert).collect::<Result<Vec<_>>>()?;
+            let current = header_revision(resp.header())?;
+            return Ok(ListResult {
+                items,
+                revision: if revision > 0 { revision } else { current },
+                more: resp.more(),
+                // etcd counts the whole range from `start`, whatever the limit.
+                remaining: u64::try_from(resp.count())
+                    .unwrap_or(0)
+                    .saturating_sub(resp.kvs().len() as u64),
+            });
+        }
+    }
+
+    /// etcd's answer to a read at a compacted or future revision, as a typed error.
+    async fn revision_error(&self, e: StoreError, revision: Revision) -> StoreError {
+        match &e {
+            StoreError::Backend(m) if is_compacted_message(m) => {
+                let oldest = self.compaction_of("", revision).await;
+                StoreError::Compacted {
+                    requested: revision,
+                    oldest: oldest.map_or(revision + 1, |c| c - 1),
+                }
+            }
+            StoreError::Backend(m) if m.contains("required revision is a future revision") => {
+                match self.current_revision().await {
+                    Ok(current) => StoreError::FutureRevision {
+                        requested: revision,
+                        current,
+                    },
+                    Err(e) => e,
+                }
+            }
+            _ => e,
+        }
     }
 
     /// From the `get` branch of a failed transaction: `NotFound` or `Conflict`.
@@ -535,40 +651,41 @@ impl Store for EtcdStore {
         resp.kvs().first().map(convert).transpose()
     }
 
-    async fn list(
+    async fn list_at(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
+        revision: Revision,
     ) -> Result<ListResult> {
-        let start = match start_after {
-            Some(s) if s >= prefix => {
-                let mut k = s.as_bytes().to_vec();
-                k.push(0);
-                k
-            }
+        let mut start = match start_after {
+            Some(s) if s >= prefix => after_key(s),
             _ => range_start(prefix),
         };
         let end = prefix_end(prefix.as_bytes());
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let resp = self
-            .read(|mut c| {
-                let (start, end) = (start.clone(), end.clone());
-                async move {
-                    let mut opts = GetOptions::new().with_range(end);
-                    if limit > 0 {
-                        opts = opts.with_limit(limit);
-                    }
-                    c.get(start, Some(opts)).await
-                }
-            })
-            .await?;
-        let items = resp.kvs().iter().map(convert).collect::<Result<Vec<_>>>()?;
-        Ok(ListResult {
-            items,
-            revision: header_revision(resp.header())?,
-            more: resp.more(),
-        })
+        let mut items = Vec::new();
+        let mut at = revision;
+        loop {
+            let want = match limit {
+                0 => usize::MAX,
+                n => n - items.len(),
+            };
+            // Later requests read at the first one's revision: one list, one moment.
+            let page = self.range_page(&start, &end, want, at).await?;
+            at = page.revision;
+            if let Some(last) = page.items.last() {
+                start = after_key(&last.key);
+            }
+            items.extend(page.items);
+            if !page.more || (limit > 0 && items.len() >= limit) {
+                return Ok(ListResult {
+                    items,
+                    revision: at,
+                    more: page.more,
+                    remaining: page.remaining,
+                });
+            }
+        }
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
@@ -688,7 +805,9 @@ impl Store for EtcdStore {
         let (stream, member) = self
             .run_on(true, |c| {
                 let (opts, key) = (opts.clone(), range_start(prefix));
-                let mut wc = c.watch_client();
+                let mut wc = c
+                    .watch_client()
+                    .max_decoding_message_size(MAX_RECEIVE_BYTES);
                 async move { wc.watch(key, Some(opts)).await }
             })
             .await?;

@@ -6,13 +6,13 @@
 //! lags behind the broadcast catches up from the ring the same way, and only gets
 //! `Compacted` (and its stream ends) when the ring no longer covers what it missed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::stream;
 use tokio::sync::broadcast;
 
-use crate::{Event, Revision, StoreError, WatchStream};
+use crate::{Event, KeyValue, Revision, StoreError, WatchStream};
 
 /// Bounds of the in-memory watch history.
 #[derive(Clone, Copy, Debug)]
@@ -119,6 +119,39 @@ impl Hub {
                 inner.bytes = inner.bytes.saturating_sub(event_bytes(&old));
             }
         }
+    }
+
+    /// For each key under `prefix` after `start_after` that changed after `revision`, its
+    /// state at `revision` (None: absent then). The caller holds the lock of the live map at
+    /// the newest published revision, so the ring ends where that map is.
+    pub(crate) fn rewind(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        revision: Revision,
+    ) -> crate::Result<BTreeMap<String, Option<KeyValue>>> {
+        let inner = lock(&self.inner);
+        if revision < inner.floor {
+            return Err(StoreError::Compacted {
+                requested: revision,
+                oldest: inner.floor,
+            });
+        }
+        let start = inner
+            .ring
+            .partition_point(|e| e.kv.mod_revision <= revision);
+        let mut before = BTreeMap::new();
+        for e in inner.ring.range(start..) {
+            let key = &e.kv.key;
+            if !key.starts_with(prefix) || start_after.is_some_and(|s| key.as_str() <= s) {
+                continue;
+            }
+            // The first change after `revision` tells what the key was at `revision`.
+            if !before.contains_key(key) {
+                before.insert(key.clone(), e.prev.clone());
+            }
+        }
+        Ok(before)
     }
 
     /// Ends every watch stream once the events already sent have been read.

@@ -69,6 +69,8 @@ pub struct ListResult {
     pub revision: Revision,
     /// Whether more keys with the prefix follow the last returned one.
     pub more: bool,
+    /// How many keys with the prefix follow the last returned one (0 unless `more`).
+    pub remaining: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,12 @@ pub enum StoreError {
     Compacted {
         requested: Revision,
         oldest: Revision,
+    },
+    /// A read at a revision the store has not reached yet.
+    #[error("revision {requested} is a future revision (current {current})")]
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
     },
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -115,6 +123,20 @@ pub trait Store: Send + Sync + 'static {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
+    ) -> Result<ListResult> {
+        self.list_at(prefix, start_after, limit, 0).await
+    }
+
+    /// [`Store::list`] as the keys were at `revision` (0 = now), so that the pages of one
+    /// list all show the same moment. `Compacted` when that revision's history is gone,
+    /// `FutureRevision` when it has not been written yet. The result's `revision` is the one
+    /// read at. However large the range, no single backend request depends on its size.
+    async fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Revision,
     ) -> Result<ListResult>;
 
     /// Creates `key`; fails with `AlreadyExists` if it is live.

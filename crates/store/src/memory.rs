@@ -57,36 +57,65 @@ impl Drop for MemoryStore {
     }
 }
 
-/// Keys of `map` under `prefix`, strictly after `start_after`, at most `limit` (0 = all).
+/// Keys of `map` (the live keys at `current`) under `prefix`, strictly after `start_after`,
+/// at most `limit` (0 = all), as they were at `revision` (0 = now): the hub's history after
+/// `revision` is undone on the fly, so nothing is copied but the page itself.
 pub(crate) fn list_map(
     map: &BTreeMap<String, KeyValue>,
+    hub: &Hub,
     prefix: &str,
     start_after: Option<&str>,
     limit: usize,
-    revision: Revision,
-) -> ListResult {
+    (revision, current): (Revision, Revision),
+) -> Result<ListResult> {
+    if revision > current {
+        return Err(StoreError::FutureRevision {
+            requested: revision,
+            current,
+        });
+    }
+    let at = if revision == 0 { current } else { revision };
+    let before = if at < current {
+        hub.rewind(prefix, start_after, at)?
+    } else {
+        BTreeMap::new()
+    };
     let lower = match start_after {
         Some(s) if s >= prefix => Bound::Excluded(s),
         _ => Bound::Included(prefix),
     };
-    let mut iter = map
+    let live = map
         .range::<str, _>((lower, Bound::Unbounded))
         .take_while(|(k, _)| k.starts_with(prefix))
+        .filter(|(k, _)| !before.contains_key(k.as_str()))
         .map(|(_, v)| v);
-    let mut items = Vec::new();
-    let mut more = false;
-    for kv in iter.by_ref() {
-        if limit > 0 && items.len() == limit {
-            more = true;
-            break;
-        }
-        items.push(kv.clone());
-    }
-    ListResult {
+    let old = before.values().flatten();
+    // Both are in key order and share no key: merge them.
+    let mut merged = merge_by_key(live, old);
+    let items: Vec<KeyValue> = match limit {
+        0 => merged.by_ref().cloned().collect(),
+        n => merged.by_ref().take(n).cloned().collect(),
+    };
+    let remaining = merged.count() as u64;
+    Ok(ListResult {
         items,
-        revision,
-        more,
-    }
+        revision: at,
+        more: remaining > 0,
+        remaining,
+    })
+}
+
+/// Merges two key-ordered iterators of distinct keys.
+fn merge_by_key<'a>(
+    a: impl Iterator<Item = &'a KeyValue>,
+    b: impl Iterator<Item = &'a KeyValue>,
+) -> impl Iterator<Item = &'a KeyValue> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if y.key < x.key => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 #[async_trait::async_trait]
@@ -95,14 +124,16 @@ impl Store for MemoryStore {
         Ok(self.state().map.get(key).cloned())
     }
 
-    async fn list(
+    async fn list_at(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
+        revision: Revision,
     ) -> Result<ListResult> {
         let st = self.state();
-        Ok(list_map(&st.map, prefix, start_after, limit, st.revision))
+        let revs = (revision, st.revision);
+        list_map(&st.map, &self.hub, prefix, start_after, limit, revs)
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {

@@ -363,6 +363,13 @@ impl Writer {
         match outcome {
             Ok((applied, overlay, revision)) => {
                 let mut events = Vec::new();
+                let mut results = Vec::with_capacity(applied.len());
+                for a in applied {
+                    if let Some(e) = a.event {
+                        events.push(e);
+                    }
+                    results.push(a.result);
+                }
                 {
                     let mut st = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
                     for (key, kv) in overlay {
@@ -376,15 +383,10 @@ impl Writer {
                         }
                     }
                     st.revision = revision;
+                    // Published under the map's lock, so a read at an older revision always
+                    // finds the history from there to the map it sees.
+                    self.shared.hub.publish(events);
                 }
-                let mut results = Vec::with_capacity(applied.len());
-                for a in applied {
-                    if let Some(e) = a.event {
-                        events.push(e);
-                    }
-                    results.push(a.result);
-                }
-                self.shared.hub.publish(events);
                 for (req, result) in batch.drain(..).zip(results) {
                     let _ = req.reply.send(result);
                 }
@@ -548,14 +550,16 @@ impl Store for SqliteStore {
         Ok(self.shared.read().map.get(key).cloned())
     }
 
-    async fn list(
+    async fn list_at(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
+        revision: Revision,
     ) -> Result<ListResult> {
         let st = self.shared.read();
-        Ok(list_map(&st.map, prefix, start_after, limit, st.revision))
+        let revs = (revision, st.revision);
+        list_map(&st.map, &self.shared.hub, prefix, start_after, limit, revs)
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {

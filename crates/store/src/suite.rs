@@ -35,6 +35,8 @@ macro_rules! store_suite {
         $crate::store_suite!(@cases $make;
             create_get_list,
             list_pagination,
+            list_at_revision,
+            list_larger_than_a_message,
             duplicate_create,
             update_compare_and_swap,
             delete_with_and_without_revision,
@@ -196,6 +198,7 @@ pub async fn list_pagination(store: &dyn Store) {
             break;
         }
         assert_eq!(page.items.len(), 3, "a page with more must be full");
+        assert_eq!(page.remaining as usize, keys.len() - seen.len());
         after = page.items.last().map(|kv| kv.key.clone());
         assert!(pages < 10, "pagination does not end");
     }
@@ -208,6 +211,7 @@ pub async fn list_pagination(store: &dyn Store) {
         .expect("list");
     assert_eq!(page.items.len(), 3);
     assert!(!page.more);
+    assert_eq!(page.remaining, 0);
     // start_after before the prefix starts at the beginning of the prefix.
     let page = bounded("list", store.list("/pg/items/", Some("/pg/a"), 2))
         .await
@@ -232,6 +236,106 @@ pub async fn list_pagination(store: &dyn Store) {
         .expect("list");
     assert_eq!(page.items.len(), 3);
     assert_eq!(page.items[0].key, keys[4]);
+}
+
+/// Reads at an older revision show the keys as they were then, page after page, whatever
+/// was written since; a revision not written yet or compacted away is an error.
+pub async fn list_at_revision(store: &dyn Store) {
+    for k in ["a", "b", "c", "e"] {
+        create(store, &format!("/la/{k}"), &format!("{k}1")).await;
+    }
+    let then = revision(store).await;
+    let b = store.get("/la/b").await.expect("get").expect("b");
+    bounded(
+        "update",
+        store.update("/la/b", Bytes::from("b2"), b.mod_revision),
+    )
+    .await
+    .expect("update b");
+    bounded("delete", store.delete("/la/c", None))
+        .await
+        .expect("delete c");
+    create(store, "/la/d", "d1").await;
+    create(store, "/la/0", "new first").await;
+    let now = revision(store).await;
+
+    let values = |r: &crate::ListResult| -> Vec<String> {
+        r.items
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            .collect()
+    };
+    let all = bounded("list_at", store.list_at("/la/", None, 0, then))
+        .await
+        .expect("list at then");
+    assert_eq!(values(&all), ["a1", "b1", "c1", "e1"]);
+    assert_eq!(all.revision, then);
+    assert!(all.items.iter().all(|kv| kv.mod_revision <= then));
+    // Paged at that revision: the same keys, once each.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = bounded("page", store.list_at("/la/", after.as_deref(), 1, then))
+            .await
+            .expect("page at then");
+        seen.extend(values(&page));
+        after = page.items.last().map(|kv| kv.key.clone());
+        if !page.more {
+            break;
+        }
+        assert!(seen.len() <= 4, "pages at a revision do not end");
+    }
+    assert_eq!(seen, ["a1", "b1", "c1", "e1"]);
+    let latest = bounded("list_at 0", store.list_at("/la/", None, 0, 0))
+        .await
+        .expect("list now");
+    assert_eq!(values(&latest), ["new first", "a1", "b2", "d1", "e1"]);
+    assert_eq!(latest.revision, now);
+
+    match store.list_at("/la/", None, 0, now + 10).await {
+        Err(StoreError::FutureRevision { requested, .. }) => assert_eq!(requested, now + 10),
+        other => panic!("list at a future revision: expected FutureRevision, got {other:?}"),
+    }
+    bounded("compact", store.compact(now))
+        .await
+        .expect("compact");
+    match store.list_at("/la/", None, 0, then).await {
+        Err(StoreError::Compacted { requested, .. }) => assert_eq!(requested, then),
+        other => panic!("list at a compacted revision: expected Compacted, got {other:?}"),
+    }
+    let at_now = bounded("list at now", store.list_at("/la/", None, 0, now))
+        .await
+        .expect("list at the compaction revision");
+    assert_eq!(values(&at_now), values(&latest));
+}
+
+/// A range far larger than one gRPC message (4 MiB by default) comes back whole, and in
+/// pages at one revision.
+pub async fn list_larger_than_a_message(store: &dyn Store) {
+    let value = "x".repeat(300 << 10);
+    let n = 30; // 9 MiB in all
+    for i in 0..n {
+        create(store, &format!("/big/k{i:03}"), &value).await;
+    }
+    let all = bounded("list", store.list("/big/", None, 0))
+        .await
+        .expect("list everything");
+    assert_eq!(all.items.len(), n);
+    assert!(!all.more);
+    let page = bounded("list", store.list("/big/", None, 20))
+        .await
+        .expect("list a page");
+    assert_eq!(page.items.len(), 20);
+    assert!(page.more);
+    assert_eq!(page.remaining, (n - 20) as u64);
+    let rest = bounded(
+        "list",
+        store.list_at("/big/", Some(&page.items[19].key), 0, page.revision),
+    )
+    .await
+    .expect("list the rest");
+    assert_eq!(rest.items.len(), n - 20);
+    assert!(rest.items.iter().all(|kv| kv.value.len() == value.len()));
 }
 
 /// Creating a live key fails with `AlreadyExists` and changes nothing.

@@ -32,21 +32,14 @@ pub struct Args {
     root_ca_file: Option<PathBuf>,
 }
 
-/// Parses `40s`, `500ms`, `2m`, `1h` or plain seconds.
+/// Parses a Go duration: `40s`, `500ms`, `2m`, `1h30m`, `0`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?}")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    // Go's grammar, as upstream's flags read it; one parser for flags and the API.
+    match krust_apiserver::request::parse_duration(s) {
+        Some(secs) if secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
+        Some(_) => Err(format!("negative duration {s:?}")),
+        None => Err(format!("bad duration {s:?}")),
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -72,6 +72,10 @@ pub struct Args {
     /// How long a node may be silent before it is marked unreachable (e.g. 40s, 500ms, 2m).
     #[arg(long, default_value = "40s", value_parser = super::controllers::parse_duration)]
     node_monitor_grace_period: std::time::Duration,
+    /// How often the store's history is compacted, keeping one interval of it (as
+    /// upstream's flag, for either store; 0 never compacts).
+    #[arg(long, default_value = "5m", value_parser = super::controllers::parse_duration)]
+    etcd_compaction_interval: std::time::Duration,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -89,6 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster_cidr,
         node_cidr_mask_size,
         node_monitor_grace_period,
+        etcd_compaction_interval,
     } = args;
     let agent_flags_disable_proxy = agent_flags.disable_proxy;
     let agent_config = if !disable.contains(&Component::Agent) {
@@ -124,6 +129,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tls_sans,
         service_cidr,
         advertise_address,
+        compaction_interval: (!etcd_compaction_interval.is_zero())
+            .then_some(etcd_compaction_interval),
     };
     let running = krust_apiserver::start(config, store, super::shutdown_signal()).await?;
     tracing::info!("krust API server listening on https://{}", running.addr);

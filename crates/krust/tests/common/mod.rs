@@ -228,6 +228,53 @@ impl Server {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
+    /// An HTTPS client with the admin identity, for tests that send many requests.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        let (ca, cert, key) = self.client_files();
+        let pem = |p: &Path| std::fs::read(p).expect("read pem");
+        let mut ident = pem(&cert);
+        ident.extend(pem(&key));
+        reqwest::blocking::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem(&ca)).expect("ca"))
+            .identity(reqwest::Identity::from_pem(&ident).expect("identity"))
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client")
+    }
+
+    /// Creates `n` objects by POSTing `body(i)` to `path` from `threads` clients at once;
+    /// panics unless every create gets a 201.
+    pub fn create_many(
+        &self,
+        path: &str,
+        n: usize,
+        threads: usize,
+        body: impl Fn(usize) -> String + Send + Sync + 'static,
+    ) {
+        let body = std::sync::Arc::new(body);
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (client, url, body) =
+                    (self.http(), format!("{}{path}", self.url), body.clone());
+                std::thread::spawn(move || {
+                    for i in (t..n).step_by(threads) {
+                        let r = client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body(i))
+                            .send()
+                            .expect("create");
+                        let code = r.status().as_u16();
+                        assert_eq!(code, 201, "create {i}: {}", r.text().unwrap_or_default());
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("create worker");
+        }
+    }
+
     /// CA, client certificate and key as files (from the data directory's tls folder).
     pub fn client_files(&self) -> (PathBuf, PathBuf, PathBuf) {
         let tls = self.data_dir.join("tls");

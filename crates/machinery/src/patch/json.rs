@@ -19,8 +19,8 @@ pub fn json_patch(original: &Value, body: &[u8]) -> Result<Value, PatchError> {
         ));
     };
     if ops.len() > MAX_OPERATIONS {
-        return Err(PatchError::Unprocessable(format!(
-            "the allowed maximum operations in a JSON patch is {MAX_OPERATIONS}, got {}",
+        return Err(PatchError::TooLarge(format!(
+            "The allowed maximum operations in a JSON patch is {MAX_OPERATIONS}, got {}",
             ops.len()
         )));
     }
@@ -139,13 +139,14 @@ mod tests {
         assert_eq!(p, pod());
     }
 
+    /// Upstream answers 413 RequestEntityTooLarge past 10,000 operations.
     #[test]
     fn json_patch_operation_limit() {
         let ops: Vec<Value> = (0..10_001)
             .map(|_| json!({"op": "test", "path": "", "value": 1}))
             .collect();
         let body = serde_json::to_vec(&ops).expect("encodes");
-        assert_eq!(json_patch(&pod(), &body).map_err(|e| e.code()), Err(422));
+        assert_eq!(json_patch(&pod(), &body).map_err(|e| e.code()), Err(413));
     }
 
     #[test]

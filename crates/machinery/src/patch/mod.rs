@@ -141,6 +141,9 @@ pub enum PatchError {
     /// `test` that fails or a path that does not exist (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// The patch is larger than upstream allows, e.g. too many JSON patch operations (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// Server-side apply would change fields owned by other managers (409 Conflict).
     #[error("{}", conflict_message(.0))]
     Conflict(Vec<ApplyConflict>),
@@ -183,6 +186,7 @@ impl PatchError {
         match self {
             PatchError::BadRequest(_) => 400,
             PatchError::Unprocessable(_) => 422,
+            PatchError::TooLarge(_) => 413,
             PatchError::Conflict(_) => 409,
             PatchError::Unsupported { .. } => 415,
         }
@@ -208,6 +212,7 @@ impl PatchError {
         match self {
             PatchError::BadRequest(m) => ApiError::bad_request(m.clone()),
             PatchError::Unprocessable(m) => ApiError::UnprocessableEntity { message: m.clone() },
+            PatchError::TooLarge(m) => ApiError::RequestEntityTooLarge { message: m.clone() },
             PatchError::Conflict(_) => ApiError::ApplyConflict {
                 group: info.group.to_string(),
                 resource: info.plural.to_string(),

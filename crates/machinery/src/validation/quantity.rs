@@ -66,8 +66,8 @@ impl Quantity {
                 .saturating_mul(10)
                 .saturating_add(i128::from(c - b'0'));
         }
-        // scale to nano units
-        exp10 += 9;
+        // scale to nano units (saturating: `1e2147483647` is huge, not an overflow)
+        exp10 = exp10.saturating_add(9);
         if exp10 >= 0 {
             value = value.saturating_mul(10i128.saturating_pow(exp10 as u32));
         } else {
@@ -132,5 +132,21 @@ mod tests {
         assert!(Quantity::parse("1.2.3").is_none());
         assert!(Quantity::parse(".").is_none());
         assert!(Quantity::parse("1e999").is_some());
+    }
+
+    #[test]
+    fn extreme_exponents_saturate() {
+        // Found by review and confirmed by the `quantity` fuzz target: the exponent
+        // overflowed (a panic in debug builds, a wrapped scale, and so 0, in release).
+        let q = |b: &[u8]| Quantity::parse(std::str::from_utf8(b).expect("utf-8"));
+        let huge = q(b"1e2147483647").expect("parses");
+        assert!(huge > Quantity::parse("1E").expect("1E") && !huge.is_negative());
+        assert_eq!(q(b"1e2147483648"), None);
+        assert_eq!(
+            q(b"1e-2147483648"),
+            Some(Quantity(1)),
+            "rounded up to one nano-unit"
+        );
+        assert_eq!(q(b".5e-2147483648"), None);
     }
 }
