@@ -1,6 +1,7 @@
 //! The watch cache: every object's latest encoding and a window of recent changes, kept in
-//! memory and fed by one watch on the store. Lists and watches are served from here, so
-//! they never hammer the store; gets and writes go to the store.
+//! memory and fed by one watch on the store. Lists (their first page) and watches are
+//! served from here, so they never hammer the store; gets, writes and the later pages of a
+//! list (read at the first page's revision, see `rest`) go to the store.
 //!
 //! States: `Filling` (first list from the store) -> `Live` (applying watch events). When the
 //! store watch breaks (compaction, lost connection) the cache relists and goes live again;

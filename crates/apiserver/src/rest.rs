@@ -399,7 +399,8 @@ impl Rest {
         Ok(target)
     }
 
-    /// Lists objects (from the cache) with selectors and pagination: the items
+    /// Lists objects (the first page from the cache, later ones from the store at the
+    /// first page's revision) with selectors and pagination: the items
     /// (resourceVersion spliced in), the list revision, the continue token and the count
     /// of items after this page.
     pub async fn list(

@@ -14,7 +14,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::{Api, ResourceExt};
 use tokio::sync::Mutex;
 
-use crate::util::{is_not_found, Backoff, Result};
+use crate::util::{is_not_found, list_pages, Backoff, Result};
 use crate::{Shared, Shutdown};
 
 /// The finalizer the API server puts on every namespace.
@@ -91,12 +91,17 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     for ar in ctx.resources().await? {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &name, &ar);
         tracing::trace!(namespace = %name, resource = %ar.plural, "emptying");
-        let list = match api.list_metadata(&ListParams::default()).await {
-            Ok(l) => l,
+        let all = list_pages(&ListParams::default(), |lp| {
+            let api = api.clone();
+            async move { api.list_metadata(&lp).await }
+        })
+        .await;
+        let items = match all {
+            Ok(items) => items,
             Err(e) if is_not_found(&e) => continue,
             Err(e) => return Err(e.into()),
         };
-        for obj in list.items {
+        for obj in items {
             remaining += 1;
             if obj.metadata.deletion_timestamp.is_some() {
                 continue;

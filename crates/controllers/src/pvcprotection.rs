@@ -21,7 +21,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-use crate::util::{key_of, patch_finalizers, Backoff, FinalizerChange, Result};
+use crate::util::{key_of, list_pages, patch_finalizers, Backoff, FinalizerChange, Result};
 use crate::{Shared, Shutdown};
 
 /// How soon a claim the live list still found in use is looked at again (its pod's deletion
@@ -150,8 +150,12 @@ async fn protect(claim: &PersistentVolumeClaim, shared: &Shared) -> Result<Actio
                 return Ok(Action::await_change());
             }
             let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
-            let live = pods.list(&ListParams::default()).await?;
-            if live.items.iter().any(|p| pod_uses_claim(p, claim)) {
+            let live = list_pages(&ListParams::default(), |lp| {
+                let pods = pods.clone();
+                async move { pods.list(&lp).await }
+            })
+            .await?;
+            if live.iter().any(|p| pod_uses_claim(p, claim)) {
                 return Ok(Action::requeue(IN_USE_RETRY));
             }
             tracing::debug!(claim = %key_of(claim), "no pod uses the claim: lifting its protection");

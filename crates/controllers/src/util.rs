@@ -31,6 +31,33 @@ impl From<kube::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Objects per list request in [`list_pages`], as upstream's pagers (`pager.New`).
+pub const LIST_PAGE: u32 = 500;
+
+/// Every item a list returns, asked for in pages of [`LIST_PAGE`] so that no single
+/// response grows with the data; `fetch` lists with the given parameters.
+pub async fn list_pages<T, F, Fut>(lp: &kube::api::ListParams, mut fetch: F) -> kube::Result<Vec<T>>
+where
+    T: Clone,
+    F: FnMut(kube::api::ListParams) -> Fut,
+    Fut: std::future::Future<Output = kube::Result<kube::core::ObjectList<T>>>,
+{
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut page = lp.clone().limit(LIST_PAGE);
+        if let Some(t) = token.take() {
+            page = page.continue_token(&t);
+        }
+        let list = fetch(page).await?;
+        items.extend(list.items);
+        match list.metadata.continue_ {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(items),
+        }
+    }
+}
+
 /// The HTTP status of an API error, if it is one.
 pub fn api_code(e: &kube::Error) -> Option<u16> {
     match e {

@@ -853,6 +853,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pages_follow_the_sizes_seen() {
+        // 1,000 keys of 1 KiB: about 4,000 fit the budget.
+        assert_eq!(next_page_keys(1_000, 1_000 << 10), 4_096);
+        // Small keys: at most MAX_PAGE_KEYS; keys of 1.5 MiB (etcd's largest): two.
+        assert_eq!(next_page_keys(10, 100), MAX_PAGE_KEYS);
+        assert_eq!(next_page_keys(4, 6 << 20), 2);
+        // Larger than the budget alone: one at a time, never zero.
+        assert_eq!(next_page_keys(1, 64 << 20), 1);
+        assert_eq!(next_page_keys(0, 0), MAX_PAGE_KEYS);
+    }
+
+    #[test]
     fn prefix_end_increments_the_last_byte() {
         assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());

@@ -1,7 +1,9 @@
 //! The store: a revisioned key-value interface shaped like etcd v3, and its backends.
 //!
 //! - [`Store`] is the interface the API server uses: one global revision that every write
-//!   advances, `mod_revision` compare-and-swap, watch from a revision, compaction.
+//!   advances, `mod_revision` compare-and-swap, reads at a revision (`list_at`), watch from
+//!   a revision, compaction. No backend request grows with the data: etcd ranges are read
+//!   in pages sized by bytes.
 //! - `sqlite` is the embedded default (one data directory, durable before a write is
 //!   acknowledged, group commit), `etcd` talks to a real etcd v3 cluster, and `memory` is
 //!   the in-process fake for unit tests.
