@@ -10,7 +10,8 @@
 //!   tokens, `serviceaccount` serves TokenRequest, bearer authentication and the identity
 //!   endpoints (SelfSubjectReview, TokenReview, OIDC discovery).
 //! - `request`: API paths and query parameters; `options`: `ListOptions` decoded and
-//!   validated as upstream does; `rest`: generic storage for every kind;
+//!   validated as upstream does; `rest`: generic storage for every kind, `continuetoken`
+//!   its paged lists' tokens;
 //!   `strategy`: kind-specific rules; `admission`: mutating admission plugins on create
 //!   (DefaultTolerationSeconds); `alloc`: Service IPs and node ports.
 //! - `cache`: the watch cache every list and watch is served from; `watch`: watch streams;
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod compactor;
+pub mod continuetoken;
 pub mod discovery;
 pub mod glue;
 pub mod kubelet;

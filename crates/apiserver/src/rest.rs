@@ -10,10 +10,12 @@ use krust_machinery::codec::{self, FieldValidation};
 use krust_machinery::object::{self, metadata_mut, set_meta};
 use krust_machinery::{ApiError, Cause, Registry, ResourceInfo};
 use krust_store::{KeyValue, Revision, Store, StoreError};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::alloc::Allocators;
 use crate::cache::{Cache, CacheError};
+use crate::continuetoken::continue_err;
+pub use crate::continuetoken::{decode_continue, encode_continue};
 use crate::glue::{self, ObjectFilter};
 use crate::options::ListOptions;
 use crate::request::{Query, ResourcePath};
@@ -96,21 +98,6 @@ pub(crate) fn store_err(info: &ResourceInfo, name: &str, e: StoreError) -> ApiEr
         },
         StoreError::Unavailable(m) => ApiError::ServiceUnavailable { message: m },
         StoreError::Backend(m) => ApiError::internal(m),
-    }
-}
-
-/// A continued list's store error: a compacted revision is upstream's 410 for an expired
-/// continue token, carrying a token that goes on at the latest revision.
-fn continue_err(e: StoreError, key: &str, at: Revision) -> ApiError {
-    match e {
-        StoreError::Compacted { .. } => ApiError::ContinueExpired {
-            continue_token: encode_continue(key, -1),
-        },
-        StoreError::FutureRevision { current, .. } => ApiError::Timeout {
-            message: format!("Too large resource version: {at}, current: {current}"),
-        },
-        StoreError::Unavailable(m) => ApiError::ServiceUnavailable { message: m },
-        other => ApiError::internal(other),
     }
 }
 
@@ -884,29 +871,4 @@ pub struct ListPage {
     pub continue_token: Option<String>,
     /// `metadata.remainingItemCount`: sent when the page was cut and no selector was given.
     pub remaining: Option<u64>,
-}
-
-/// Continue tokens: base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>"}` as upstream.
-pub fn encode_continue(key: &str, rv: Revision) -> String {
-    use base64::Engine;
-    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": key});
-    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
-}
-
-pub fn decode_continue(token: &str) -> Result<(String, Revision), ApiError> {
-    use base64::Engine;
-    let bad = || {
-        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE
-        .decode(token)
-        .map_err(|_| bad())?;
-    let v: Map<String, Value> = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let key = v
-        .get("start")
-        .and_then(Value::as_str)
-        .ok_or_else(bad)?
-        .to_string();
-    let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
-    Ok((key, rv))
 }

@@ -100,11 +100,22 @@ impl Server {
 }
 
 pub fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The part of the RSS that is the process's own memory, not mapped files (e.g. a
+/// database mapped with mmap, which the kernel may drop at any time), in MiB.
+pub fn rss_anon_mib(pid: u32) -> f64 {
+    status_mib(pid, "RssAnon:")
+}
+
+/// A `kB` field of `/proc/PID/status`, in MiB (0 when unreadable).
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)

@@ -1,4 +1,5 @@
-//! Start-up benchmark: time from launch to `/readyz` and RSS once ready, after `kill -9`,
+//! Start-up benchmark: time from launch to `/readyz` and RSS once ready (and the part of it
+//! that is not mapped files), after `kill -9`,
 //! with 0, 30,000 and 150,000 objects stored (two pods to one event, about 1 KiB and
 //! 0.4 KiB encoded), for the embedded store and for etcd side by side. Also the time of one
 //! full paged list (limit 500) of every pod once ready.
@@ -83,6 +84,7 @@ struct Figure {
     objects: usize,
     ready: Duration,
     rss: f64,
+    anon: f64,
     list: Duration,
 }
 
@@ -99,6 +101,7 @@ async fn run(dir: &Path, args: &[&str], sizes: &[usize]) -> anyhow::Result<Vec<F
         let ready = server.ready_after;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss = server.rss_mib();
+        let anon = krust_bench::rss_anon_mib(server.proc.0.id());
         let (pods, list) = list_all_pods(&server).await?;
         anyhow::ensure!(
             pods == size - size / 3,
@@ -108,6 +111,7 @@ async fn run(dir: &Path, args: &[&str], sizes: &[usize]) -> anyhow::Result<Vec<F
             objects: size,
             ready,
             rss,
+            anon,
             list,
         });
     }
@@ -137,23 +141,25 @@ async fn main() -> anyhow::Result<()> {
     .concat();
     let etcd = run(dir.path(), &etcd_args, &sizes).await?;
     println!(
-        "{:>9} {:>16} {:>16} {:>14} {:>14} {:>16} {:>16}",
+        "{:>9} {:>16} {:>16} {:>22} {:>22} {:>16} {:>16}",
         "objects",
         "ready embedded",
         "ready etcd",
-        "RSS embedded",
-        "RSS etcd",
+        "RSS (anon) embedded",
+        "RSS (anon) etcd",
         "list embedded",
         "list etcd"
     );
     for (a, b) in embedded.iter().zip(&etcd) {
         println!(
-            "{:>9} {:>16} {:>16} {:>10.1} MiB {:>10.1} MiB {:>16} {:>16}",
+            "{:>9} {:>16} {:>16} {:>9.1} ({:>5.1}) MiB {:>9.1} ({:>5.1}) MiB {:>16} {:>16}",
             a.objects,
             ms(a.ready),
             ms(b.ready),
             a.rss,
+            a.anon,
             b.rss,
+            b.anon,
             ms(a.list),
             ms(b.list)
         );
