@@ -267,7 +267,13 @@ impl Rest {
         if object::name(&obj).is_none() {
             match object::meta_str(&obj, "generateName").filter(|g| !g.is_empty()) {
                 Some(prefix) => {
-                    let name = format!("{prefix}{}", random_suffix());
+                    // As upstream's name generator: at most 58 bytes of the prefix, so that
+                    // prefix and suffix fit a 63-character name.
+                    let mut end = prefix.len().min(58);
+                    while !prefix.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    let name = format!("{}{}", &prefix[..end], random_suffix());
                     set_meta(&mut obj, "name", name);
                 }
                 None => {

@@ -151,6 +151,17 @@ fn bad_requests_get_status_errors_and_change_nothing() {
     );
     let (code, _) = s.curl("GET", &format!("{templates}/big2"), None, true);
     assert_eq!(code, 404, "a refused object is not stored");
+    // A generateName whose last character before the dash is wide (fuzzing found the
+    // server panicking on it): 422.
+    let gen =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "x\u{e9}-"}});
+    let (code, text) = s.curl(
+        "POST",
+        path,
+        Some(("application/json", gen.to_string().as_bytes())),
+        true,
+    );
+    assert_eq!(code, 422, "{text}");
     // Annotations over 256 KiB in all, a label value over 63 characters: 422.
     let anns = json!({"metadata": {"name": "anns", "annotations": {"a": "x".repeat(300 << 10)}}});
     let (code, text) = s.curl(

@@ -239,6 +239,16 @@ fn generate_name_and_service_address_allocation() {
     assert_eq!(code, 201, "{obj}");
     let name = obj["metadata"]["name"].as_str().expect("name");
     assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    // A long prefix is cut to 58 characters, as upstream, so the name still fits 63.
+    let long = format!("{}-", "g".repeat(61));
+    let (code, obj) = post(
+        &s,
+        CMS,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": long}}),
+    );
+    assert_eq!(code, 201, "{obj}");
+    let name = obj["metadata"]["name"].as_str().expect("name");
+    assert!(name.starts_with(&long[..58]) && name.len() == 63, "{name}");
 
     let svcs = "/api/v1/namespaces/default/services";
     let svc = |name: &str, ty: &str, node_port: Option<i64>| {

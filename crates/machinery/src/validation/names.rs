@@ -299,8 +299,10 @@ pub enum NameRule {
 pub fn check_name(rule: NameRule, name: &str, prefix: bool) -> Vec<String> {
     let masked;
     let name = if prefix && name.len() > 1 && name.ends_with('-') && rule != NameRule::PathSegment {
-        // upstream's maskTrailingDash drops the last two characters and appends "a"
-        masked = format!("{}a", &name[..name.len() - 2]);
+        // upstream's maskTrailingDash drops the last two bytes and appends "a"; bytes, not
+        // characters, as in Go: a split character stays invalid (U+FFFD) instead of panicking.
+        let kept = &name.as_bytes()[..name.len() - 2];
+        masked = format!("{}a", String::from_utf8_lossy(kept));
         masked.as_str()
     } else {
         name
@@ -320,6 +322,16 @@ pub fn check_name(rule: NameRule, name: &str, prefix: bool) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generate_name_with_a_wide_character_before_the_dash() {
+        // Found by the body_protobuf fuzz target (a Service's generateName "\u{fffd}-"):
+        // masking the trailing dash cut the character in two and panicked.
+        let name = std::str::from_utf8(b"\xef\xbf\xbd-").expect("utf-8");
+        assert!(!check_name(NameRule::Label, name, true).is_empty());
+        assert!(!check_name(NameRule::Subdomain, "x\u{e9}-", true).is_empty());
+        assert!(check_name(NameRule::Subdomain, "web-", true).is_empty());
+    }
 
     #[test]
     fn dns_names() {
