@@ -1,6 +1,10 @@
 //! `EtcdStore`: the [`Store`] interface on a real etcd v3 cluster, for deployments that
 //! want etcd's replication instead of the embedded SQLite store.
 //!
+//! Ranges are read in pages sized by a byte budget (`range_page`), every page of one read at
+//! the first page's revision, so no response grows with the data; gRPC's 4 MiB receive
+//! limit is raised only as a backstop.
+//!
 //! Every write is one etcd transaction so that the compare and the write are atomic:
 //! create compares `create_revision == 0`, update and delete compare `mod_revision`, and a
 //! failed compare reads the key in the same transaction to tell `NotFound` from `Conflict`.
@@ -221,8 +225,8 @@ fn after_key(key: &str) -> Vec<u8> {
     k
 }
 
-/// What one range request should bring back, about; etcd cannot cut a range by bytes, so
-/// the number of keys asked for follows the sizes seen (upstream's API server asks for
+/// About how much one range request should bring back. etcd cannot cut a range by bytes,
+/// so the number of keys asked for follows the sizes seen (upstream's API server asks for
 /// 10,000 keys at a time whatever their size and lifts gRPC's limit instead).
 const PAGE_BYTES: usize = 4 << 20;
 /// Keys in the first request of a range, and at most in any one.
