@@ -310,8 +310,9 @@ impl Cache {
                 .await?;
             revision = page.revision;
             start = page.items.last().map(|kv| kv.key.clone());
+            let more = page.more();
             items.extend(page.items);
-            if !page.more {
+            if !more {
                 break;
             }
         }

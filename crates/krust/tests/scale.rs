@@ -107,6 +107,15 @@ fn names(pages: &[Page]) -> Vec<String> {
         .collect()
 }
 
+/// The bare server's flags, then `extra`, then the store's.
+fn server_args<'a>(extra: &[&'a str], store_args: &'a [String]) -> Vec<&'a str> {
+    BARE.iter()
+        .chain(extra)
+        .copied()
+        .chain(store_args.iter().map(String::as_str))
+        .collect()
+}
+
 fn etcd_args(cluster: &EtcdCluster) -> Vec<String> {
     vec![
         "--store".into(),
@@ -121,11 +130,7 @@ fn etcd_args(cluster: &EtcdCluster) -> Vec<String> {
 fn restart_with_30k_objects(dir: &std::path::Path, store_args: &[String]) {
     const N_PODS: usize = 20_000;
     const N_EVENTS: usize = 10_000;
-    let args: Vec<&str> = BARE
-        .iter()
-        .copied()
-        .chain(store_args.iter().map(String::as_str))
-        .collect();
+    let args = server_args(&[], store_args);
     let mut s = Server::start_in(dir, &args);
     let t = Instant::now();
     s.create_many(PODS, N_PODS, 16, pod);
@@ -195,12 +200,7 @@ fn writer(s: &Server, existing: usize, stop: Arc<AtomicBool>) -> std::thread::Jo
 /// token gets upstream's 410, with a token that continues (inconsistently) from now.
 fn paged_snapshot_then_expiry(dir: &std::path::Path, store_args: &[String]) {
     const N: usize = 1_500;
-    let args: Vec<&str> = BARE
-        .iter()
-        .copied()
-        .chain(["--etcd-compaction-interval", "2s"])
-        .chain(store_args.iter().map(String::as_str))
-        .collect();
+    let args = server_args(&["--etcd-compaction-interval", "2s"], store_args);
     let s = Server::start_in(dir, &args);
     s.create_many(CMS, N, 8, |i| {
         format!(

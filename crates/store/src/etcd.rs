@@ -490,7 +490,6 @@ impl EtcdStore {
             return Ok(ListResult {
                 items,
                 revision: if revision > 0 { revision } else { current },
-                more: resp.more(),
                 // etcd counts the whole range from `start`, whatever the limit.
                 remaining: u64::try_from(resp.count())
                     .unwrap_or(0)
@@ -680,12 +679,12 @@ impl Store for EtcdStore {
             if let Some(last) = page.items.last() {
                 start = after_key(&last.key);
             }
+            let more = page.more();
             items.extend(page.items);
-            if !page.more || (limit > 0 && items.len() >= limit) {
+            if !more || (limit > 0 && items.len() >= limit) {
                 return Ok(ListResult {
                     items,
                     revision: at,
-                    more: page.more,
                     remaining: page.remaining,
                 });
             }

@@ -69,10 +69,15 @@ pub struct ListResult {
     pub items: Vec<KeyValue>,
     /// The store revision at which the read was made.
     pub revision: Revision,
-    /// Whether more keys with the prefix follow the last returned one.
-    pub more: bool,
-    /// How many keys with the prefix follow the last returned one (0 unless `more`).
+    /// How many keys with the prefix follow the last returned one.
     pub remaining: u64,
+}
+
+impl ListResult {
+    /// Whether more keys with the prefix follow the last returned one.
+    pub fn more(&self) -> bool {
+        self.remaining > 0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -100,7 +100,6 @@ pub(crate) fn list_map(
     Ok(ListResult {
         items,
         revision: at,
-        more: remaining > 0,
         remaining,
     })
 }

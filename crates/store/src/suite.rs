@@ -131,7 +131,7 @@ async fn list_all(store: &dyn Store, prefix: &str) -> (Vec<KeyValue>, i64) {
     let r = bounded("list", store.list(prefix, None, 0))
         .await
         .unwrap_or_else(|e| panic!("list {prefix}: {e}"));
-    assert!(!r.more, "unlimited list reports more");
+    assert!(!r.more(), "unlimited list reports more");
     (r.items, r.revision)
 }
 
@@ -194,7 +194,7 @@ pub async fn list_pagination(store: &dyn Store) {
         assert!(page.items.len() <= 3);
         pages += 1;
         seen.extend(page.items.iter().map(|kv| kv.key.clone()));
-        if !page.more {
+        if !page.more() {
             break;
         }
         assert_eq!(page.items.len(), 3, "a page with more must be full");
@@ -210,7 +210,7 @@ pub async fn list_pagination(store: &dyn Store) {
         .await
         .expect("list");
     assert_eq!(page.items.len(), 3);
-    assert!(!page.more);
+    assert!(!page.more());
     assert_eq!(page.remaining, 0);
     // start_after before the prefix starts at the beginning of the prefix.
     let page = bounded("list", store.list("/pg/items/", Some("/pg/a"), 2))
@@ -223,13 +223,13 @@ pub async fn list_pagination(store: &dyn Store) {
             .collect::<Vec<_>>(),
         vec![keys[0].as_str(), keys[1].as_str()]
     );
-    assert!(page.more);
+    assert!(page.more());
     // start_after the last key: nothing.
     let page = bounded("list", store.list("/pg/items/", Some(&keys[6]), 0))
         .await
         .expect("list");
     assert!(page.items.is_empty());
-    assert!(!page.more);
+    assert!(!page.more());
     // start_after a key that does not exist.
     let page = bounded("list", store.list("/pg/items/", Some("/pg/items/k03x"), 0))
         .await
@@ -280,7 +280,7 @@ pub async fn list_at_revision(store: &dyn Store) {
             .expect("page at then");
         seen.extend(values(&page));
         after = page.items.last().map(|kv| kv.key.clone());
-        if !page.more {
+        if !page.more() {
             break;
         }
         assert!(seen.len() <= 4, "pages at a revision do not end");
@@ -321,12 +321,12 @@ pub async fn list_larger_than_a_message(store: &dyn Store) {
         .await
         .expect("list everything");
     assert_eq!(all.items.len(), n);
-    assert!(!all.more);
+    assert!(!all.more());
     let page = bounded("list", store.list("/big/", None, 20))
         .await
         .expect("list a page");
     assert_eq!(page.items.len(), 20);
-    assert!(page.more);
+    assert!(page.more());
     assert_eq!(page.remaining, (n - 20) as u64);
     let rest = bounded(
         "list",
