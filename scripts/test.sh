@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages etcd-server protobuf-compiler libprotobuf-dev curl ca-certificates dbus-daemon conntrack \
-  containerd runc containernetworking-plugins busybox-static nftables build-essential iproute2 docker-registry
+  containerd runc containernetworking-plugins busybox-static nftables build-essential iproute2 docker-registry \
+  dnsmasq-base openssl
 stop_system_etcd
 stop_system_registry
 # The client libraries the end-to-end tests drive, pinned: the Python client and, for a

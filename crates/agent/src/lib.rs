@@ -98,6 +98,14 @@ pub struct AgentConfig {
     pub shutdown_grace: shutdown::GracePeriods,
     /// logind's drop-in directory, where a too short `InhibitDelayMaxSec` is raised.
     pub logind_conf_dir: PathBuf,
+    /// Cluster DNS servers for ClusterFirst pods (empty: the kube-dns Service's address).
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster domain pods' search paths and names end in.
+    pub cluster_domain: String,
+    /// The node's resolver configuration, for `dnsPolicy: Default` pods and the search path
+    /// every pod inherits (a file naming only a local stub is replaced by
+    /// systemd-resolved's list of real servers).
+    pub resolv_conf: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -117,6 +125,9 @@ impl Default for AgentConfig {
             client_ca: Vec::new(),
             shutdown_grace: shutdown::GracePeriods::default(),
             logind_conf_dir: PathBuf::from("/etc/systemd/logind.conf.d"),
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".to_string(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 }
@@ -267,7 +278,21 @@ pub async fn run(
         node_shutdown,
     )
     .await;
-    let services = services_cache(client.clone()).await;
+    // Every Service, for containers' service variables and the cluster DNS address.
+    let services = krust_watch::Watched::all(kube::Api::all(client.clone()), Default::default());
+    if tokio::time::timeout(SERVICES_WAIT, services.store().wait_until_ready())
+        .await
+        .is_err()
+    {
+        tracing::warn!("no Service list yet; pods start without service variables");
+    }
+    let host_dns = match krust_dns::resolvconf::host_config(&config.resolv_conf) {
+        Ok((_, conf)) => conf,
+        Err(e) => {
+            tracing::warn!(path = %config.resolv_conf.display(), error = %e, "cannot read the node's resolv.conf");
+            Default::default()
+        }
+    };
     let ctx = Arc::new(pod::PodContext {
         client,
         runtime: rt,
@@ -278,7 +303,13 @@ pub async fn run(
         cgroup_root: config.cgroup_root.clone(),
         volumes_root: config.data_dir.join("volumes"),
         sandbox_starts: Arc::new(tokio::sync::Semaphore::new(pod::SANDBOX_STARTS)),
-        services,
+        services: services.store().clone(),
+        dns: pod::dns::NodeDns {
+            cluster_dns: config.cluster_dns.clone(),
+            cluster_domain: config.cluster_domain.clone(),
+            host: host_dns,
+        },
+        host_hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
     });
     pod::run(ctx, shutdown, node_shutdown_rx).await;
     if let Some(g) = graceful {
@@ -328,34 +359,6 @@ async fn start_graceful_shutdown(
         }
         shutdown::run(logind, periods, node, pods).await;
     }))
-}
-
-/// A cache of every Service, for containers' environment. As the kubelet does, pods wait a
-/// moment for its first list so that their first containers see the variables.
-async fn services_cache(
-    client: kube::Client,
-) -> kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service> {
-    use futures::StreamExt;
-    use kube::runtime::WatchStreamExt;
-    let (store, writer) = kube::runtime::reflector::store();
-    let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::all(client);
-    let events = kube::runtime::reflector(
-        writer,
-        kube::runtime::watcher(
-            api,
-            kube::runtime::watcher::Config::default().any_semantic(),
-        )
-        .modify(|s| s.metadata.managed_fields = None),
-    )
-    .default_backoff();
-    tokio::spawn(events.for_each(|_| async {}));
-    if tokio::time::timeout(SERVICES_WAIT, store.wait_until_ready())
-        .await
-        .is_err()
-    {
-        tracing::warn!("no Service list yet; pods start without service variables");
-    }
-    store
 }
 
 fn write_cni(

@@ -15,12 +15,36 @@
 //!   `kubernetes.io/pvc-protection` finalizer and a new PersistentVolume the
 //!   `kubernetes.io/pv-protection` one; the `pvc-protection` and `pv-protection` controllers
 //!   lift them once no pod uses the claim, or the volume is no longer bound.
+//! - DefaultIngressClass ([`defaultingressclass`]): an Ingress that names no class gets the
+//!   default IngressClass.
+//!
+//! What the plugins need from the store is read first ([`lookups`]), so that
+//! [`admit_create`] and the plugins stay pure functions of the object and those reads.
+
+pub mod defaultingressclass;
 
 use krust_machinery::{storage, ResourceInfo};
 use serde_json::{json, Value};
 
 use crate::request::ResourcePath;
 use crate::rest::Rest;
+
+/// What the plugins read from the store about an object being created.
+#[derive(Debug, Default)]
+pub struct Lookups {
+    /// The pod's ServiceAccount as stored, if it exists.
+    pub service_account: Option<Value>,
+    /// The stored IngressClasses, for an Ingress that names no class.
+    pub ingress_classes: Vec<Value>,
+}
+
+/// Reads what [`admit_create`] needs for `obj`; only the lookups its kind uses are made.
+pub async fn lookups(rest: &Rest, info: &ResourceInfo, obj: &Value) -> Lookups {
+    Lookups {
+        service_account: service_account_of(rest, info, obj).await,
+        ingress_classes: defaultingressclass::classes_for(rest, info, obj).await,
+    }
+}
 
 /// Where the token volume is mounted in every container.
 pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -36,13 +60,17 @@ pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 /// `--default-unreachable-toleration-seconds`.
 pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 
-/// Applies the mutating admission plugins to an object being created.
-/// `service_account` is the pod's ServiceAccount as stored, if it exists.
-pub fn admit_create(info: &ResourceInfo, obj: &mut Value, service_account: Option<&Value>) {
+/// Applies the mutating admission plugins to an object being created, with what
+/// [`lookups`] read for it.
+pub fn admit_create(info: &ResourceInfo, obj: &mut Value, lookups: &Lookups) {
     match (info.group, info.kind) {
         ("", "Pod") => {
             default_toleration_seconds(obj, DEFAULT_TOLERATION_SECONDS);
-            service_account_admission(obj, service_account, &crate::rest::random_suffix());
+            let sa = lookups.service_account.as_ref();
+            service_account_admission(obj, sa, &crate::rest::random_suffix());
+        }
+        ("networking.k8s.io", "Ingress") => {
+            defaultingressclass::admit(obj, &lookups.ingress_classes);
         }
         ("", "PersistentVolumeClaim") => add_finalizer(obj, storage::PVC_PROTECTION_FINALIZER),
         ("", "PersistentVolume") => add_finalizer(obj, storage::PV_PROTECTION_FINALIZER),

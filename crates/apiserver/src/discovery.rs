@@ -499,6 +499,40 @@ mod tests {
     }
 
     #[test]
+    fn networking_serves_ingresses_classes_and_policies() {
+        let reg = Registry::builtin();
+        let list = resource_list(&reg, "networking.k8s.io", "v1").expect("networking served");
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ingressclasses",
+                "ingresses",
+                "ingresses/status",
+                "networkpolicies"
+            ]
+        );
+        let ing = find(&list, "ingresses");
+        assert_eq!(
+            (&ing["kind"], &ing["shortNames"], &ing["namespaced"]),
+            (&json!("Ingress"), &json!(["ing"]), &json!(true))
+        );
+        assert!(ing.get("categories").is_none());
+        assert_eq!(find(&list, "ingresses/status")["kind"], "Ingress");
+        assert_eq!(find(&list, "ingressclasses")["namespaced"], false);
+        assert_eq!(
+            find(&list, "networkpolicies")["shortNames"],
+            json!(["netpol"])
+        );
+        assert!(api_group(&reg, "networking.k8s.io").is_some());
+    }
+
+    #[test]
     fn group_list_and_versions() {
         let reg = Registry::builtin();
         let v = api_versions("127.0.0.1:6443");

@@ -13,7 +13,8 @@
 //!   validated as upstream does; `rest`: generic storage for every kind, `continuetoken`
 //!   its paged lists' tokens;
 //!   `strategy`: kind-specific rules; `admission`: mutating admission plugins on create
-//!   (DefaultTolerationSeconds); `alloc`: Service IPs and node ports.
+//!   (DefaultTolerationSeconds, ServiceAccount, DefaultIngressClass, ...); `alloc`: Service
+//!   IPs and node ports.
 //! - `cache`: the watch cache every list and watch is served from; `watch`: watch streams;
 //!   `compactor`: the store's history compacted every interval, one server at a time.
 //! - `discovery` and `openapi`: the documents clients learn the API from.

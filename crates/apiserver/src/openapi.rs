@@ -1597,6 +1597,20 @@ mod tests {
             "readAppsV1NamespacedDeploymentScale"
         );
         assert!(apps["components"]["schemas"]["io.k8s.api.autoscaling.v1.Scale"].is_object());
+        let net = doc(&reg, "apis/networking.k8s.io/v1");
+        let paths = explain(
+            &net,
+            "/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses",
+            &["spec", "rules", "http", "paths"],
+        );
+        assert!(paths["properties"]["pathType"].is_object());
+        let policy = explain(
+            &net,
+            "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
+            &["spec"],
+        );
+        assert!(policy["properties"]["podSelector"].is_object());
+        assert!(net["paths"]["/apis/networking.k8s.io/v1/ingressclasses"].is_object());
         let rbac = doc(&reg, "apis/rbac.authorization.k8s.io/v1");
         assert_eq!(
             rbac["paths"]["/apis/rbac.authorization.k8s.io/v1/clusterroles"]["get"]["operationId"],

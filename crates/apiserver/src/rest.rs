@@ -307,8 +307,8 @@ impl Rest {
             krust_machinery::defaults::set_job_selector(&mut obj);
         }
         glue::apply_defaults(info, &mut obj);
-        let sa = crate::admission::service_account_of(self, info, &obj).await;
-        crate::admission::admit_create(info, &mut obj, sa.as_ref());
+        let lookups = crate::admission::lookups(self, info, &obj).await;
+        crate::admission::admit_create(info, &mut obj, &lookups);
         let causes = glue::validate_create(info, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, &name, causes));

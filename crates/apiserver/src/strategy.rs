@@ -20,7 +20,7 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
         ("", "Namespace") => {
             map.insert("status".into(), json!({"phase": "Active"}));
         }
-        ("", "Service") => {
+        ("", "Service") | ("networking.k8s.io", "Ingress") => {
             map.insert("status".into(), json!({"loadBalancer": {}}));
         }
         ("", "Node") | ("", "PersistentVolume") | ("", "PersistentVolumeClaim") => {}

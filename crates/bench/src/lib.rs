@@ -28,6 +28,8 @@ pub struct Server {
     pub proc: Proc,
     pub url: String,
     pub dir: PathBuf,
+    /// When the process was spawned.
+    pub started: Instant,
     /// From spawning the process to the first `ok` from `/readyz`.
     pub ready_after: Duration,
 }
@@ -40,31 +42,57 @@ pub fn krust_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("krust"))
 }
 
+/// `krust server` on a free loopback port with its node agent, cluster DNS, load balancer
+/// and ingress disabled (`extra` adds flags), once `/readyz` answers `ok`.
 pub async fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
+    start_server_with(dir, Some("agent,dns,servicelb,ingress"), extra, None).await
+}
+
+/// [`start_server`] with the components in `disable` (comma separated; None: everything
+/// runs) turned off, and the server's stderr in `log` (None: discarded).
+pub async fn start_server_with(
+    dir: &Path,
+    disable: Option<&str>,
+    extra: &[&str],
+    log: Option<&Path>,
+) -> anyhow::Result<Server> {
     let port = free_port()?;
     let url = format!("https://127.0.0.1:{port}");
     let probe = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(1))
         .build()?;
-    let started = Instant::now();
-    let child = Command::new(krust_binary())
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => Stdio::null(),
+    };
+    let mut command = Command::new(krust_binary());
+    command
         .arg("server")
         .arg("--data-dir")
         .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--disable", "agent"])
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    if let Some(disable) = disable {
+        command.args(["--disable", disable]);
+    }
+    let started = Instant::now();
+    let child = command
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .context("starting krust (build it with cargo build --release -p krust)")?;
-    let proc = Proc(child);
+    let mut proc = Proc(child);
     loop {
         if let Ok(r) = probe.get(format!("{url}/readyz")).send().await {
             if r.status().is_success() {
                 break;
             }
+        }
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            bail!("krust server exited before it was ready: {status}");
         }
         if started.elapsed() > Duration::from_secs(20) {
             bail!("krust did not become ready");
@@ -75,6 +103,7 @@ pub async fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> 
         proc,
         url,
         dir: dir.to_path_buf(),
+        started,
         ready_after: started.elapsed(),
     })
 }

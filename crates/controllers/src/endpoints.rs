@@ -120,7 +120,13 @@ pub fn group(
             continue;
         }
         let ports = resolve_ports(svc, pod);
-        let ready = pod_is_ready(pod) && pod.metadata.deletion_timestamp.is_none();
+        // publishNotReadyAddresses: every pod counts as ready (upstream's tolerate-unready).
+        let publish_all = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.publish_not_ready_addresses)
+            .unwrap_or(false);
+        let ready = publish_all || (pod_is_ready(pod) && pod.metadata.deletion_timestamp.is_none());
         by_ports
             .entry(ports)
             .or_default()
@@ -129,14 +135,26 @@ pub fn group(
     by_ports
 }
 
-fn address(pod: &Pod) -> EndpointAddress {
+/// The pod's hostname for the Service's endpoints: set when the pod names the Service as its
+/// `subdomain` and has a `hostname` (StatefulSet pods do), as upstream; DNS serves it as
+/// `<hostname>.<service>.<namespace>.svc.<domain>`.
+fn endpoint_hostname(svc: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let same_ns = pod.metadata.namespace == svc.metadata.namespace;
+    (same_ns && spec.subdomain.is_some() && spec.subdomain == svc.metadata.name)
+        .then(|| spec.hostname.clone())
+        .flatten()
+        .filter(|h| !h.is_empty())
+}
+
+fn address(svc: &Service, pod: &Pod) -> EndpointAddress {
     EndpointAddress {
         ip: pod
             .status
             .as_ref()
             .and_then(|s| s.pod_ip.clone())
             .unwrap_or_default(),
-        hostname: None,
+        hostname: endpoint_hostname(svc, pod),
         node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         target_ref: Some(object_reference(pod)),
     }
@@ -198,12 +216,12 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
             let ready: Vec<_> = pods
                 .iter()
                 .filter(|(_, r)| *r)
-                .map(|(p, _)| address(p))
+                .map(|(p, _)| address(&svc, p))
                 .collect();
             let not_ready: Vec<_> = pods
                 .iter()
                 .filter(|(_, r)| !*r)
-                .map(|(p, _)| address(p))
+                .map(|(p, _)| address(&svc, p))
                 .collect();
             EndpointSubset {
                 addresses: (!ready.is_empty()).then_some(ready),
@@ -284,7 +302,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
                 .map(|(p, ready)| {
                     let terminating = p.metadata.deletion_timestamp.is_some();
                     Endpoint {
-                        addresses: vec![address(p).ip],
+                        addresses: vec![address(&svc, p).ip],
+                        hostname: endpoint_hostname(&svc, p),
                         conditions: Some(EndpointConditions {
                             ready: Some(*ready),
                             serving: Some(pod_is_ready(p)),

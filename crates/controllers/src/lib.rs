@@ -42,6 +42,7 @@ pub mod pvprotection;
 pub mod replicaset;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod util;
 
@@ -83,6 +84,9 @@ pub struct ControllerConfig {
     /// The cluster CA (PEM) that `root-ca-cert-publisher` publishes; without it that
     /// controller does not run.
     pub root_ca: Option<String>,
+    /// The LoadBalancer Service controller's pool and reserved ports (None: not run, as
+    /// when a cloud provider or another load balancer serves them).
+    pub service_lb: Option<servicelb::LbConfig>,
 }
 
 impl Default for ControllerConfig {
@@ -94,6 +98,7 @@ impl Default for ControllerConfig {
             node_cidr_mask_size: 24,
             controllers: vec!["*".to_string()],
             root_ca: None,
+            service_lb: None,
         }
     }
 }
@@ -282,6 +287,12 @@ pub async fn run(
         }
         Some(_) => {}
         None => tracing::info!("no root CA given: root-ca-cert-publisher does not run"),
+    }
+    match cfg.service_lb.clone() {
+        Some(lb) if cfg.enabled("service-lb") => {
+            tasks.spawn(servicelb::run(shared.clone(), lb, shutdown.clone()));
+        }
+        _ => {}
     }
     if cfg.enabled("garbagecollector") {
         tasks.spawn(garbagecollector::run(shared.clone(), shutdown.clone()));

@@ -56,11 +56,15 @@ fn return_freed_memory_at_once() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
 
+/// The log filter without `KRUST_LOG`: hickory's server logs every DNS query at info.
+const DEFAULT_LOG: &str =
+    "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,hickory_resolver=warn";
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KRUST_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| DEFAULT_LOG.into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -398,3 +398,83 @@ fn bad_query_values_get_upstreams_messages() {
     let (got, _) = s.curl("GET", &format!("{base}?timeout=5s&limit=1"), None, true);
     assert_eq!(got, 200);
 }
+
+/// `networking.k8s.io/v1`: an invalid Ingress and an invalid NetworkPolicy are refused with
+/// upstream's 422 and messages; an Ingress that names no class gets the default one.
+#[test]
+fn networking_objects_are_validated_and_ingresses_get_the_default_class() {
+    let s = Server::start();
+    let post = |path: &str, obj: Value| {
+        let body = obj.to_string();
+        s.curl(
+            "POST",
+            path,
+            Some(("application/json", body.as_bytes())),
+            true,
+        )
+    };
+    let ingresses = "/apis/networking.k8s.io/v1/namespaces/default/ingresses";
+    let backend = json!({"service": {"name": "web", "port": {"name": "http", "number": 80}}});
+    let bad = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "bad"}, "spec": {"rules": [{"host": "1.2.3.4", "http": {"paths": [
+            {"path": "/a//b", "pathType": "Exact", "backend": backend}]}}]}});
+    let (code, text) = post(ingresses, bad);
+    assert_eq!(code, 422, "{text}");
+    let st = status(&text);
+    assert_eq!(
+        st["message"],
+        "Ingress.networking.k8s.io \"bad\" is invalid: [spec.rules[0].host: Invalid value: \"1.2.3.4\": must be a DNS name, not an IP address, spec.rules[0].http.paths[0].path: Invalid value: \"/a//b\": must not contain '//', spec.rules[0].http.paths[0].backend: Invalid value: \"\": cannot set both port name & port number]"
+    );
+    assert_eq!(
+        st["details"]["causes"][2]["field"],
+        "spec.rules[0].http.paths[0].backend"
+    );
+    let (code, text) = post(
+        ingresses,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "empty"}, "spec": {}}),
+    );
+    assert_eq!(code, 422, "{text}");
+    assert_eq!(
+        status(&text)["message"],
+        "Ingress.networking.k8s.io \"empty\" is invalid: spec: Invalid value: []networking.IngressRule(nil): either `defaultBackend` or `rules` must be specified"
+    );
+
+    let policies = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";
+    let bad = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "bad"}, "spec": {"ingress": [{
+            "ports": [{"port": 100, "endPort": 50}],
+            "from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.1.0.0/24"]}}]}]}});
+    let (code, text) = post(policies, bad);
+    assert_eq!(code, 422, "{text}");
+    assert_eq!(
+        status(&text)["message"],
+        "NetworkPolicy.networking.k8s.io \"bad\" is invalid: [spec.ingress[0].ports[0].endPort: Invalid value: 50: must be greater than or equal to `port`, spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: \"10.1.0.0/24\": must be a strict subset of `cidr`]"
+    );
+    let good = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "db"}, "spec": {"egress": [{"ports": [{"port": 53}]}]}});
+    let (code, text) = post(policies, good);
+    assert_eq!(code, 201, "{text}");
+    let np = status(&text);
+    assert_eq!(
+        np["spec"]["policyTypes"],
+        json!(["Ingress", "Egress"]),
+        "{text}"
+    );
+    assert_eq!(np["spec"]["egress"][0]["ports"][0]["protocol"], "TCP");
+
+    let classes = "/apis/networking.k8s.io/v1/ingressclasses";
+    for (name, default) in [("other", "false"), ("nginx", "true")] {
+        let class = json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": name, "annotations": {"ingressclass.kubernetes.io/is-default-class": default}},
+            "spec": {"controller": "k8s.io/ingress-nginx"}});
+        let (code, text) = post(classes, class);
+        assert_eq!(code, 201, "{text}");
+    }
+    let web = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web"}, "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}});
+    let (code, text) = post(ingresses, web);
+    assert_eq!(code, 201, "{text}");
+    let created = status(&text);
+    assert_eq!(created["spec"]["ingressClassName"], "nginx", "{text}");
+    assert_eq!(created["status"], json!({"loadBalancer": {}}));
+}

@@ -8,6 +8,8 @@ use serde_json::{json, Map, Value};
 
 use crate::registry::ResourceInfo;
 
+mod networking;
+
 /// Applies upstream's defaults for the kind in place. Idempotent.
 pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
     if !obj.is_object() {
@@ -37,6 +39,8 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
             set(obj, "preemptionPolicy", json!("PreemptLowerPriority"))
         }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => role_binding(obj),
+        ("networking.k8s.io", "NetworkPolicy") => networking::network_policy(obj),
+        ("networking.k8s.io", "IngressClass") => networking::ingress_class(obj),
         _ => {}
     }
 }
@@ -689,7 +693,7 @@ mod tests {
     use super::*;
     use crate::Registry;
 
-    fn defaulted(api_version: &str, kind: &str, mut obj: Value) -> Value {
+    pub(super) fn defaulted(api_version: &str, kind: &str, mut obj: Value) -> Value {
         let info = Registry::builtin()
             .by_kind(api_version, kind)
             .cloned()

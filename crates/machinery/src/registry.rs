@@ -8,8 +8,8 @@ use std::sync::Arc;
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
-    storage::v1 as storage,
+    events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -239,6 +239,9 @@ impl Registry {
             entry::<coordination::Lease>(e!(NONE, NONE, NONE)),
             entry::<discovery::EndpointSlice>(e!(NONE, NONE, NONE)),
             entry::<events::Event>(e!(&["ev"], NONE, NONE)),
+            entry::<networking::Ingress>(e!(&["ing"], NONE, STATUS)),
+            entry::<networking::IngressClass>(e!(NONE, NONE, NONE)),
+            entry::<networking::NetworkPolicy>(e!(&["netpol"], NONE, NONE)),
             entry::<storage::StorageClass>(e!(&["sc"], NONE, NONE)),
             entry::<scheduling::PriorityClass>(e!(&["pc"], NONE, NONE)),
             entry::<policy::PodDisruptionBudget>(e!(&["pdb"], NONE, STATUS)),
@@ -336,6 +339,27 @@ mod tests {
         assert!(!nodes.namespaced);
         assert_eq!(nodes.key(Some("ignored"), "n1"), "/registry/core/nodes/n1");
         assert!(r.lookup("apps", "v1", "nothing").is_none());
+        let ing = r
+            .lookup("networking.k8s.io", "v1", "ingresses")
+            .expect("ingresses served");
+        assert_eq!(
+            (ing.kind, ing.short_names, ing.namespaced),
+            ("Ingress", &["ing"][..], true)
+        );
+        assert!(ing.has_subresource("status"));
+        let class = r
+            .by_kind("networking.k8s.io/v1", "IngressClass")
+            .expect("ingressclasses served");
+        assert_eq!((class.plural, class.namespaced), ("ingressclasses", false));
+        assert_eq!(
+            class.key(None, "nginx"),
+            "/registry/networking.k8s.io/ingressclasses/nginx"
+        );
+        let netpol = r
+            .lookup("networking.k8s.io", "v1", "networkpolicies")
+            .expect("networkpolicies served");
+        assert_eq!(netpol.short_names, &["netpol"]);
+        assert!(!netpol.has_subresource("status"));
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::object::parse_time;
 use crate::registry::ResourceInfo;
 use crate::selector::{format_label_selector, format_labels};
 
+mod networking;
+
 /// A `TableColumnDefinition`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Column {
@@ -87,6 +89,11 @@ const CONTAINERS_DOC: &str = "Names of each container in the template.";
 const IMAGES_DOC: &str = "Images referenced by each container in the template.";
 
 fn build_columns(group: &str, kind: &str) -> Vec<Column> {
+    if group == "networking.k8s.io" {
+        if let Some(cols) = networking::columns(kind) {
+            return cols;
+        }
+    }
     let mut cols = vec![name_col()];
     match (group, kind) {
         ("", "Pod") => cols.extend([
@@ -429,6 +436,11 @@ fn rfc3339_utc(v: &Value) -> String {
 
 /// The cells of one row, in the order of [`columns`].
 pub fn row(info: &ResourceInfo, obj: &Value, now: OffsetDateTime) -> Vec<Value> {
+    if info.group == "networking.k8s.io" {
+        if let Some(cells) = networking::row(info.kind, obj, now) {
+            return cells;
+        }
+    }
     let name = json!(text(obj, "metadata.name"));
     match (info.group, info.kind) {
         ("", "Pod") => pod_row(obj, now),

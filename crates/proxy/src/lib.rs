@@ -17,12 +17,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, watcher};
-use kube::runtime::WatchStreamExt;
+use krust_watch::Watched;
 use kube::Api;
 use tokio::sync::Notify;
 
@@ -36,6 +33,9 @@ pub struct ProxyConfig {
     pub min_sync_period: Duration,
     /// Rules are rewritten at least this often even without changes.
     pub sync_period: Duration,
+    /// The node this proxy runs on: its endpoints are the local ones for
+    /// `externalTrafficPolicy: Local` (None: every endpoint is local).
+    pub node_name: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -43,39 +43,9 @@ impl Default for ProxyConfig {
         ProxyConfig {
             min_sync_period: Duration::from_millis(100),
             sync_period: Duration::from_secs(30),
+            node_name: None,
         }
     }
-}
-
-/// Starts a reflector for `api`, waking `changed` on every event.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    let events = reflector::reflector(
-        writer,
-        // The rules never read managedFields: the cache does without them.
-        watcher(api, watcher::Config::default().any_semantic())
-            .modify(|o| o.meta_mut().managed_fields = None),
-    )
-    .default_backoff();
-    tokio::spawn(async move {
-        let mut events = events.boxed();
-        while let Some(ev) = events.next().await {
-            if let Err(e) = ev {
-                tracing::debug!(error = %e, "proxy watch failed; retrying");
-            }
-            changed.notify_one();
-        }
-    });
-    store
 }
 
 /// Runs until `shutdown`, leaving the rules in place (traffic keeps flowing while the
@@ -87,8 +57,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
     let changed = Arc::new(Notify::new());
-    let services = reflect(Api::<Service>::all(client.clone()), changed.clone());
-    let slices = reflect(Api::<EndpointSlice>::all(client), changed.clone());
+    let services = Watched::all(Api::<Service>::all(client.clone()), changed.clone());
+    let slices = Watched::all(Api::<EndpointSlice>::all(client), changed.clone());
+    let (services, slices) = (services.store(), slices.store());
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return Ok(()),
@@ -114,6 +85,7 @@ pub async fn run(
         let wanted = rules::compute(
             svcs.iter().map(|s| s.as_ref()),
             sls.iter().map(|s| s.as_ref()),
+            config.node_name.as_deref(),
         );
         if !forced && last.as_ref() == Some(&wanted) {
             continue;

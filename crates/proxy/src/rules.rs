@@ -13,32 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    fn parse(s: Option<&str>) -> Option<Protocol> {
-        match s.unwrap_or("TCP") {
-            "TCP" => Some(Protocol::Tcp),
-            "UDP" => Some(Protocol::Udp),
-            "SCTP" => Some(Protocol::Sctp),
-            _ => None,
-        }
-    }
-
-    /// The name nftables uses.
-    pub fn nft(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
+pub use krust_nft::Protocol;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
@@ -55,13 +30,18 @@ pub struct ServicePort {
     pub port: u16,
     pub protocol: Protocol,
     pub node_port: Option<u16>,
-    /// Extra addresses the Service is reachable at (`spec.externalIPs`), on `port`.
+    /// Extra addresses the Service is reachable at on `port`: `spec.externalIPs` and the
+    /// load balancer's (`status.loadBalancer.ingress`).
     pub external_ips: Vec<Ipv4Addr>,
     /// Sorted; empty means traffic is rejected, as upstream does.
     pub endpoints: Vec<Endpoint>,
     /// `sessionAffinity: ClientIP`: a client's new connections keep going to the endpoint it
     /// last reached, for this many seconds after its last new connection.
     pub affinity_seconds: Option<u32>,
+    /// `externalTrafficPolicy: Local`: traffic from outside the cluster (to the node port,
+    /// external or load balancer addresses) goes only to these endpoints on this node, and
+    /// keeps its source address; none means it is dropped.
+    pub local_endpoints: Option<Vec<Endpoint>>,
 }
 
 /// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
@@ -74,10 +54,12 @@ pub struct ServiceRules {
 }
 
 /// The rules for `services`, with endpoints from `slices` (ready endpoints; when none is
-/// ready, the serving ones that are terminating, as upstream falls back to).
+/// ready, the serving ones that are terminating, as upstream falls back to), for the proxy
+/// of node `node` (whose endpoints are the local ones).
 pub fn compute<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node: Option<&str>,
 ) -> ServiceRules {
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in slices {
@@ -114,12 +96,24 @@ pub fn compute<'a>(
             .get(&(ns.clone(), name.clone()))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let external_ips: Vec<Ipv4Addr> = spec
+        let lb_ips = svc
+            .status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter_map(|i| i.ip.as_deref());
+        let lb_ips = lb_ips.filter(|_| spec.type_.as_deref() == Some("LoadBalancer"));
+        let mut external_ips: Vec<Ipv4Addr> = spec
             .external_ips
             .iter()
             .flatten()
+            .map(String::as_str)
+            .chain(lb_ips)
             .filter_map(|ip| ip.parse().ok())
             .collect();
+        external_ips.sort();
+        external_ips.dedup();
+        let local_only = spec.external_traffic_policy.as_deref() == Some("Local");
         let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
         let affinity_seconds = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
@@ -148,8 +142,18 @@ pub fn compute<'a>(
                     .filter(|_| node_ports)
                     .and_then(|n| u16::try_from(n).ok()),
                 external_ips: external_ips.clone(),
-                endpoints: endpoints_for(slices, &port_name, protocol, p.target_port.as_ref()),
+                endpoints: endpoints_for(
+                    slices,
+                    &port_name,
+                    protocol,
+                    p.target_port.as_ref(),
+                    None,
+                ),
                 affinity_seconds,
+                local_endpoints: local_only.then(|| {
+                    // Without a node name every endpoint counts as local.
+                    endpoints_for(slices, &port_name, protocol, p.target_port.as_ref(), node)
+                }),
             });
         }
     }
@@ -259,6 +263,7 @@ fn endpoints_for(
     port_name: &str,
     protocol: Protocol,
     target: Option<&IntOrString>,
+    node: Option<&str>,
 ) -> Vec<Endpoint> {
     let mut ready = Vec::new();
     let mut terminating = Vec::new();
@@ -279,6 +284,9 @@ fn endpoints_for(
             continue;
         };
         for e in &s.endpoints {
+            if node.is_some() && e.node_name.as_deref() != node {
+                continue;
+            }
             let c = e.conditions.as_ref();
             let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
             let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
@@ -395,7 +403,7 @@ mod tests {
                 ("10.42.0.7", false, false),
             ],
         );
-        let rules = compute(&[svc], &[sl]);
+        let rules = compute(&[svc], &[sl], None);
         assert_eq!(rules.ports.len(), 2);
         let admin = &rules.ports[0];
         assert_eq!(admin.name, "default/web:admin");
@@ -419,14 +427,14 @@ mod tests {
     fn terminating_serving_endpoints_are_used_only_when_none_is_ready() {
         let svc = service("web", "ClusterIP", "10.43.0.10", &[("", 80, None)]);
         let only_terminating = slice("web", &[("", 80)], &[("10.42.0.5", false, true)]);
-        let rules = compute(std::slice::from_ref(&svc), &[only_terminating]);
+        let rules = compute(std::slice::from_ref(&svc), &[only_terminating], None);
         assert_eq!(rules.ports[0].endpoints, vec![ep("10.42.0.5", 80)]);
         let mixed = slice(
             "web",
             &[("", 80)],
             &[("10.42.0.5", false, true), ("10.42.0.6", true, false)],
         );
-        let rules = compute(&[svc], &[mixed]);
+        let rules = compute(&[svc], &[mixed], None);
         assert_eq!(rules.ports[0].endpoints, vec![ep("10.42.0.6", 80)]);
     }
 
@@ -437,7 +445,7 @@ mod tests {
         external.spec.as_mut().expect("spec").external_name = Some("example.com".into());
         let lonely = service("lonely", "ClusterIP", "10.43.0.11", &[("", 80, None)]);
         let other = slice("someone-else", &[("", 80)], &[("10.42.0.5", true, false)]);
-        let rules = compute(&[headless, external, lonely], &[other]);
+        let rules = compute(&[headless, external, lonely], &[other], None);
         assert_eq!(rules.ports.len(), 1);
         assert_eq!(rules.ports[0].name, "default/lonely:");
         assert!(rules.ports[0].endpoints.is_empty());
@@ -447,7 +455,7 @@ mod tests {
     fn node_ports_only_for_node_port_and_load_balancer_services() {
         let np = service("np", "NodePort", "10.43.0.12", &[("", 80, Some(30080))]);
         let cip = service("cip", "ClusterIP", "10.43.0.13", &[("", 80, Some(30081))]);
-        let rules = compute(&[np, cip], &[]);
+        let rules = compute(&[np, cip], &[], None);
         let by_name: BTreeMap<_, _> = rules.ports.iter().map(|p| (p.name.as_str(), p)).collect();
         assert_eq!(by_name["default/np:"].node_port, Some(30080));
         assert_eq!(by_name["default/cip:"].node_port, None);
@@ -465,6 +473,7 @@ mod tests {
                 external_ips: vec![Ipv4Addr::new(192, 0, 2, 7)],
                 endpoints: eps.iter().map(|ip| ep(ip, 5353)).collect(),
                 affinity_seconds: None,
+                local_endpoints: None,
             };
         let rules = |ports: Vec<ServicePort>| ServiceRules { ports };
         let before = rules(vec![
@@ -548,7 +557,7 @@ mod tests {
                 });
             }
         }
-        let rules = compute(&[sticky, short, plain], &[]);
+        let rules = compute(&[sticky, short, plain], &[], None);
         let by_name: BTreeMap<_, _> = rules.ports.iter().map(|p| (p.name.as_str(), p)).collect();
         assert_eq!(
             by_name["default/sticky:"].affinity_seconds,

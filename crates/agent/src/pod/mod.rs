@@ -21,6 +21,7 @@
 //!   arrive meanwhile, as upstream's kubelet does.
 
 pub mod claims;
+pub mod dns;
 pub mod events;
 pub mod plan;
 pub mod probe;
@@ -108,6 +109,32 @@ pub struct PodContext {
     pub sandbox_starts: Arc<tokio::sync::Semaphore>,
     /// Every Service, for containers' service environment variables.
     pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
+    /// The node's DNS settings; with no `--cluster-dns`, the cluster DNS is the
+    /// `kube-system/kube-dns` Service's cluster IP (see [`PodContext::node_dns`]).
+    pub dns: dns::NodeDns,
+    /// The node's own `/etc/hosts`, for host-network pods.
+    pub host_hosts: String,
+}
+
+impl PodContext {
+    /// The DNS settings pods get now: the configured cluster DNS, or the kube-dns Service's
+    /// address once the Service exists.
+    pub fn node_dns(&self) -> dns::NodeDns {
+        let mut out = self.dns.clone();
+        if out.cluster_dns.is_empty() {
+            let key = kube::runtime::reflector::ObjectRef::new(krust_dns::SERVICE_NAME)
+                .within(krust_dns::NAMESPACE);
+            if let Some(svc) = self.services.get(&key) {
+                out.cluster_dns = svc
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.cluster_ip.iter())
+                    .filter_map(|ip| ip.parse().ok())
+                    .collect();
+            }
+        }
+        out
+    }
 }
 
 /// Default for [`PodContext::sandbox_starts`].

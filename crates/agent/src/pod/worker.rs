@@ -527,6 +527,51 @@ impl Worker {
         }
     }
 
+    /// The pod's sandbox config with its DNS settings.
+    fn sandbox_config(
+        &self,
+        pod: &Pod,
+        attempt: u32,
+        log_dir: &std::path::Path,
+    ) -> api::PodSandboxConfig {
+        let mut config = spec::sandbox_config(pod, &self.ctx.node_name, attempt, log_dir);
+        config.dns_config = Some(super::dns::dns_config(pod, &self.ctx.node_dns()));
+        config
+    }
+
+    /// `mounts` plus the pod's `/etc/hosts` (written beside its volumes, under a name no
+    /// volume can have), unless the container mounts its own.
+    fn with_hosts_file(
+        &self,
+        pod: &Pod,
+        pod_ip: &str,
+        mut mounts: Vec<api::Mount>,
+    ) -> Result<Vec<api::Mount>, volumes::SourceError> {
+        if super::dns::mounts_own_hosts(&mounts) {
+            return Ok(mounts);
+        }
+        let dir = self.ctx.volumes_root.join(&self.uid);
+        let path = dir.join(".etc-hosts");
+        let text = super::dns::hosts_file(
+            pod,
+            pod_ip,
+            &self.ctx.dns.cluster_domain,
+            &self.ctx.host_hosts,
+        );
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, text))
+            .map_err(|e| volumes::SourceError::Volume {
+                volume: "etc-hosts".to_string(),
+                message: e.to_string(),
+            })?;
+        mounts.push(api::Mount {
+            container_path: "/etc/hosts".to_string(),
+            host_path: path.display().to_string(),
+            ..Default::default()
+        });
+        Ok(mounts)
+    }
+
     async fn execute(
         &mut self,
         pod: &Pod,
@@ -543,7 +588,7 @@ impl Worker {
                         path: log_dir.display().to_string(),
                         source,
                     })?;
-                    let config = spec::sandbox_config(pod, &self.ctx.node_name, *attempt, &log_dir);
+                    let config = self.sandbox_config(pod, *attempt, &log_dir);
                     let started = std::time::Instant::now();
                     let permit = self.ctx.sandbox_starts.clone().acquire_owned().await;
                     let id = rt.run_pod_sandbox(config).await?;
@@ -570,8 +615,7 @@ impl Worker {
                             .insert(c.name.clone(), (reason.clone(), message.clone()));
                         return Err(SyncError::Image { reason, message });
                     }
-                    let sandbox_config =
-                        spec::sandbox_config(pod, &self.ctx.node_name, sandbox.attempt, &log_dir);
+                    let sandbox_config = self.sandbox_config(pod, sandbox.attempt, &log_dir);
                     let env_ctx = PodEnvContext {
                         pod_ip: sandbox.ip.clone(),
                         host_ip: self.ctx.node_ip.clone(),
@@ -591,6 +635,7 @@ impl Worker {
                         .and_then(|paths| {
                             volumes::mounts(c, &paths, &volumes::read_only_volumes(pod))
                         })
+                        .and_then(|mounts| self.with_hosts_file(pod, &sandbox.ip, mounts))
                         .and_then(|mounts| {
                             spec::container_config(pod, c, *kind, *attempt, &env_ctx, &srcs, mounts)
                         });

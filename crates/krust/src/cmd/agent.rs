@@ -52,6 +52,21 @@ pub struct AgentFlags {
     /// Do not run the service proxy (`krust proxy`) beside the agent.
     #[arg(long)]
     pub disable_proxy: bool,
+    /// Do not enforce NetworkPolicies on this node (as k3s's --disable-network-policy).
+    #[arg(long)]
+    pub disable_network_policy: bool,
+    /// DNS servers for ClusterFirst pods, comma separated (default: the
+    /// `kube-system/kube-dns` Service's cluster IP).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster domain: pods' search paths, and the zone the cluster DNS serves.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The node's resolver configuration, for `dnsPolicy: Default` pods and the names the
+    /// cluster DNS forwards (one naming only a local stub such as 127.0.0.53 is read from
+    /// systemd-resolved's upstream list instead).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
 }
 
 impl AgentFlags {
@@ -86,6 +101,9 @@ impl AgentFlags {
                 critical: self.shutdown_grace_period_critical_pods,
             },
             logind_conf_dir: self.logind_conf_dir.clone(),
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            resolv_conf: self.resolv_conf.clone(),
             ..Default::default()
         })
     }
@@ -161,8 +179,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut config = args.flags.config(args.data_dir)?;
     config.client_ca = cluster_ca(&args.kubeconfig).await?;
+    if !args.flags.disable_network_policy {
+        super::addons::spawn_network_policy(client.clone(), config.node_name.clone());
+    }
     if !args.flags.disable_proxy {
-        super::proxy::spawn(client.clone(), args.cluster_cidr.clone());
+        super::proxy::spawn(
+            client.clone(),
+            args.cluster_cidr.clone(),
+            config.node_name.clone(),
+        );
     }
     krust_agent::run(client, config, super::shutdown_signal())
         .await
@@ -187,6 +212,9 @@ pub async fn reset(args: ResetArgs) -> anyhow::Result<()> {
     )
     .await;
     if let Err(e) = super::proxy::cleanup().await {
+        eprintln!("{e:#}");
+    }
+    if let Err(e) = super::addons::cleanup_network_policy().await {
         eprintln!("{e:#}");
     }
     println!(

@@ -57,6 +57,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_cidr_mask_size: args.node_cidr_mask_size,
         controllers: args.controllers,
         root_ca,
+        // The LoadBalancer controller is an add-on of `krust server` (as the cloud
+        // controller manager's is not part of upstream's controller manager).
+        service_lb: None,
     };
     krust_controllers::run(client, config, super::shutdown_signal()).await;
     Ok(())

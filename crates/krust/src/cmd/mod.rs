@@ -1,5 +1,6 @@
 //! Subcommands, one file each, plus what they share.
 
+pub mod addons;
 pub mod agent;
 pub mod controllers;
 pub mod proxy;

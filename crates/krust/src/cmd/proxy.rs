@@ -14,21 +14,32 @@ pub struct Args {
     /// Pod addresses: service traffic from anywhere else is masqueraded.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
+    /// The node this proxy serves: its endpoints are the local ones for
+    /// `externalTrafficPolicy: Local` (upstream's `--hostname-override`).
+    #[arg(long)]
+    node_name: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = super::client(&args.kubeconfig).await?;
-    serve(client, &args.cluster_cidr).await
+    serve(client, &args.cluster_cidr, args.node_name).await
 }
 
 /// Runs the nftables proxy until shutdown.
-pub async fn serve(client: kube::Client, cluster_cidr: &str) -> anyhow::Result<()> {
+pub async fn serve(
+    client: kube::Client,
+    cluster_cidr: &str,
+    node_name: Option<String>,
+) -> anyhow::Result<()> {
     let backend = krust_proxy::backend::nftables::Nftables::new(Some(cluster_cidr))
         .context("--cluster-cidr")?;
     krust_proxy::run(
         client,
         Arc::new(backend),
-        krust_proxy::ProxyConfig::default(),
+        krust_proxy::ProxyConfig {
+            node_name,
+            ..Default::default()
+        },
         super::shutdown_signal(),
     )
     .await
@@ -36,9 +47,9 @@ pub async fn serve(client: kube::Client, cluster_cidr: &str) -> anyhow::Result<(
 }
 
 /// Runs the proxy in the background, logging if it stops.
-pub fn spawn(client: kube::Client, cluster_cidr: String) {
+pub fn spawn(client: kube::Client, cluster_cidr: String, node_name: String) {
     tokio::spawn(async move {
-        if let Err(e) = serve(client, &cluster_cidr).await {
+        if let Err(e) = serve(client, &cluster_cidr, Some(node_name)).await {
             tracing::error!(error = ?e, "service proxy stopped");
         }
     });

@@ -28,6 +28,14 @@ pub enum Component {
     Agent,
     /// The service proxy (`krust proxy`) that runs beside the hosted agent.
     Proxy,
+    /// Cluster DNS (the `kube-system/kube-dns` Service), in-process.
+    Dns,
+    /// Addresses for LoadBalancer Services from --service-lb-pool (as k3s's ServiceLB).
+    Servicelb,
+    /// The ingress controller, the default IngressClass `krust` (as k3s's Traefik).
+    Ingress,
+    /// NetworkPolicy enforcement beside the hosted agent (nftables).
+    NetworkPolicy,
 }
 
 #[derive(clap::Args)]
@@ -72,6 +80,20 @@ pub struct Args {
     /// How long a node may be silent before it is marked unreachable (e.g. 40s, 500ms, 2m).
     #[arg(long, default_value = "40s", value_parser = super::controllers::parse_duration)]
     node_monitor_grace_period: std::time::Duration,
+    /// Addresses LoadBalancer Services get, comma separated (default: the nodes'
+    /// InternalIPs).
+    #[arg(long, value_delimiter = ',')]
+    service_lb_pool: Vec<std::net::IpAddr>,
+    /// Port the ingress controller serves HTTP on, on every address.
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// Port the ingress controller serves HTTPS on, on every address.
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
+    /// Port the cluster DNS listens on (UDP and TCP) at the advertise address; the
+    /// kube-dns Service's port 53 leads there. 0 picks a free port.
+    #[arg(long, default_value_t = 53)]
+    dns_port: u16,
     /// How often the store's history is compacted, keeping one interval of it (as
     /// upstream's flag, for either store; 0 never compacts).
     #[arg(long, default_value = "5m", value_parser = super::controllers::parse_duration)]
@@ -94,8 +116,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_cidr_mask_size,
         node_monitor_grace_period,
         etcd_compaction_interval,
+        dns_port,
+        service_lb_pool,
+        ingress_http_port,
+        ingress_https_port,
     } = args;
+    let ingress_ports =
+        (!disable.contains(&Component::Ingress)).then_some((ingress_http_port, ingress_https_port));
     let agent_flags_disable_proxy = agent_flags.disable_proxy;
+    let network_policy =
+        !disable.contains(&Component::NetworkPolicy) && !agent_flags.disable_network_policy;
     let agent_config = if !disable.contains(&Component::Agent) {
         Some(agent_flags.config(data_dir.join("agent"))?)
     } else {
@@ -121,6 +151,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let kubeconfig_out = kubeconfig_out.unwrap_or_else(|| data_dir.join("admin.kubeconfig"));
+    let dns = (!disable.contains(&Component::Dns)).then(|| super::addons::DnsArgs {
+        listen: std::net::SocketAddr::new(advertise_address.unwrap_or(listen.ip()), dns_port),
+        service_cidr: service_cidr.clone(),
+        domain: agent_flags.cluster_domain.clone(),
+        resolv_conf: agent_flags.resolv_conf.clone(),
+    });
     let data_dir_tls = data_dir.join("tls");
     let config = krust_apiserver::Config {
         listen,
@@ -135,6 +171,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let running = krust_apiserver::start(config, store, super::shutdown_signal()).await?;
     tracing::info!("krust API server listening on https://{}", running.addr);
     // Hosted components talk to the API server through the API, like any client.
+    if let Some(dns) = dns {
+        super::addons::spawn_dns(super::client(&running.kubeconfig).await?, dns)?;
+    }
     if !disable.contains(&Component::Controllers) {
         let client = super::client(&running.kubeconfig).await?;
         let config = krust_controllers::ControllerConfig {
@@ -142,6 +181,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             node_cidr_mask_size,
             node_monitor_grace_period,
             root_ca: std::fs::read_to_string(data_dir_tls.join("ca.crt")).ok(),
+            service_lb: (!disable.contains(&Component::Servicelb)).then(|| {
+                krust_controllers::servicelb::LbConfig {
+                    pool: service_lb_pool.clone(),
+                    // The ingress listens on every address: its ports are never free.
+                    reserved: ingress_ports
+                        .iter()
+                        .flat_map(|(h, s)| [("TCP".to_string(), *h), ("TCP".to_string(), *s)])
+                        .collect(),
+                }
+            }),
             ..Default::default()
         };
         tokio::spawn(krust_controllers::run(
@@ -159,10 +208,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some((http, https)) = ingress_ports {
+        // The ingress is reached at the node's address (or this server's, without a node).
+        let publish = match &agent_config {
+            Some(a) => a.node_ip.parse().ok(),
+            None => Some(advertise_address.unwrap_or(listen.ip())),
+        };
+        super::addons::spawn_ingress(
+            super::client(&running.kubeconfig).await?,
+            http,
+            https,
+            publish
+                .into_iter()
+                .filter(|ip: &std::net::IpAddr| !ip.is_unspecified())
+                .collect(),
+        );
+    }
     if let Some(mut config) = agent_config {
         let client = super::client(&running.kubeconfig).await?;
+        if network_policy {
+            super::addons::spawn_network_policy(client.clone(), config.node_name.clone());
+        }
         if !disable.contains(&Component::Proxy) && !agent_flags_disable_proxy {
-            super::proxy::spawn(client.clone(), cluster_cidr.clone());
+            super::proxy::spawn(
+                client.clone(),
+                cluster_cidr.clone(),
+                config.node_name.clone(),
+            );
         }
         config.client_ca = super::agent::cluster_ca(&running.kubeconfig).await?;
         tokio::spawn(async move {

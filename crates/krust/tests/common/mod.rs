@@ -2,6 +2,8 @@
 //! real kubectl.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,6 +24,9 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
     pub extra_args: Vec<String>,
 }
+
+/// What `Server` turns off unless a test starts it itself.
+pub const ADDONS: &str = "agent,dns,servicelb,ingress";
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -51,6 +56,21 @@ impl Server {
 
     /// Starts a server with its data in `dir` and extra flags.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Server::launch(dir, ADDONS, extra)
+    }
+
+    /// Starts a server in a fresh directory with only the components in `disable` off
+    /// (tests of the add-ons themselves).
+    #[allow(dead_code)]
+    pub fn start_disabling(disable: &str, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::launch(&dir, disable, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn launch(dir: &Path, disable: &str, extra: &[&str]) -> Server {
         let port = free_port();
         let kubeconfig = dir.join(format!("admin-{port}.kubeconfig"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_krust"));
@@ -61,8 +81,9 @@ impl Server {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--kubeconfig-out")
             .arg(&kubeconfig)
-            // Tests that need a real node start `krust agent` themselves.
-            .args(["--disable", "agent"])
+            // Tests that need a real node start `krust agent` themselves; add-ons that
+            // listen on fixed ports are started by the tests about them.
+            .args(["--disable", disable])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::from(

@@ -524,6 +524,10 @@ static VALUE_STRUCTS: &[(&str, &str)] = &[
     ("io.k8s.api.events.v1.Event", "regarding"),
     ("io.k8s.api.events.v1.Event", "deprecatedSource"),
     ("io.k8s.api.discovery.v1.Endpoint", "conditions"),
+    ("io.k8s.api.networking.v1.IngressStatus", "loadBalancer"),
+    ("io.k8s.api.networking.v1.HTTPIngressPath", "backend"),
+    ("io.k8s.api.networking.v1.IngressServiceBackend", "port"),
+    ("io.k8s.api.networking.v1.NetworkPolicySpec", "podSelector"),
     ("io.k8s.api.rbac.v1.RoleBinding", "roleRef"),
     ("io.k8s.api.rbac.v1.ClusterRoleBinding", "roleRef"),
     (

@@ -106,7 +106,8 @@ pub fn validate_priority_class(pc: &Value, old: Option<&Value>) -> Vec<Cause> {
     errs
 }
 
-fn validate_cross_version_ref(r: &Value, path: &Path, errs: &mut Vec<Cause>) {
+/// `kind` and `name` of a reference: required, and each a valid path segment.
+pub(super) fn validate_cross_version_ref(r: &Value, path: &Path, errs: &mut Vec<Cause>) {
     for key in ["kind", "name"] {
         let v = str_of(r, key);
         if v.is_empty() {

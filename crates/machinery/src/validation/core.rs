@@ -273,11 +273,11 @@ pub fn validate_node(node: &Value, old: Option<&Value>) -> Vec<Cause> {
     let cidrs = arr(spec, "podCIDRs");
     for (i, c) in cidrs.iter().enumerate() {
         let c = c.as_str().unwrap_or_default();
-        if !is_valid_cidr(c) {
+        if !names::is_valid_cidr(c) {
             errs.push(field::invalid_str(
                 &Path::new("spec").child("podCIDRs").index(i),
                 c,
-                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                names::CIDR_ERROR,
             ));
         }
     }
@@ -307,17 +307,6 @@ pub fn validate_node(node: &Value, old: Option<&Value>) -> Vec<Cause> {
         }
     }
     errs
-}
-
-fn is_valid_cidr(c: &str) -> bool {
-    let Some((ip, bits)) = c.split_once('/') else {
-        return false;
-    };
-    let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
-        return false;
-    };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    bits.parse::<u8>().is_ok_and(|b| b <= max)
 }
 
 const ACCESS_MODES: &[&str] = &[

@@ -116,6 +116,31 @@ pub fn invalid(path: &Path, value: &Value, detail: &str) -> Cause {
     }
 }
 
+/// `Invalid value` with the value already rendered as upstream prints it, for Go values
+/// whose `%#v` form has no JSON equivalent (a nil slice: `[]networking.IngressRule(nil)`).
+pub fn invalid_raw(path: &Path, rendered: &str, detail: &str) -> Cause {
+    Cause {
+        reason: "FieldValueInvalid",
+        message: with_detail(format!("Invalid value: {rendered}"), detail),
+        field: path.to_string(),
+    }
+}
+
+/// Go's `%#v` of a slice of strings of type `go_type`: `[]T(nil)` when absent, else
+/// `[]T{"a", "b"}`.
+pub fn go_string_slice(go_type: &str, v: Option<&Value>) -> String {
+    match v.and_then(Value::as_array) {
+        None => format!("[]{go_type}(nil)"),
+        Some(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|i| quote(i.as_str().unwrap_or_default()))
+                .collect();
+            format!("[]{go_type}{{{}}}", parts.join(", "))
+        }
+    }
+}
+
 pub fn invalid_str(path: &Path, value: &str, detail: &str) -> Cause {
     invalid(path, &Value::String(value.to_string()), detail)
 }

@@ -19,6 +19,7 @@ mod cron;
 pub mod field;
 mod meta;
 pub mod names;
+mod networking;
 mod pod;
 pub mod quantity;
 mod service;
@@ -33,6 +34,7 @@ use names::NameRule;
 
 pub use self::core::validate_namespace_finalizers;
 pub use cron::validate_schedule;
+pub use networking::INGRESS_CLASS_ANNOTATION;
 
 /// Validates an object about to be created.
 pub fn validate_create(info: &ResourceInfo, obj: &Value) -> Vec<Cause> {
@@ -69,6 +71,7 @@ pub fn validate_status_update(info: &ResourceInfo, new: &Value, old: &Value) -> 
         ("batch", "Job") => workloads::validate_job_status(new),
         ("", "Namespace") => core::validate_namespace_status(new),
         ("", "PersistentVolumeClaim") => core::validate_pvc_status(new),
+        ("networking.k8s.io", "Ingress") => networking::validate_ingress_status(new),
         _ => Vec::new(),
     });
     errs
@@ -127,6 +130,9 @@ fn validate_kind(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<C
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
             cluster::validate_role_binding(obj, old, false)
         }
+        ("networking.k8s.io", "Ingress") => networking::validate_ingress(obj, old),
+        ("networking.k8s.io", "IngressClass") => networking::validate_ingress_class(obj, old),
+        ("networking.k8s.io", "NetworkPolicy") => networking::validate_network_policy(obj),
         _ => Vec::new(),
     }
 }
@@ -493,6 +499,23 @@ mod tests {
                 cluster(
                     json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "r"}, "subjects": [{"kind": "Group", "name": "g"}]}),
                 ),
+            ),
+            (
+                "networking.k8s.io/v1",
+                "Ingress",
+                ns(
+                    json!({"spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}}),
+                ),
+            ),
+            (
+                "networking.k8s.io/v1",
+                "IngressClass",
+                cluster(json!({"spec": {"controller": "example.com/ingress"}})),
+            ),
+            (
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                ns(json!({"spec": {}})),
             ),
         ];
         let registry = crate::Registry::builtin();

@@ -111,6 +111,25 @@ pub fn is_dns1035_label(v: &str) -> Vec<String> {
     errs
 }
 
+pub const WILDCARD_DNS1123_SUBDOMAIN_FMT: &str =
+    "\\*\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+
+/// `*.` followed by a DNS-1123 subdomain (RFC 1034 section 4.3.3): Ingress hosts.
+pub fn is_wildcard_dns1123_subdomain(v: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if v.len() > 253 {
+        errs.push(max_len_error(253));
+    }
+    if !v.strip_prefix("*.").is_some_and(matches_dns_subdomain) {
+        errs.push(regex_error(
+            "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character",
+            WILDCARD_DNS1123_SUBDOMAIN_FMT,
+            &["*.example.com"],
+        ));
+    }
+    errs
+}
+
 /// Label keys, annotation keys (lower-cased first), finalizers, condition types.
 pub fn is_qualified_name(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
@@ -284,6 +303,25 @@ pub fn is_valid_ip(v: &str) -> bool {
 }
 
 pub const IP_ERROR: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+
+pub const CIDR_ERROR: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
+
+/// A CIDR's address (as written, host bits included) and prefix length, as Go's
+/// `net.ParseCIDR` reads it; `None` when it is not one.
+pub fn parse_cidr(c: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, bits) = c.split_once('/')?;
+    let addr = ip.parse::<std::net::IpAddr>().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if bits.is_empty() || !bits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bits = bits.parse::<u8>().ok().filter(|b| *b <= max)?;
+    Some((addr, bits))
+}
+
+pub fn is_valid_cidr(c: &str) -> bool {
+    parse_cidr(c).is_some()
+}
 
 /// Which rule an object's `metadata.name` follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

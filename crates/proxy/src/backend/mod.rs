@@ -10,13 +10,8 @@ use crate::rules::ServiceRules;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("running {command}: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
-    #[error("{command} failed: {stderr}")]
-    Command { command: String, stderr: String },
+    #[error(transparent)]
+    Nft(#[from] krust_nft::NftError),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("watching the API: {0}")]

@@ -25,11 +25,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use tokio::io::AsyncWriteExt;
+use krust_nft::{NftError, Runner};
 
 use super::{ProxyBackend, ProxyError};
 use crate::rules::{stale_udp_flows, Endpoint, ServicePort, ServiceRules, StaleFlow};
@@ -41,8 +40,8 @@ pub struct Nftables {
     table: String,
     /// Pod addresses: traffic from elsewhere is masqueraded (None: all of it).
     cluster_cidr: Option<String>,
-    /// Run inside this network namespace (`ip netns exec`), for tests.
-    netns: Option<String>,
+    /// Where `nft` and `conntrack` run (the host's namespace, or a test's).
+    runner: Runner,
     /// Sysctls already written.
     bridge_netfilter: AtomicBool,
     route_localnet: AtomicBool,
@@ -107,7 +106,7 @@ impl Nftables {
         Ok(Nftables {
             table: "krust-proxy".into(),
             cluster_cidr: cluster_cidr.map(str::to_string),
-            netns: None,
+            runner: Runner::host(),
             bridge_netfilter: AtomicBool::new(false),
             route_localnet: AtomicBool::new(false),
             synced: Mutex::new(None),
@@ -117,66 +116,9 @@ impl Nftables {
 
     /// The same backend, acting inside network namespace `netns` on table `table`.
     pub fn in_netns(mut self, netns: &str, table: &str) -> Nftables {
-        self.netns = Some(netns.into());
+        self.runner = Runner::in_netns(netns);
         self.table = table.into();
         self
-    }
-
-    fn command(&self, program: &str) -> tokio::process::Command {
-        match &self.netns {
-            Some(ns) => {
-                let mut c = tokio::process::Command::new("ip");
-                c.args(["netns", "exec", ns, program]);
-                c
-            }
-            None => tokio::process::Command::new(program),
-        }
-    }
-
-    async fn run(&self, program: &str, args: &[&str], stdin: &str) -> Result<(), ProxyError> {
-        let command = format!("{program} {}", args.join(" "));
-        let mut child = self
-            .command(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| ProxyError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        if let Some(mut input) = child.stdin.take() {
-            input
-                .write_all(stdin.as_bytes())
-                .await
-                .map_err(|source| ProxyError::Spawn {
-                    command: command.clone(),
-                    source,
-                })?;
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|source| ProxyError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(ProxyError::Command {
-                command,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
-        }
-    }
-
-    /// Sets `/proc/sys/<key>` to 1 (in the namespace, if any) with the shell rather than
-    /// `sysctl`, which a minimal Debian (no procps) lacks.
-    async fn set_sysctl(&self, key: &str) -> Result<(), ProxyError> {
-        self.run("sh", &["-c", &format!("echo 1 > /proc/sys/{key}")], "")
-            .await
     }
 
     /// The whole table for `rules` as one `nft -f` script, and what it declares. Without
@@ -218,15 +160,34 @@ impl Nftables {
                 }
                 continue;
             }
-            services.extend(addrs.map(|ip| format!("{ip} . {proto} . {} : goto svc-{i}", p.port)));
+            // externalTrafficPolicy: Local sends outside traffic to its own chain.
+            let external = if p.local_endpoints.is_some() {
+                format!("ext-{i}")
+            } else {
+                format!("svc-{i}")
+            };
+            services.push(format!(
+                "{} . {proto} . {} : goto svc-{i}",
+                p.cluster_ip, p.port
+            ));
+            services.extend(
+                p.external_ips
+                    .iter()
+                    .map(|ip| format!("{ip} . {proto} . {} : goto {external}", p.port)),
+            );
             if let Some(np) = p.node_port {
                 node_ports.push(format!("{proto} . {np} : goto nodeport-{i}"));
-                body.chain(
-                    &format!("nodeport-{i}"),
-                    &format!("jump mark-for-masquerade; goto svc-{i};"),
-                );
+                let body_text = if p.local_endpoints.is_some() {
+                    format!("goto {external};")
+                } else {
+                    format!("jump mark-for-masquerade; goto svc-{i};")
+                };
+                body.chain(&format!("nodeport-{i}"), &body_text);
             }
             self.render_service(&mut body, i, p);
+            if let Some(local) = &p.local_endpoints {
+                self.render_local(&mut body, i, p, local);
+            }
         }
 
         let mut services_rules = String::new();
@@ -309,6 +270,46 @@ impl Nftables {
         }
         let _ = writeln!(out, "table ip {t} {{\n{}}}", body.text);
         (out, body.installed)
+    }
+
+    /// The chain of outside traffic to a service with `externalTrafficPolicy: Local`, as
+    /// upstream's: traffic from pods or from the node itself takes the cluster path
+    /// (masqueraded when from the node); the rest goes to an endpoint on this node without
+    /// masquerading, so that the endpoint sees the client's address, and is dropped when
+    /// this node has none.
+    fn render_local(&self, s: &mut Script, i: usize, p: &ServicePort, local: &[Endpoint]) {
+        let mut rules = format!("\n    comment {:?}", format!("{} (local)", p.name));
+        if let Some(cidr) = &self.cluster_cidr {
+            let _ = write!(rules, "\n    ip saddr {cidr} goto svc-{i}");
+        }
+        let _ = write!(
+            rules,
+            "\n    fib saddr type local jump mark-for-masquerade\n    fib saddr type local goto svc-{i}"
+        );
+        let proto = p.protocol.nft();
+        match local.len() {
+            0 => {
+                let _ = write!(rules, "\n    drop");
+            }
+            1 => {
+                let _ = write!(rules, "\n    goto lep-{i}-0");
+            }
+            n => {
+                let arms: Vec<String> = (0..n).map(|j| format!("{j} : goto lep-{i}-{j}")).collect();
+                let _ = write!(
+                    rules,
+                    "\n    numgen random mod {n} vmap {{ {} }}",
+                    arms.join(", ")
+                );
+            }
+        }
+        s.chain(&format!("ext-{i}"), &format!("{rules}\n  "));
+        for (j, e) in local.iter().enumerate() {
+            s.chain(
+                &format!("lep-{i}-{j}"),
+                &format!("meta l4proto {proto} dnat to {}:{};", e.ip, e.port),
+            );
+        }
     }
 
     fn render_service(&self, s: &mut Script, i: usize, p: &ServicePort) {
@@ -413,12 +414,12 @@ impl Nftables {
         for flow in flows {
             let args = conntrack_filter(flow);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            match self.run("conntrack", &args, "").await {
+            match self.runner.run("conntrack", &args, "").await {
                 Ok(()) => tracing::debug!(?flow, "stale UDP flows cleared"),
                 // conntrack fails when nothing matched.
-                Err(ProxyError::Command { stderr, .. })
+                Err(NftError::Command { stderr, .. })
                     if stderr.contains("0 flow entries have been deleted") => {}
-                Err(ProxyError::Spawn { source, .. })
+                Err(NftError::Spawn { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound =>
                 {
                     if !self.no_conntrack.swap(true, Ordering::Relaxed) {
@@ -449,27 +450,30 @@ impl ProxyBackend for Nftables {
         // absent, and upstream only warns too.
         if !self.bridge_netfilter.swap(true, Ordering::Relaxed)
             && self
-                .set_sysctl("net/bridge/bridge-nf-call-iptables")
+                .runner
+                .enable_sysctl("net/bridge/bridge-nf-call-iptables")
                 .await
                 .is_err()
         {
             tracing::debug!("bridge netfilter is not available");
         }
         if uses_loopback(rules) && !self.route_localnet.load(Ordering::Relaxed) {
-            self.set_sysctl("net/ipv4/conf/all/route_localnet").await?;
+            self.runner
+                .enable_sysctl("net/ipv4/conf/all/route_localnet")
+                .await?;
             self.route_localnet.store(true, Ordering::Relaxed);
         }
         let previous = self.synced.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (script, installed) = self.render(rules, previous.as_ref().map(|p| &p.installed));
-        if let Err(e) = self.run("nft", &["-f", "-"], &script).await {
+        if let Err(e) = self.runner.nft(&script).await {
             // The table is not what the last sync left (someone changed it): replace it
             // whole. nft applies a script all or nothing, so the old rules still stand.
             if previous.is_none() {
-                return Err(e);
+                return Err(e.into());
             }
             tracing::debug!(error = %e, "updating the table failed; replacing it");
             let (script, _) = self.render(rules, None);
-            self.run("nft", &["-f", "-"], &script).await?;
+            self.runner.nft(&script).await?;
         }
         if let Some(before) = &previous {
             self.clear_udp_flows(&stale_udp_flows(&before.rules, rules))
@@ -485,12 +489,10 @@ impl ProxyBackend for Nftables {
     async fn cleanup(&self) -> Result<(), ProxyError> {
         let t = &self.table;
         *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.run(
-            "nft",
-            &["-f", "-"],
-            &format!("table ip {t}\ndelete table ip {t}\n"),
-        )
-        .await
+        self.runner
+            .nft(&format!("table ip {t}\ndelete table ip {t}\n"))
+            .await?;
+        Ok(())
     }
 }
 
@@ -509,6 +511,7 @@ mod tests {
             node_port,
             external_ips: vec![],
             affinity_seconds: None,
+            local_endpoints: None,
             endpoints: eps
                 .iter()
                 .map(|(ip, port)| Endpoint {
@@ -552,6 +555,47 @@ mod tests {
         assert!(s.contains("tcp . 30081 : goto reject-chain"), "{s}");
         assert!(
             !s.contains("route_localnet") && !s.contains("127.0.0.0/8"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn external_traffic_policy_local_keeps_outside_clients_on_local_endpoints() {
+        let nft = Nftables::new(Some("10.42.0.0/16")).expect("cidr");
+        let mut lb = port(
+            "default/lb:",
+            "10.43.0.30",
+            &[("10.42.0.5", 8080), ("10.42.0.6", 8080)],
+            Some(30090),
+        );
+        lb.external_ips = vec!["192.0.2.7".parse().expect("ip")];
+        lb.local_endpoints = Some(vec![lb.endpoints[1]]);
+        let mut none_here = port("default/far:", "10.43.0.31", &[("10.42.0.9", 80)], None);
+        none_here.external_ips = vec!["192.0.2.8".parse().expect("ip")];
+        none_here.local_endpoints = Some(vec![]);
+        let (s, _) = nft.render(
+            &ServiceRules {
+                ports: vec![lb, none_here],
+            },
+            None,
+        );
+        assert!(
+            s.contains("10.43.0.30 . tcp . 80 : goto svc-0"),
+            "cluster IP: all endpoints\n{s}"
+        );
+        assert!(s.contains("192.0.2.7 . tcp . 80 : goto ext-0"), "{s}");
+        assert!(s.contains("chain nodeport-0 { goto ext-0; }"), "{s}");
+        assert!(s.contains("ip saddr 10.42.0.0/16 goto svc-0"), "{s}");
+        assert!(s.contains("fib saddr type local goto svc-0"), "{s}");
+        assert!(s.contains("goto lep-0-0"), "{s}");
+        assert!(
+            s.contains("chain lep-0-0 { meta l4proto tcp dnat to 10.42.0.6:8080; }"),
+            "no masquerade mark: the client's address is kept\n{s}"
+        );
+        assert!(s.contains("192.0.2.8 . tcp . 80 : goto ext-1"), "{s}");
+        let ext1 = s.split("chain ext-1 {").nth(1).expect("ext-1");
+        assert!(
+            ext1.split('}').next().expect("body").contains("drop"),
             "{s}"
         );
     }

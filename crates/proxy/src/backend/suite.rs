@@ -55,6 +55,7 @@ fn web(endpoints: &[Endpoint], node_port: bool, affinity_seconds: Option<u32>) -
         external_ips: vec![],
         endpoints: endpoints.to_vec(),
         affinity_seconds,
+        local_endpoints: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn sticky(endpoints: &[Endpoint], others: u8) -> ServiceRules {
             cluster_ip: Ipv4Addr::new(10, 43, 8, i),
             endpoints: vec![],
             affinity_seconds: None,
+            local_endpoints: None,
             ..web(endpoints, false, None)
         })
         .collect();
