@@ -558,8 +558,16 @@ impl Worker {
             &self.ctx.dns.cluster_domain,
             &self.ctx.host_hosts,
         );
+        // Every container of the pod mounts the same file: write it once, not per start.
+        let unchanged = std::fs::read_to_string(&path).is_ok_and(|old| old == text);
         std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&path, text))
+            .and_then(|()| {
+                if unchanged {
+                    Ok(())
+                } else {
+                    std::fs::write(&path, text)
+                }
+            })
             .map_err(|e| volumes::SourceError::Volume {
                 volume: "etc-hosts".to_string(),
                 message: e.to_string(),
