@@ -8,6 +8,8 @@
 //! - [`containerd`]: the agent's own containerd (config, start, stop) under its data dir.
 //! - [`cni`]: the bridge conflist over the node's pod CIDR.
 //! - [`images`]: the pause and busybox images, built locally as OCI archives and imported.
+//! - [`credentials`]: the node's identity (TLS bootstrapping with a join token or a bootstrap
+//!   kubeconfig, CSRs for its client and serving certificates, renewal).
 //! - [`node`]: the Node object, registration, Lease and status heartbeats.
 //! - [`pod`]: the pod manager, the per-pod state machine and status computation, probes,
 //!   lifecycle hooks and the Events about containers.
@@ -22,6 +24,7 @@
 
 pub mod cni;
 pub mod containerd;
+pub mod credentials;
 pub mod images;
 pub mod labels;
 pub mod node;
@@ -57,6 +60,8 @@ pub enum AgentError {
     Images(#[from] images::ImageError),
     #[error("starting the agent's HTTPS API")]
     Server(#[from] server::ServerError),
+    #[error("the node's credentials")]
+    Credentials(#[from] credentials::CredentialsError),
     #[error("{context}")]
     Api {
         context: &'static str,
@@ -94,6 +99,9 @@ pub struct AgentConfig {
     pub kubelet_port: u16,
     /// The cluster CA (DER) that callers' client certificates must be signed by.
     pub client_ca: Vec<Vec<u8>>,
+    /// The serving certificate of the agent's API (from [`credentials`]); `None` serves a
+    /// self-signed one, which the API server does not trust (tests of the agent alone).
+    pub serving_cert: Option<Arc<credentials::CertSlot>>,
     /// Graceful node shutdown (off by default, as upstream).
     pub shutdown_grace: shutdown::GracePeriods,
     /// logind's drop-in directory, where a too short `InhibitDelayMaxSec` is raised.
@@ -123,6 +131,7 @@ impl Default for AgentConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             kubelet_port: 10250,
             client_ca: Vec::new(),
+            serving_cert: None,
             shutdown_grace: shutdown::GracePeriods::default(),
             logind_conf_dir: PathBuf::from("/etc/systemd/logind.conf.d"),
             cluster_dns: Vec::new(),
@@ -204,13 +213,13 @@ pub async fn run(
         .node_ip
         .parse()
         .map_err(|_| AgentError::Config(format!("bad --node-ip {}", config.node_ip)))?;
+    let serving: Arc<dyn rustls::server::ResolvesServerCert> = match &config.serving_cert {
+        Some(slot) => slot.clone(),
+        None => credentials::CertSlot::new(credentials::provisional_serving(&config.node_name)?)?,
+    };
     let api = server::Server::bind(
         std::net::SocketAddr::new(ip, config.kubelet_port),
-        &[
-            config.node_ip.clone(),
-            config.node_name.clone(),
-            "localhost".to_string(),
-        ],
+        serving,
         &config.client_ca,
         server::Context {
             runtime: rt.clone(),

@@ -17,11 +17,14 @@
 //!   lift them once no pod uses the claim, or the volume is no longer bound.
 //! - DefaultIngressClass ([`defaultingressclass`]): an Ingress that names no class gets the
 //!   default IngressClass.
+//! - NodeRestriction ([`noderestriction`]): what a node identity may write; called by the
+//!   server before a request and by `rest` on the objects of a node's create or update.
 //!
 //! What the plugins need from the store is read first ([`lookups`]), so that
 //! [`admit_create`] and the plugins stay pure functions of the object and those reads.
 
 pub mod defaultingressclass;
+pub mod noderestriction;
 
 use krust_machinery::{storage, ResourceInfo};
 use serde_json::{json, Value};

@@ -533,6 +533,40 @@ mod tests {
     }
 
     #[test]
+    fn certificates_serve_csrs_with_status_and_approval() {
+        let reg = Registry::builtin();
+        let list = resource_list(&reg, "certificates.k8s.io", "v1").expect("certificates served");
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "certificatesigningrequests",
+                "certificatesigningrequests/approval",
+                "certificatesigningrequests/status"
+            ]
+        );
+        let csr = find(&list, "certificatesigningrequests");
+        assert_eq!(
+            (&csr["kind"], &csr["shortNames"], &csr["namespaced"]),
+            (
+                &json!("CertificateSigningRequest"),
+                &json!(["csr"]),
+                &json!(false)
+            )
+        );
+        assert_eq!(
+            find(&list, "certificatesigningrequests/approval")["verbs"],
+            json!(["get", "patch", "update"])
+        );
+        assert!(api_group(&reg, "certificates.k8s.io").is_some());
+    }
+
+    #[test]
     fn group_list_and_versions() {
         let reg = Registry::builtin();
         let v = api_versions("127.0.0.1:6443");

@@ -26,6 +26,9 @@ pub fn validate_update(
     match subresource {
         Some("status") => validation::validate_status_update(info, new, old),
         Some("finalize") => validation::validate_namespace_finalizers(new),
+        Some(crate::strategy::certificates::APPROVAL) => {
+            validation::validate_approval_update(new, old)
+        }
         _ => validation::validate_update(info, new, old),
     }
 }

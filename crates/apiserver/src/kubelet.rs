@@ -2,9 +2,10 @@
 //! `pods/attach` and `pods/portforward`.
 //!
 //! It authenticates with a client certificate the cluster CA signs at start-up
-//! (`kube-apiserver-kubelet-client`, group `system:masters`, as upstream's). Like
-//! kube-apiserver without `--kubelet-certificate-authority`, it does not verify the agent's
-//! serving certificate (agents make their own). One connection per request: a plain request
+//! (`kube-apiserver-kubelet-client`, group `system:masters`, as upstream's), and verifies the
+//! agent's serving certificate against the cluster CA for the node's address (as
+//! kube-apiserver with `--kubelet-certificate-authority`): agents serve certificates the
+//! cluster issued them through `kubernetes.io/kubelet-serving` CSRs. One connection per request: a plain request
 //! streams the agent's answer back (followed logs); an upgrade request (SPDY or WebSocket)
 //! becomes, after the agent's `101`, a byte-for-byte tunnel between client and agent, except
 //! the WebSocket protocols the node's runtime does not speak, which
@@ -19,10 +20,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use krust_machinery::ApiError;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
 use serde_json::Value;
 
@@ -38,56 +36,6 @@ pub const DEFAULT_PORT: u16 = 10250;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The header that negotiates a stream protocol over a SPDY upgrade.
 const STREAM_PROTOCOL_VERSION: &str = "x-stream-protocol-version";
-
-/// Accepts any serving certificate (agents' are self-signed) while still checking that the
-/// handshake is signed by the key of the certificate presented.
-#[derive(Debug)]
-struct AnyServerCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 /// What can go wrong making the client.
 #[derive(Debug, thiserror::Error)]
@@ -114,15 +62,19 @@ pub struct Endpoint {
 }
 
 impl KubeletClient {
-    /// A client with a fresh certificate signed by the cluster CA.
+    /// A client with a fresh certificate signed by the cluster CA, trusting agents whose
+    /// serving certificates it signed.
     pub fn new(ca_cert_pem: &str, ca_key_pem: &str) -> Result<KubeletClient, KubeletClientError> {
         let (cert, key) =
             crate::pki::client_cert(ca_cert_pem, ca_key_pem, CLIENT_USER, &["system:masters"])?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        let mut roots = rustls::RootCertStore::empty();
+        for c in crate::tls::certs(ca_cert_pem)? {
+            roots.add(c)?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+            .with_root_certificates(roots)
             .with_client_auth_cert(crate::tls::certs(&cert)?, crate::tls::key(&key)?)?;
         // Upgrades need HTTP/1.1.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

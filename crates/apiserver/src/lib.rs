@@ -8,7 +8,8 @@
 //!   `spdy` as its SPDY/3.1 client.
 //!   `token` signs and checks service account
 //!   tokens, `serviceaccount` serves TokenRequest, bearer authentication and the identity
-//!   endpoints (SelfSubjectReview, TokenReview, OIDC discovery).
+//!   endpoints (SelfSubjectReview, TokenReview, OIDC discovery); `bootstraptoken`
+//!   authenticates bootstrap tokens by their Secrets.
 //! - `request`: API paths and query parameters; `options`: `ListOptions` decoded and
 //!   validated as upstream does; `rest`: generic storage for every kind, `continuetoken`
 //!   its paged lists' tokens;
@@ -23,6 +24,7 @@ pub mod admission;
 pub mod alloc;
 pub mod auth;
 pub mod body;
+pub mod bootstraptoken;
 pub mod cache;
 pub mod compactor;
 pub mod continuetoken;

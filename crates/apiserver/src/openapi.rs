@@ -1611,6 +1611,18 @@ mod tests {
         );
         assert!(policy["properties"]["podSelector"].is_object());
         assert!(net["paths"]["/apis/networking.k8s.io/v1/ingressclasses"].is_object());
+        let certs = doc(&reg, "apis/certificates.k8s.io/v1");
+        let spec = explain(
+            &certs,
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+            &["spec"],
+        );
+        assert!(spec["properties"]["signerName"].is_object());
+        for sub in ["approval", "status"] {
+            let p =
+                format!("/apis/certificates.k8s.io/v1/certificatesigningrequests/{{name}}/{sub}");
+            assert!(certs["paths"][&p]["put"].is_object(), "{p}");
+        }
         let rbac = doc(&reg, "apis/rbac.authorization.k8s.io/v1");
         assert_eq!(
             rbac["paths"]["/apis/rbac.authorization.k8s.io/v1/clusterroles"]["get"]["operationId"],

@@ -146,6 +146,24 @@ pub fn client_cert(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// A serving certificate signed by the cluster CA for `hosts` (addresses and names), with
+/// subject CN `cn` and O `orgs`: what the agent `krust server` hosts serves with, as a joined
+/// node's would be issued through a `kubernetes.io/kubelet-serving` CSR.
+pub fn serving_cert(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    cn: &str,
+    orgs: &[&str],
+    hosts: &[String],
+) -> Result<(String, String), PkiError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert = leaf_params(cn, orgs, sans(hosts)?, ExtendedKeyUsagePurpose::ServerAuth)
+        .signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 impl Pki {
     /// Loads the CA and admin credentials from `dir`, making any that are missing, and signs
     /// a fresh serving certificate for `hosts` (addresses and names clients dial).

@@ -26,6 +26,19 @@ pub struct ResourcePath<'r> {
     pub legacy_watch: bool,
 }
 
+impl ResourcePath<'_> {
+    /// What authorization and admission see of the addressed resource.
+    pub fn attributes(&self) -> crate::auth::ResourceAttributes<'_> {
+        crate::auth::ResourceAttributes {
+            group: self.info.group,
+            resource: self.info.plural,
+            subresource: self.subresource.as_deref(),
+            namespace: self.namespace.as_deref(),
+            name: self.name.as_deref(),
+        }
+    }
+}
+
 fn bad_path() -> ApiError {
     ApiError::NoRoute
 }

@@ -66,6 +66,9 @@ pub struct WriteCtx<'a> {
     pub validation: FieldValidation,
     /// A server-side apply already wrote managedFields; plain writes record them here.
     pub applied: bool,
+    /// The requester; `None` for the server's own writes. CSRs record it and
+    /// NodeRestriction checks it.
+    pub who: Option<&'a crate::auth::Identity>,
 }
 
 pub struct Rest {
@@ -303,10 +306,16 @@ impl Rest {
             set_meta(&mut obj, "generation", 1);
         }
         crate::strategy::prepare_for_create(info, &mut obj);
+        if crate::strategy::certificates::is_csr(info) {
+            crate::strategy::certificates::prepare_for_create(&mut obj, ctx.who);
+        }
         if (info.group, info.kind) == ("batch", "Job") {
             krust_machinery::defaults::set_job_selector(&mut obj);
         }
         glue::apply_defaults(info, &mut obj);
+        if let Some(who) = ctx.who {
+            crate::admission::noderestriction::admit_create(self, rp, who, &obj).await?;
+        }
         let lookups = crate::admission::lookups(self, info, &obj).await;
         crate::admission::admit_create(info, &mut obj, &lookups);
         let causes = glue::validate_create(info, &obj);
@@ -577,6 +586,9 @@ impl Rest {
         }
         crate::strategy::prepare_for_update(info, &mut obj, old);
         match rp.subresource.as_deref() {
+            sub if crate::strategy::certificates::is_csr(info) => {
+                crate::strategy::certificates::prepare_for_update(sub, &mut obj, old);
+            }
             Some("finalize") => {
                 // Only spec.finalizers changes through a namespace's /finalize.
                 let finalizers = object::path(&obj, "spec.finalizers")
@@ -629,6 +641,10 @@ impl Rest {
             "resourceVersion",
             current.mod_revision.to_string(),
         );
+        if let Some(who) = ctx.who {
+            let attrs = rp.attributes();
+            crate::admission::noderestriction::check_update(who, &attrs, &obj, old)?;
+        }
         let causes = glue::validate_update(info, rp.subresource.as_deref(), &obj, old);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, name, causes));

@@ -1,5 +1,7 @@
 //! The API server: the request chain (authentication -> authorization -> admission ->
-//! REST storage) and its start-up.
+//! REST storage) and its start-up. Every request is authorized on one `auth::Attributes`
+//! record (non-resource paths too); a node identity's writes then pass NodeRestriction's
+//! request checks, and the requester travels in `WriteCtx` to storage (CSRs record it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +28,7 @@ use crate::openapi::{self, OpenApi};
 use crate::options::ListOptions;
 use crate::request::{parse_path, request_timeout, Query, ResourcePath, Target};
 use crate::rest::{decode_stored, Reply, Rest, WriteCtx, MAX_BODY};
+use crate::strategy::certificates::APPROVAL;
 
 /// The Kubernetes version krust reports; kubectl's dispatcher picks its client by it.
 pub const KUBE_VERSION: &str = "v1.33.0";
@@ -33,7 +36,7 @@ pub const KUBE_VERSION: &str = "v1.33.0";
 pub struct ApiServer {
     pub rest: Rest,
     pub registry: Arc<Registry>,
-    authorizer: Box<dyn Authorizer>,
+    pub(crate) authorizer: Box<dyn Authorizer>,
     openapi: OpenApi,
     /// `host:port` clients reach this server at, for discovery documents.
     server_address: String,
@@ -304,7 +307,14 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let method = parts.method.as_str().to_ascii_lowercase();
+        let non_resource = auth::Attributes {
+            verb: &method,
+            resource: None,
+            path: &path,
+        };
         if let Some(rest) = path.strip_prefix("/openapi/") {
+            auth::check(self.authorizer.as_ref(), who, &non_resource)?;
             return self.openapi(rest, &q, &accept);
         }
         let ct = content_type(&parts.headers);
@@ -315,6 +325,9 @@ impl ApiServer {
             return r.map(reply);
         }
         let target = parse_path(&self.registry, &path)?;
+        if !matches!(target, Target::Resource(_)) {
+            auth::check(self.authorizer.as_ref(), who, &non_resource)?;
+        }
         let rp = match target {
             Target::RootCore | Target::RootGroups => {
                 let core = matches!(target, Target::RootCore);
@@ -354,15 +367,24 @@ impl ApiServer {
             (&Method::DELETE, false) => "deletecollection",
             _ => return Err(ApiError::MethodNotAllowed),
         };
-        if !self
-            .authorizer
-            .allowed(who, verb, rp.info.plural, rp.namespace.as_deref())
-        {
-            return Err(ApiError::forbidden(format!(
-                "User \"{}\" cannot {verb} resource \"{}\"",
-                who.user, rp.info.plural
-            )));
-        }
+        let attrs = auth::Attributes {
+            verb,
+            resource: Some(rp.attributes()),
+            path: &path,
+        };
+        auth::check(self.authorizer.as_ref(), who, &attrs)?;
+        crate::admission::noderestriction::check_request(who, &attrs, || async {
+            let name = rp.name.clone().unwrap_or_default();
+            let main = ResourcePath {
+                info: rp.info,
+                namespace: rp.namespace.clone(),
+                name: rp.name.clone(),
+                subresource: None,
+                legacy_watch: false,
+            };
+            self.rest.get(&main, &name).await.map(|(v, _)| v)
+        })
+        .await?;
         let table = wants_table(&parts.headers);
         let validation =
             FieldValidation::parse(q.get("fieldValidation")).map_err(ApiError::bad_request)?;
@@ -372,6 +394,7 @@ impl ApiServer {
             dry_run: q.dry_run()?,
             validation,
             applied: false,
+            who: Some(who),
         };
         let info = rp.info;
         let sub = rp.subresource.clone();
@@ -384,7 +407,7 @@ impl ApiServer {
                 let opts = ListOptions::from_query(&q, false)?;
                 self.list(&rp, &opts, q.get("includeObject"), table).await
             }
-            ("get", Some(name), None | Some("status")) => {
+            ("get", Some(name), None | Some("status") | Some(APPROVAL)) => {
                 let (obj, bytes) = self.rest.get(&rp, &name).await?;
                 if table {
                     let rv = object::resource_version(&obj).unwrap_or("").to_string();
@@ -429,7 +452,7 @@ impl ApiServer {
             ("create", Some(name), Some("eviction")) => {
                 self.evict(&rp, &name, &ct, &body, ctx.dry_run).await
             }
-            ("update", Some(name), None | Some("status") | Some("finalize")) => {
+            ("update", Some(name), None | Some("status" | "finalize" | APPROVAL)) => {
                 let (obj, warnings) = self.decode_object(info, &ct, &body, validation)?;
                 let mut r = self.rest.update(&rp, &name, obj, &ctx).await?;
                 r.warnings.extend(warnings);
@@ -449,7 +472,7 @@ impl ApiServer {
                 .await
                 .map(reply)
             }
-            ("patch", Some(name), None | Some("status")) => {
+            ("patch", Some(name), None | Some("status" | APPROVAL)) => {
                 self.patch(&rp, &name, &ct, &body, &ctx).await.map(reply)
             }
             ("delete", Some(name), None) => {
@@ -654,6 +677,7 @@ impl ApiServer {
             dry_run: ctx.dry_run,
             validation: ctx.validation,
             applied: true,
+            who: ctx.who,
         };
         let now = object::now_rfc3339();
         for _ in 0..8 {
@@ -947,6 +971,7 @@ impl ApiServer {
                 dry_run: false,
                 validation: FieldValidation::Ignore,
                 applied: false,
+                who: None,
             };
             let pdb_name = object::name(&pdb).unwrap_or_default().to_string();
             match self.rest.update(&srp, &pdb_name, pdb, &ctx).await {
@@ -1228,7 +1253,7 @@ pub async fn start(
     let kubelet = crate::kubelet::KubeletClient::new(&pki.ca_cert_pem, &pki.ca_key_pem)?;
     let mut server = ApiServer::new(
         rest,
-        Box::new(auth::AllowAllAuthenticated),
+        auth::default_authorizer(),
         format!("{host}:{}", addr.port()),
     )
     .with_kubelet_client(kubelet);
@@ -1270,6 +1295,7 @@ impl ApiServer {
             dry_run: false,
             validation: FieldValidation::Strict,
             applied: false,
+            who: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! - `serviceaccounts/<name>/token` (TokenRequest), as upstream's
 //!   `pkg/registry/core/serviceaccount/storage/token.go`: a token for the ServiceAccount,
 //!   optionally bound to a Pod or Secret of its namespace;
-//! - bearer-token authentication: a token is good while its signature, times and audience
+//! - bearer-token authentication (bootstrap tokens are `bootstraptoken`'s): a token is good while its signature, times and audience
 //!   are, and the objects it names still exist with the uids it names;
 //! - the identity endpoints that need no storage: `authentication.k8s.io/v1`
 //!   SelfSubjectReview (`kubectl auth whoami`) and TokenReview, and the issuer's
@@ -53,8 +53,17 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// `authentication.k8s.io/v1` UserInfo; uid and extra only when set (`omitempty`).
 fn user_info(id: &Identity) -> Value {
-    json!({"username": id.user, "groups": id.groups})
+    let mut v = json!({"username": id.user});
+    if !id.uid.is_empty() {
+        v["uid"] = json!(id.uid);
+    }
+    v["groups"] = json!(id.groups);
+    if !id.extra.is_empty() {
+        v["extra"] = json!(id.extra);
+    }
+    v
 }
 
 impl ApiServer {
@@ -111,9 +120,20 @@ impl ApiServer {
         Ok(claims)
     }
 
-    /// The identity of a request without a client certificate, from its bearer token.
+    /// The identity of a request without a client certificate, from its bearer token: a
+    /// bootstrap token (`bootstraptoken`) or a service account token. A token in the
+    /// bootstrap format is only ever a bootstrap token.
     pub(crate) async fn bearer_identity(&self, headers: &HeaderMap) -> Option<Identity> {
         let jwt = bearer(headers)?;
+        if let Some(token) = krust_machinery::bootstrap::Token::parse(jwt) {
+            return match self.bootstrap_identity(&token).await {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::debug!(?token, "bootstrap token refused: {e}");
+                    None
+                }
+            };
+        }
         match self.authenticate_token(jwt, None).await {
             Ok(claims) => Some(claims.identity()),
             Err(e) => {
@@ -250,6 +270,32 @@ impl ApiServer {
         body: &Bytes,
     ) -> Option<Result<Reply, ApiError>> {
         let tokens = self.tokens.as_ref()?;
+        let review = |resource| crate::auth::ResourceAttributes {
+            group: "authentication.k8s.io",
+            resource,
+            subresource: None,
+            namespace: None,
+            name: None,
+        };
+        let resource = match (method, path) {
+            (&Method::GET, "/.well-known/openid-configuration" | "/openid/v1/jwks") => None,
+            (&Method::POST, "/apis/authentication.k8s.io/v1/selfsubjectreviews") => {
+                Some(review("selfsubjectreviews"))
+            }
+            (&Method::POST, "/apis/authentication.k8s.io/v1/tokenreviews") => {
+                Some(review("tokenreviews"))
+            }
+            _ => return None,
+        };
+        let verb = if resource.is_some() { "create" } else { "get" };
+        let attrs = crate::auth::Attributes {
+            verb,
+            resource,
+            path,
+        };
+        if let Err(e) = crate::auth::check(self.authorizer.as_ref(), who, &attrs) {
+            return Some(Err(e));
+        }
         Some(match (method, path) {
             (&Method::GET, "/.well-known/openid-configuration") => {
                 Ok(Reply::value(200, &tokens.openid_configuration()))
@@ -290,9 +336,7 @@ impl ApiServer {
             });
         let status = match self.authenticate_token(&jwt, audiences.as_deref()).await {
             Ok(claims) => {
-                let id = claims.identity();
-                let mut user = user_info(&id);
-                user["uid"] = json!(claims.kubernetes.serviceaccount.uid);
+                let user = user_info(&claims.identity());
                 json!({"authenticated": true, "user": user, "audiences": claims.aud})
             }
             Err(e) => json!({"authenticated": false, "user": {}, "error": e.to_string()}),

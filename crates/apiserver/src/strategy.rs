@@ -1,5 +1,8 @@
 //! Kind-specific behaviour of the generic REST storage, as upstream's per-kind strategies:
-//! what a create resets, how long a deletion may take.
+//! what a create resets, how long a deletion may take. CertificateSigningRequests'
+//! (requester, status and approval doors) are [`certificates`]'.
+
+pub mod certificates;
 
 use krust_machinery::object;
 use krust_machinery::ResourceInfo;

@@ -18,6 +18,10 @@ use crate::auth::Identity;
 pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// TokenRequest's default lifetime.
 pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
+/// Extra keys of a service account token's identity, as upstream's.
+pub const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
+pub const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+pub const EXTRA_CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 /// The shortest lifetime a TokenRequest may ask for.
 pub const MIN_EXPIRATION_SECONDS: i64 = 600;
 /// The longest, as upstream's validation (2^32 seconds).
@@ -85,20 +89,29 @@ pub struct Request {
 }
 
 impl Claims {
-    /// The authenticated identity the token stands for.
+    /// The authenticated identity the token stands for: the ServiceAccount's uid, and as
+    /// extra the bound pod and the token's id, as upstream's.
     pub fn identity(&self) -> Identity {
-        let ns = &self.kubernetes.namespace;
-        Identity {
-            user: format!(
-                "system:serviceaccount:{ns}:{}",
-                self.kubernetes.serviceaccount.name
-            ),
-            groups: vec![
+        let k = &self.kubernetes;
+        let ns = &k.namespace;
+        let mut id = Identity::new(
+            format!("system:serviceaccount:{ns}:{}", k.serviceaccount.name),
+            vec![
                 "system:serviceaccounts".to_string(),
                 format!("system:serviceaccounts:{ns}"),
-                "system:authenticated".to_string(),
             ],
+        );
+        id.uid = k.serviceaccount.uid.clone();
+        if let Some(pod) = &k.pod {
+            let extra = &mut id.extra;
+            extra.insert(EXTRA_POD_NAME.into(), vec![pod.name.clone()]);
+            extra.insert(EXTRA_POD_UID.into(), vec![pod.uid.clone()]);
         }
+        if !self.jti.is_empty() {
+            let jti = format!("JTI={}", self.jti);
+            id.extra.insert(EXTRA_CREDENTIAL_ID.into(), vec![jti]);
+        }
+        id
     }
 }
 
@@ -324,6 +337,8 @@ mod tests {
                 "system:authenticated"
             ]
         );
+        assert_eq!(id.uid, "sa-uid");
+        assert_eq!(id.extra[EXTRA_POD_NAME], ["p"]);
         assert_eq!(t.jwks()["keys"][0]["kid"], t.kid);
     }
 

@@ -18,12 +18,21 @@
 //!   [`persistentvolume`] (`persistentvolume-binder`: binds claims to volumes),
 //!   [`pvcprotection`] and [`pvprotection`] (`pvc-protection`, `pv-protection`: claims in
 //!   use and bound volumes stay until released) and [`rootcacertpublisher`]
-//!   (`root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in every namespace).
+//!   (`root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in every namespace),
+//!   [`csrapproving`] (approves kubelets' client and serving certificate requests),
+//!   [`csrsigning`] (issues approved requests' certificates with the cluster CA; only with
+//!   [`ControllerConfig::signing`]) and [`tokencleaner`] (deletes expired bootstrap
+//!   tokens). [`certificates`] holds what the two CSR controllers share (signer names, the
+//!   parsed request, the kubelet signers' constraints) and [`authority`] the CA that signs.
 //!
 //! [`run`] starts the caches, waits until they are filled, then runs every enabled controller
 //! until `shutdown` resolves.
 
+pub mod authority;
+pub mod certificates;
 pub mod cronjob;
+pub mod csrapproving;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -44,6 +53,7 @@ pub mod rootcacertpublisher;
 pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod util;
 
 use std::future::Future;
@@ -55,6 +65,7 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Namespace, Node, Pod, ReplicationController, Service, ServiceAccount,
@@ -87,6 +98,9 @@ pub struct ControllerConfig {
     /// The LoadBalancer Service controller's pool and reserved ports (None: not run, as
     /// when a cloud provider or another load balancer serves them).
     pub service_lb: Option<servicelb::LbConfig>,
+    /// The cluster CA that `csrsigning` issues certificates with (upstream's
+    /// `--cluster-signing-*` flags); without it that controller does not run.
+    pub signing: Option<csrsigning::SigningConfig>,
 }
 
 impl Default for ControllerConfig {
@@ -99,6 +113,7 @@ impl Default for ControllerConfig {
             controllers: vec!["*".to_string()],
             root_ca: None,
             service_lb: None,
+            signing: None,
         }
     }
 }
@@ -293,6 +308,34 @@ pub async fn run(
             tasks.spawn(servicelb::run(shared.clone(), lb, shutdown.clone()));
         }
         _ => {}
+    }
+    let signing = cfg.signing.clone().filter(|_| cfg.enabled("csrsigning"));
+    if cfg.signing.is_none() {
+        tracing::info!("no cluster signing CA given: csrsigning does not run");
+    }
+    if cfg.enabled("csrapproving") || signing.is_some() {
+        // One CSR cache for both, outside Shared::start: an API server that does not serve
+        // CSRs yet delays only these two.
+        let csrs: Informer<CertificateSigningRequest> =
+            Informer::start(Api::all(shared.client.clone()));
+        if cfg.enabled("csrapproving") {
+            tasks.spawn(csrapproving::run(
+                shared.clone(),
+                csrs.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(signing) = signing {
+            tasks.spawn(csrsigning::run(
+                shared.clone(),
+                csrs,
+                signing,
+                shutdown.clone(),
+            ));
+        }
+    }
+    if cfg.enabled("tokencleaner") {
+        tasks.spawn(tokencleaner::run(shared.clone(), shutdown.clone()));
     }
     if cfg.enabled("garbagecollector") {
         tasks.spawn(garbagecollector::run(shared.clone(), shutdown.clone()));

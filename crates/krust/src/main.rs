@@ -38,6 +38,8 @@ enum Command {
     Proxy(cmd::proxy::Args),
     /// Remove what a node agent left on this machine: its pods, containerd and bridge.
     AgentReset(cmd::agent::ResetArgs),
+    /// Manage the bootstrap tokens nodes join with (`krust agent --token`).
+    Token(cmd::token::Args),
 }
 
 /// mimalloc's `mi_option_purge_delay` (the enum's 16th member in mimalloc 3; the Rust crate
@@ -84,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             Command::Agent(args) => cmd::agent::run(args).await,
             Command::Proxy(args) => cmd::proxy::run(args).await,
             Command::AgentReset(args) => cmd::agent::reset(args).await,
+            Command::Token(args) => cmd::token::run(args).await,
         }
     })
 }

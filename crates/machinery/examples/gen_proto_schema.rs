@@ -41,6 +41,7 @@ const API_PACKAGES: &[&str] = &[
     "rbac/v1",
     "policy/v1",
     "networking/v1",
+    "certificates/v1",
     "authentication/v1",
     "authorization/v1",
 ];

@@ -14,6 +14,7 @@
 //!   volumes (classes, matching, node affinity).
 //! - `patch`: JSON, merge and strategic merge patches, server-side apply, managedFields.
 
+pub mod bootstrap;
 pub mod codec;
 pub mod defaults;
 pub mod object;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -242,6 +242,11 @@ impl Registry {
             entry::<networking::Ingress>(e!(&["ing"], NONE, STATUS)),
             entry::<networking::IngressClass>(e!(NONE, NONE, NONE)),
             entry::<networking::NetworkPolicy>(e!(&["netpol"], NONE, NONE)),
+            entry::<certificates::CertificateSigningRequest>(e!(
+                &["csr"],
+                NONE,
+                &["status", "approval"]
+            )),
             entry::<storage::StorageClass>(e!(&["sc"], NONE, NONE)),
             entry::<scheduling::PriorityClass>(e!(&["pc"], NONE, NONE)),
             entry::<policy::PodDisruptionBudget>(e!(&["pdb"], NONE, STATUS)),
@@ -360,6 +365,14 @@ mod tests {
             .expect("networkpolicies served");
         assert_eq!(netpol.short_names, &["netpol"]);
         assert!(!netpol.has_subresource("status"));
+        let csr = r
+            .lookup("certificates.k8s.io", "v1", "certificatesigningrequests")
+            .expect("csrs served");
+        assert_eq!(
+            (csr.kind, csr.short_names, csr.namespaced),
+            ("CertificateSigningRequest", &["csr"][..], false)
+        );
+        assert!(csr.has_subresource("status") && csr.has_subresource("approval"));
     }
 
     #[test]

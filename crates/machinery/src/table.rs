@@ -19,6 +19,7 @@ use crate::object::parse_time;
 use crate::registry::ResourceInfo;
 use crate::selector::{format_label_selector, format_labels};
 
+mod certificates;
 mod networking;
 
 /// A `TableColumnDefinition`.
@@ -91,6 +92,11 @@ const IMAGES_DOC: &str = "Images referenced by each container in the template.";
 fn build_columns(group: &str, kind: &str) -> Vec<Column> {
     if group == "networking.k8s.io" {
         if let Some(cols) = networking::columns(kind) {
+            return cols;
+        }
+    }
+    if group == "certificates.k8s.io" {
+        if let Some(cols) = certificates::columns(kind) {
             return cols;
         }
     }
@@ -438,6 +444,11 @@ fn rfc3339_utc(v: &Value) -> String {
 pub fn row(info: &ResourceInfo, obj: &Value, now: OffsetDateTime) -> Vec<Value> {
     if info.group == "networking.k8s.io" {
         if let Some(cells) = networking::row(info.kind, obj, now) {
+            return cells;
+        }
+    }
+    if info.group == "certificates.k8s.io" {
+        if let Some(cells) = certificates::row(info.kind, obj, now) {
             return cells;
         }
     }

@@ -1,10 +1,11 @@
 //! The agent's own HTTPS API (upstream's kubelet server on port 10250): what the API server
 //! calls for `pods/log`, `pods/exec`, `pods/attach` and `pods/portforward`.
 //!
-//! - Transport: HTTP/1.1 over TLS with a self-signed certificate for the node's address (the
-//!   API server does not verify it, as kube-apiserver without
-//!   `--kubelet-certificate-authority`). Callers must present a client certificate signed by
-//!   the cluster CA whose subject is `kube-apiserver-kubelet-client` or in `system:masters`.
+//! - Transport: HTTP/1.1 over TLS with the node's serving certificate (issued by the cluster
+//!   through a `kubernetes.io/kubelet-serving` CSR and swapped in when renewed; the API
+//!   server verifies it against the cluster CA). Callers must present a client certificate
+//!   signed by the cluster CA whose subject is `kube-apiserver-kubelet-client` or in
+//!   `system:masters`.
 //! - `GET /containerLogs/{ns}/{pod}/{container}`: [`logs`] reads the CRI log file.
 //! - `/exec/{ns}/{pod}/{container}`, `/attach/...`, `/portForward/{ns}/{pod}`: the CRI
 //!   `Exec`/`Attach`/`PortForward` call returns a URL on containerd's streaming server
@@ -27,7 +28,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::labels;
@@ -47,8 +48,6 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// What can stop the agent's server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("making the serving certificate")]
-    Certificate(#[from] rcgen::Error),
     #[error("TLS configuration")]
     Tls(#[from] rustls::Error),
     #[error("the client CA: {0}")]
@@ -75,15 +74,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free one) and prepares TLS: a self-signed certificate for
-    /// `hosts`, client certificates verified against `client_ca` (DER).
+    /// Binds `addr` (port 0 picks a free one) and prepares TLS: the certificate `serving`
+    /// holds at each handshake, client certificates verified against `client_ca` (DER).
     pub async fn bind(
         addr: SocketAddr,
-        hosts: &[String],
+        serving: Arc<dyn rustls::server::ResolvesServerCert>,
         client_ca: &[Vec<u8>],
         ctx: Context,
     ) -> Result<Server, ServerError> {
-        let tls = tls_config(hosts, client_ca)?;
+        let tls = tls_config(serving, client_ca)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
@@ -165,7 +164,7 @@ fn authorized(der: &CertificateDer<'_>) -> bool {
 }
 
 fn tls_config(
-    hosts: &[String],
+    serving: Arc<dyn rustls::server::ResolvesServerCert>,
     client_ca: &[Vec<u8>],
 ) -> Result<rustls::ServerConfig, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -184,18 +183,10 @@ fn tls_config(
     )
     .build()
     .map_err(|e| ServerError::ClientCa(e.to_string()))?;
-    let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(hosts.to_vec())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "krust-agent");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.self_signed(&key)?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![cert.der().clone()], key)?;
+        .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -184,6 +184,7 @@ mod tests {
             dry_run: false,
             validation: FieldValidation::Strict,
             applied: false,
+            who: None,
         };
         let create = |plural: &str, namespace: Option<&str>, obj: Value| {
             let info = registry

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use krust_agent::credentials::{Bootstrap, JoinToken, NodeCredentials};
 
 /// Flags of the node agent, shared with the agent `krust server` hosts.
 #[derive(clap::Args, Clone, Debug)]
@@ -55,6 +56,11 @@ pub struct AgentFlags {
     /// Do not enforce NetworkPolicies on this node (as k3s's --disable-network-policy).
     #[arg(long)]
     pub disable_network_policy: bool,
+    /// How pods reach pods on other nodes: `host-gw` routes each node's pod CIDR to its
+    /// InternalIP (nodes on one link), `vxlan` tunnels, `auto` picks per node (host-gw where
+    /// the node is directly reachable), `none` leaves it to another CNI.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "host-gw", "vxlan", "none"])]
+    pub pod_network_backend: String,
     /// DNS servers for ClusterFirst pods, comma separated (default: the
     /// `kube-system/kube-dns` Service's cluster IP).
     #[arg(long, value_delimiter = ',')]
@@ -119,17 +125,33 @@ fn primary_address() -> std::io::Result<std::net::IpAddr> {
     Ok(socket.local_addr()?.ip())
 }
 
-/// The cluster CA of a kubeconfig (DER): the agent's API accepts client certificates it
-/// signed.
-pub async fn cluster_ca(kubeconfig: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await?;
-    config.root_cert.context(
-        "the kubeconfig has no certificate-authority(-data); the agent's API needs the cluster CA",
-    )
+/// Routes to the other nodes' pod CIDRs and masquerading of traffic leaving the cluster.
+fn spawn_pod_network(
+    client: &kube::Client,
+    config: &krust_agent::AgentConfig,
+    backend: &str,
+    cluster_cidr: &str,
+) {
+    let (Ok(mode), Ok(cidr)) = (
+        backend.parse::<krust_podnet::Mode>(),
+        cluster_cidr.parse::<krust_podnet::Cidr>(),
+    ) else {
+        tracing::error!(
+            backend,
+            cluster_cidr,
+            "bad pod network settings: no routes to other nodes"
+        );
+        return;
+    };
+    let mut podnet = krust_podnet::PodNetConfig::new(&config.node_name, cidr);
+    podnet.bridge = config.bridge.clone();
+    podnet.mode = mode;
+    let client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = krust_podnet::run(client, podnet, super::shutdown_signal()).await {
+            tracing::error!(error = %e, "pod network stopped");
+        }
+    });
 }
 
 fn hostname() -> anyhow::Result<String> {
@@ -146,13 +168,24 @@ fn hostname() -> anyhow::Result<String> {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Kubeconfig with the API server and credentials.
+    /// Kubeconfig whose credentials may request a node client certificate (a bootstrap
+    /// kubeconfig, as the kubelet's `--bootstrap-kubeconfig`); not needed with --token.
     #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: PathBuf,
-    /// API server URL, overriding the kubeconfig's.
+    kubeconfig: Option<PathBuf>,
+    /// API server URL (https://HOST:PORT), overriding the kubeconfig's; with --token, the
+    /// server to join.
     #[arg(long)]
     server: Option<String>,
-    /// Directory for containerd, pod logs and image archives.
+    /// Join token from `krust token create` (K10<ca-hash>::<id>.<secret>). The agent
+    /// learns and checks the cluster CA by the hash, gets its own certificate through a
+    /// CSR, and from then on needs neither the token nor any other credentials.
+    #[arg(long, env = "KRUST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The CA hash (sha256:<hex>) for a token given without one (as kubeadm's
+    /// --discovery-token-ca-cert-hash).
+    #[arg(long)]
+    ca_cert_hash: Option<String>,
+    /// Directory for containerd, pod logs, image archives and the node's certificates.
     #[arg(long, default_value = "/var/lib/krust/agent")]
     data_dir: PathBuf,
     #[command(flatten)]
@@ -162,36 +195,108 @@ pub struct Args {
     cluster_cidr: String,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = match &args.server {
-        None => super::client(&args.kubeconfig).await?,
-        Some(url) => {
-            let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-                .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-            let mut config = kube::Config::from_custom_kubeconfig(
-                kc,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await?;
-            config.cluster_url = url.parse().context("--server")?;
-            kube::Client::try_from(config)?
+/// How long the agent keeps trying to reach the server before it gives up on a join.
+const JOIN_RETRY: Duration = Duration::from_secs(60);
+
+/// What the agent starts from: a join token, or a kubeconfig.
+async fn bootstrap(args: &Args) -> anyhow::Result<Bootstrap> {
+    if let Some(token) = &args.token {
+        let server = args
+            .server
+            .as_deref()
+            .context("--token needs --server https://HOST:PORT")?;
+        let mut token = JoinToken::parse(token)?;
+        if let Some(h) = &args.ca_cert_hash {
+            token.ca_hash = Some(
+                krust_agent::credentials::join::parse_hash(h)
+                    .context("--ca-cert-hash is sha256:<64 hex digits>")?,
+            );
         }
-    };
-    let mut config = args.flags.config(args.data_dir)?;
-    config.client_ca = cluster_ca(&args.kubeconfig).await?;
-    if !args.flags.disable_network_policy {
-        super::addons::spawn_network_policy(client.clone(), config.node_name.clone());
+        return Ok(Bootstrap::Token {
+            server: server.parse().context("--server")?,
+            token,
+        });
     }
-    if !args.flags.disable_proxy {
-        super::proxy::spawn(
-            client.clone(),
-            args.cluster_cidr.clone(),
-            config.node_name.clone(),
-        );
+    let path = args
+        .kubeconfig
+        .as_ref()
+        .context("the agent needs --server and --token to join, or --kubeconfig")?;
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    if let Some(url) = &args.server {
+        config.cluster_url = url.parse().context("--server")?;
     }
+    Ok(Bootstrap::Kubeconfig(Box::new(config)))
+}
+
+/// The node's credentials; a refused join ends the agent at once, an unreachable server is
+/// retried for a while.
+async fn credentials(
+    args: &Args,
+    node_name: &str,
+) -> anyhow::Result<std::sync::Arc<NodeCredentials>> {
+    let deadline = std::time::Instant::now() + JOIN_RETRY;
+    loop {
+        match NodeCredentials::establish(bootstrap(args).await?, node_name, &args.data_dir).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_permanent() || std::time::Instant::now() >= deadline => {
+                return Err(anyhow::Error::from(e).context(format!("node {node_name} cannot join")))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot get the node's credentials yet; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = args.flags.config(args.data_dir.clone())?;
+    let creds = credentials(&args, &config.node_name).await?;
+    tracing::info!(node = %config.node_name, server = %creds.server, "running as system:node:{}", config.node_name);
+    let client = creds.client();
+    config.client_ca = creds.ca_der();
+    config.serving_cert = Some(creds.serving_cert.clone());
+    spawn_node_components(&client, &config, &args.flags, &args.cluster_cidr, &creds);
     krust_agent::run(client, config, super::shutdown_signal())
         .await
         .context("node agent")
+}
+
+/// What runs beside every agent: certificate renewal, the service proxy, NetworkPolicy
+/// and the pod network's routes to other nodes.
+pub fn spawn_node_components(
+    client: &kube::Client,
+    config: &krust_agent::AgentConfig,
+    flags: &AgentFlags,
+    cluster_cidr: &str,
+    creds: &std::sync::Arc<NodeCredentials>,
+) {
+    let names = krust_agent::credentials::rotate::ServingNames {
+        ips: config.node_ip.parse().into_iter().collect(),
+        dns_names: vec![config.node_name.clone()],
+    };
+    tokio::spawn(krust_agent::credentials::rotate::run(
+        creds.clone(),
+        names,
+        super::shutdown_signal(),
+    ));
+    if !flags.disable_network_policy {
+        super::addons::spawn_network_policy(client.clone(), config.node_name.clone());
+    }
+    if flags.pod_network_backend != "none" {
+        spawn_pod_network(client, config, &flags.pod_network_backend, cluster_cidr);
+    }
+    if !flags.disable_proxy {
+        super::proxy::spawn(
+            client.clone(),
+            cluster_cidr.to_string(),
+            config.node_name.clone(),
+        );
+    }
 }
 
 #[derive(clap::Args)]
@@ -215,6 +320,9 @@ pub async fn reset(args: ResetArgs) -> anyhow::Result<()> {
         eprintln!("{e:#}");
     }
     if let Err(e) = super::addons::cleanup_network_policy().await {
+        eprintln!("{e:#}");
+    }
+    if let Err(e) = krust_podnet::cleanup(&krust_podnet::VxlanConfig::default()).await {
         eprintln!("{e:#}");
     }
     println!(

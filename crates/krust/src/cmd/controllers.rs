@@ -30,6 +30,31 @@ pub struct Args {
     /// ConfigMap (as upstream's flag); without it that controller does not run.
     #[arg(long)]
     root_ca_file: Option<PathBuf>,
+    /// The CA certificate that signs approved CSRs of the kubernetes.io signers (with
+    /// --cluster-signing-key-file); without it the csrsigning controller does not run.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The CA key matching --cluster-signing-cert-file.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
+    /// The longest lifetime of a signed certificate (a CSR's expirationSeconds may ask
+    /// for less).
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: Duration,
+}
+
+/// The csrsigning controller's CA, read from the two files.
+pub fn signing_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    duration: Duration,
+) -> anyhow::Result<krust_controllers::csrsigning::SigningConfig> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    };
+    let mut config = krust_controllers::csrsigning::SigningConfig::new(read(cert)?, read(key)?);
+    config.duration = duration;
+    Ok(config)
 }
 
 /// Parses a Go duration: `40s`, `500ms`, `2m`, `1h30m`, `0`.
@@ -60,6 +85,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         // The LoadBalancer controller is an add-on of `krust server` (as the cloud
         // controller manager's is not part of upstream's controller manager).
         service_lb: None,
+        signing: match (
+            &args.cluster_signing_cert_file,
+            &args.cluster_signing_key_file,
+        ) {
+            (Some(cert), Some(key)) => {
+                Some(signing_config(cert, key, args.cluster_signing_duration)?)
+            }
+            _ => None,
+        },
     };
     krust_controllers::run(client, config, super::shutdown_signal()).await;
     Ok(())

@@ -7,6 +7,7 @@ pub mod proxy;
 pub mod scheduler;
 pub mod server;
 pub mod sim;
+pub mod token;
 
 use std::path::Path;
 

@@ -98,6 +98,10 @@ pub struct Args {
     /// upstream's flag, for either store; 0 never compacts).
     #[arg(long, default_value = "5m", value_parser = super::controllers::parse_duration)]
     etcd_compaction_interval: std::time::Duration,
+    /// The longest lifetime of a certificate the cluster CA signs for an approved CSR
+    /// (nodes' client and serving certificates; they renew at 70-90 % of it).
+    #[arg(long, default_value = "8760h", value_parser = super::controllers::parse_duration)]
+    cluster_signing_duration: std::time::Duration,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -120,10 +124,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         service_lb_pool,
         ingress_http_port,
         ingress_https_port,
+        cluster_signing_duration,
     } = args;
     let ingress_ports =
         (!disable.contains(&Component::Ingress)).then_some((ingress_http_port, ingress_https_port));
-    let agent_flags_disable_proxy = agent_flags.disable_proxy;
     let network_policy =
         !disable.contains(&Component::NetworkPolicy) && !agent_flags.disable_network_policy;
     let agent_config = if !disable.contains(&Component::Agent) {
@@ -181,6 +185,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             node_cidr_mask_size,
             node_monitor_grace_period,
             root_ca: std::fs::read_to_string(data_dir_tls.join("ca.crt")).ok(),
+            signing: Some(super::controllers::signing_config(
+                &data_dir_tls.join("ca.crt"),
+                &data_dir_tls.join("ca.key"),
+                cluster_signing_duration,
+            )?),
             service_lb: (!disable.contains(&Component::Servicelb)).then(|| {
                 krust_controllers::servicelb::LbConfig {
                     pool: service_lb_pool.clone(),
@@ -225,18 +234,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(mut config) = agent_config {
-        let client = super::client(&running.kubeconfig).await?;
-        if network_policy {
-            super::addons::spawn_network_policy(client.clone(), config.node_name.clone());
-        }
-        if !disable.contains(&Component::Proxy) && !agent_flags_disable_proxy {
-            super::proxy::spawn(
-                client.clone(),
-                cluster_cidr.clone(),
-                config.node_name.clone(),
-            );
-        }
-        config.client_ca = super::agent::cluster_ca(&running.kubeconfig).await?;
+        let creds = hosted_agent_credentials(&data_dir_tls, &running.addr, &config).await?;
+        let client = creds.client();
+        config.client_ca = creds.ca_der();
+        config.serving_cert = Some(creds.serving_cert.clone());
+        let mut flags = agent_flags.clone();
+        flags.disable_network_policy |= !network_policy;
+        flags.disable_proxy |= disable.contains(&Component::Proxy);
+        super::agent::spawn_node_components(&client, &config, &flags, &cluster_cidr, &creds);
         tokio::spawn(async move {
             if let Err(e) = krust_agent::run(client, config, super::shutdown_signal()).await {
                 tracing::error!(error = ?anyhow::Error::from(e), "node agent stopped");
@@ -249,4 +254,43 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     running.task.await?;
     Ok(())
+}
+
+/// The hosted agent's identity, issued here from the cluster CA (as k3s's server does for
+/// its own agent): `system:node:<name>` and a serving certificate for the node's address,
+/// so that it runs with a node's rights and the API server verifies it like any node.
+async fn hosted_agent_credentials(
+    tls_dir: &std::path::Path,
+    api: &SocketAddr,
+    config: &krust_agent::AgentConfig,
+) -> anyhow::Result<Arc<krust_agent::credentials::NodeCredentials>> {
+    use krust_agent::credentials::{csr, Bootstrap, Issued, NodeCredentials};
+    let read = |f: &str| {
+        std::fs::read_to_string(tls_dir.join(f))
+            .with_context(|| format!("reading {}", tls_dir.join(f).display()))
+    };
+    let (ca_pem, ca_key) = (read("ca.crt")?, read("ca.key")?);
+    let user = format!("{}{}", csr::NODE_USER_PREFIX, config.node_name);
+    let (cert, key) =
+        krust_apiserver::pki::client_cert(&ca_pem, &ca_key, &user, &[csr::NODES_GROUP])?;
+    let (serving_cert, serving_key) = krust_apiserver::pki::serving_cert(
+        &ca_pem,
+        &ca_key,
+        &user,
+        &[csr::NODES_GROUP],
+        &[config.node_ip.clone(), config.node_name.clone()],
+    )?;
+    let host = if api.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        api.ip()
+    };
+    let server = format!("https://{}", SocketAddr::new(host, api.port())).parse()?;
+    let bootstrap = Bootstrap::Issued {
+        server,
+        ca_pem,
+        client: Issued::new(cert, key)?,
+        serving: Issued::new(serving_cert, serving_key)?,
+    };
+    Ok(NodeCredentials::establish(bootstrap, &config.node_name, &config.data_dir).await?)
 }

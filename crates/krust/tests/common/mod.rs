@@ -71,6 +71,20 @@ impl Server {
     }
 
     fn launch(dir: &Path, disable: &str, extra: &[&str]) -> Server {
+        Server::launch_on(dir, "127.0.0.1", disable, extra)
+    }
+
+    /// Starts a server in a fresh directory listening on `ip` (an address a test made, such
+    /// as a test bridge's, so that agents in network namespaces reach it).
+    pub fn start_on(ip: &str, disable: &str, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::launch_on(&dir, ip, disable, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn launch_on(dir: &Path, ip: &str, disable: &str, extra: &[&str]) -> Server {
         let port = free_port();
         let kubeconfig = dir.join(format!("admin-{port}.kubeconfig"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_krust"));
@@ -78,7 +92,7 @@ impl Server {
             .arg("--data-dir")
             .arg(dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("{ip}:{port}"))
             .arg("--kubeconfig-out")
             .arg(&kubeconfig)
             // Tests that need a real node start `krust agent` themselves; add-ons that
@@ -94,7 +108,7 @@ impl Server {
             child,
             data_dir: dir.to_path_buf(),
             kubeconfig,
-            url: format!("https://127.0.0.1:{port}"),
+            url: format!("https://{ip}:{port}"),
             _tmp: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
         };

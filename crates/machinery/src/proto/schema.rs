@@ -83,19 +83,22 @@ pub(super) static NAMES: &str = concat!(
     "lesk8s.io.api.batch.v1.PodFailurePolicyOnExitCodesRequirementcontainerNameoperatorvaluesk8s.io.a",
     "pi.batch.v1.PodFailurePolicyOnPodConditionsPatternk8s.io.api.batch.v1.PodFailurePolicyRuleaction",
     "onExitCodesonPodConditionsk8s.io.api.batch.v1.SuccessPolicyk8s.io.api.batch.v1.SuccessPolicyRule",
-    "succeededIndexessucceededCountk8s.io.api.batch.v1.UncountedTerminatedPodsk8s.io.api.coordination",
-    ".v1.Leasek8s.io.api.coordination.v1.LeaseSpecholderIdentityleaseDurationSecondsacquireTimerenewT",
-    "imeleaseTransitionspreferredHolderk8s.io.api.core.v1.AWSElasticBlockStoreVolumeSourcevolumeIDfsT",
-    "ypereadOnlyk8s.io.api.core.v1.AffinitynodeAffinitypodAffinitypodAntiAffinityk8s.io.api.core.v1.A",
-    "ppArmorProfilelocalhostProfilek8s.io.api.core.v1.AttachedVolumedevicePathk8s.io.api.core.v1.Azur",
-    "eDiskVolumeSourcediskNamediskURIcachingModek8s.io.api.core.v1.AzureFilePersistentVolumeSourcesec",
-    "retNameshareNamesecretNamespacek8s.io.api.core.v1.AzureFileVolumeSourcek8s.io.api.core.v1.Bindin",
-    "gk8s.io.api.core.v1.CSIPersistentVolumeSourcedrivervolumeHandlevolumeAttributescontrollerPublish",
-    "SecretRefnodeStageSecretRefnodePublishSecretRefcontrollerExpandSecretRefnodeExpandSecretRefk8s.i",
-    "o.api.core.v1.CSIVolumeSourcek8s.io.api.core.v1.Capabilitiesadddropk8s.io.api.core.v1.CephFSPers",
-    "istentVolumeSourcemonitorssecretFilesecretRefk8s.io.api.core.v1.CephFSVolumeSourcek8s.io.api.cor",
-    "e.v1.CinderPersistentVolumeSourcek8s.io.api.core.v1.CinderVolumeSourcek8s.io.api.core.v1.ClientI",
-    "PConfigtimeoutSecondsk8s.io.api.core.v1.ClusterTrustBundleProjectionsignerNameoptionalk8s.io.api",
+    "succeededIndexessucceededCountk8s.io.api.batch.v1.UncountedTerminatedPodsk8s.io.api.certificates",
+    ".v1.CertificateSigningRequestk8s.io.api.certificates.v1.CertificateSigningRequestConditionk8s.io",
+    ".api.certificates.v1.CertificateSigningRequestSpecrequestsignerNameusagesk8s.io.api.certificates",
+    ".v1.CertificateSigningRequestStatuscertificatek8s.io.api.certificates.v1.ExtraValuek8s.io.api.co",
+    "ordination.v1.Leasek8s.io.api.coordination.v1.LeaseSpecholderIdentityleaseDurationSecondsacquire",
+    "TimerenewTimeleaseTransitionspreferredHolderk8s.io.api.core.v1.AWSElasticBlockStoreVolumeSourcev",
+    "olumeIDfsTypereadOnlyk8s.io.api.core.v1.AffinitynodeAffinitypodAffinitypodAntiAffinityk8s.io.api",
+    ".core.v1.AppArmorProfilelocalhostProfilek8s.io.api.core.v1.AttachedVolumedevicePathk8s.io.api.co",
+    "re.v1.AzureDiskVolumeSourcediskNamediskURIcachingModek8s.io.api.core.v1.AzureFilePersistentVolum",
+    "eSourcesecretNameshareNamesecretNamespacek8s.io.api.core.v1.AzureFileVolumeSourcek8s.io.api.core",
+    ".v1.Bindingk8s.io.api.core.v1.CSIPersistentVolumeSourcedrivervolumeHandlevolumeAttributescontrol",
+    "lerPublishSecretRefnodeStageSecretRefnodePublishSecretRefcontrollerExpandSecretRefnodeExpandSecr",
+    "etRefk8s.io.api.core.v1.CSIVolumeSourcek8s.io.api.core.v1.Capabilitiesadddropk8s.io.api.core.v1.",
+    "CephFSPersistentVolumeSourcemonitorssecretFilesecretRefk8s.io.api.core.v1.CephFSVolumeSourcek8s.",
+    "io.api.core.v1.CinderPersistentVolumeSourcek8s.io.api.core.v1.CinderVolumeSourcek8s.io.api.core.",
+    "v1.ClientIPConfigtimeoutSecondsk8s.io.api.core.v1.ClusterTrustBundleProjectionoptionalk8s.io.api",
     ".core.v1.ComponentConditionk8s.io.api.core.v1.ComponentStatusk8s.io.api.core.v1.ConfigMapimmutab",
     "lebinaryDatak8s.io.api.core.v1.ConfigMapEnvSourcek8s.io.api.core.v1.ConfigMapKeySelectorkeyk8s.i",
     "o.api.core.v1.ConfigMapNodeConfigSourceresourceVersionkubeletConfigKeyk8s.io.api.core.v1.ConfigM",
@@ -183,105 +186,105 @@ pub(super) static NAMES: &str = concat!(
     "io.api.core.v1.RBDPersistentVolumeSourcepoolkeyringk8s.io.api.core.v1.RBDVolumeSourcek8s.io.api.",
     "core.v1.RangeAllocationrangek8s.io.api.core.v1.ReplicationControllerk8s.io.api.core.v1.Replicati",
     "onControllerConditionk8s.io.api.core.v1.ReplicationControllerSpeck8s.io.api.core.v1.ReplicationC",
-    "ontrollerStatusk8s.io.api.core.v1.ResourceClaimrequestk8s.io.api.core.v1.ResourceFieldSelectordi",
-    "visork8s.io.api.core.v1.ResourceHealthresourceIDhealthk8s.io.api.core.v1.ResourceQuotak8s.io.api",
-    ".core.v1.ResourceQuotaSpechardscopesscopeSelectork8s.io.api.core.v1.ResourceQuotaStatususedk8s.i",
-    "o.api.core.v1.ResourceRequirementsrequestsclaimsk8s.io.api.core.v1.ResourceStatusk8s.io.api.core",
-    ".v1.SELinuxOptionsrolelevelk8s.io.api.core.v1.ScaleIOPersistentVolumeSourcegatewaysystemsslEnabl",
-    "edprotectionDomainstoragePoolstorageModek8s.io.api.core.v1.ScaleIOVolumeSourcek8s.io.api.core.v1",
-    ".ScopeSelectork8s.io.api.core.v1.ScopedResourceSelectorRequirementscopeNamek8s.io.api.core.v1.Se",
-    "ccompProfilek8s.io.api.core.v1.SecretstringDatak8s.io.api.core.v1.SecretEnvSourcek8s.io.api.core",
-    ".v1.SecretKeySelectork8s.io.api.core.v1.SecretProjectionk8s.io.api.core.v1.SecretReferencek8s.io",
-    ".api.core.v1.SecretVolumeSourcek8s.io.api.core.v1.SecurityContextcapabilitiesprivilegedreadOnlyR",
-    "ootFilesystemallowPrivilegeEscalationprocMountk8s.io.api.core.v1.SerializedReferencek8s.io.api.c",
-    "ore.v1.Servicek8s.io.api.core.v1.ServiceAccountsecretsk8s.io.api.core.v1.ServiceAccountTokenProj",
-    "ectionaudiencek8s.io.api.core.v1.ServicePorttargetPortnodePortk8s.io.api.core.v1.ServiceProxyOpt",
-    "ionsk8s.io.api.core.v1.ServiceSpecclusterIPclusterIPsexternalIPssessionAffinityloadBalancerIPloa",
-    "dBalancerSourceRangesexternalNameexternalTrafficPolicyhealthCheckNodePortpublishNotReadyAddresse",
-    "ssessionAffinityConfigipFamiliesipFamilyPolicyallocateLoadBalancerNodePortsloadBalancerClassinte",
-    "rnalTrafficPolicytrafficDistributionk8s.io.api.core.v1.ServiceStatusloadBalancerk8s.io.api.core.",
-    "v1.SessionAffinityConfigclientIPk8s.io.api.core.v1.SleepActionsecondsk8s.io.api.core.v1.StorageO",
-    "SPersistentVolumeSourcevolumeNamespacek8s.io.api.core.v1.StorageOSVolumeSourcek8s.io.api.core.v1",
-    ".Sysctlk8s.io.api.core.v1.TCPSocketActionk8s.io.api.core.v1.TainteffecttimeAddedk8s.io.api.core.",
-    "v1.TolerationtolerationSecondsk8s.io.api.core.v1.TopologySelectorLabelRequirementk8s.io.api.core",
-    ".v1.TopologySelectorTermmatchLabelExpressionsk8s.io.api.core.v1.TopologySpreadConstraintmaxSkeww",
-    "henUnsatisfiableminDomainsnodeAffinityPolicynodeTaintsPolicyk8s.io.api.core.v1.TypedLocalObjectR",
-    "eferenceapiGroupk8s.io.api.core.v1.TypedObjectReferencek8s.io.api.core.v1.Volumek8s.io.api.core.",
-    "v1.VolumeDevicek8s.io.api.core.v1.VolumeMountrecursiveReadOnlymountPathsubPathmountPropagationsu",
-    "bPathExprk8s.io.api.core.v1.VolumeMountStatusk8s.io.api.core.v1.VolumeNodeAffinityrequiredk8s.io",
-    ".api.core.v1.VolumeProjectionsecretdownwardAPIserviceAccountTokenclusterTrustBundlek8s.io.api.co",
-    "re.v1.VolumeResourceRequirementsk8s.io.api.core.v1.VolumeSourceemptyDirgitRepopersistentVolumeCl",
-    "aimprojectedephemeralk8s.io.api.core.v1.VsphereVirtualDiskVolumeSourcevolumePathstoragePolicyNam",
-    "estoragePolicyIDk8s.io.api.core.v1.WeightedPodAffinityTermpodAffinityTermk8s.io.api.core.v1.Wind",
-    "owsSecurityContextOptionsgmsaCredentialSpecNamegmsaCredentialSpecrunAsUserNamehostProcessk8s.io.",
-    "api.discovery.v1.EndpointdeprecatedTopologyzonehintsk8s.io.api.discovery.v1.EndpointConditionsse",
-    "rvingk8s.io.api.discovery.v1.EndpointHintsforZonesforNodesk8s.io.api.discovery.v1.EndpointPortk8",
-    "s.io.api.discovery.v1.EndpointSliceaddressTypek8s.io.api.discovery.v1.ForNodek8s.io.api.discover",
-    "y.v1.ForZonek8s.io.api.events.v1.EventreportingControllerregardingnotedeprecatedSourcedeprecated",
-    "FirstTimestampdeprecatedLastTimestampdeprecatedCountk8s.io.api.events.v1.EventSeriesk8s.io.api.n",
-    "etworking.v1.HTTPIngressPathpathTypebackendk8s.io.api.networking.v1.HTTPIngressRuleValuepathsk8s",
-    ".io.api.networking.v1.IPAddressk8s.io.api.networking.v1.IPAddressSpecparentRefk8s.io.api.network",
-    "ing.v1.IPBlockcidrexceptk8s.io.api.networking.v1.Ingressk8s.io.api.networking.v1.IngressBackendk",
-    "8s.io.api.networking.v1.IngressClassk8s.io.api.networking.v1.IngressClassParametersReferencescop",
-    "ek8s.io.api.networking.v1.IngressClassSpeccontrollerparametersk8s.io.api.networking.v1.IngressLo",
-    "adBalancerIngressk8s.io.api.networking.v1.IngressLoadBalancerStatusk8s.io.api.networking.v1.Ingr",
-    "essPortStatusk8s.io.api.networking.v1.IngressRulek8s.io.api.networking.v1.IngressRuleValuehttpk8",
-    "s.io.api.networking.v1.IngressServiceBackendk8s.io.api.networking.v1.IngressSpecingressClassName",
-    "defaultBackendtlsk8s.io.api.networking.v1.IngressStatusk8s.io.api.networking.v1.IngressTLShostsk",
-    "8s.io.api.networking.v1.NetworkPolicyk8s.io.api.networking.v1.NetworkPolicyEgressRuletok8s.io.ap",
-    "i.networking.v1.NetworkPolicyIngressRulefromk8s.io.api.networking.v1.NetworkPolicyPeerpodSelecto",
-    "ripBlockk8s.io.api.networking.v1.NetworkPolicyPortendPortk8s.io.api.networking.v1.NetworkPolicyS",
-    "pecegresspolicyTypesk8s.io.api.networking.v1.ParentReferencek8s.io.api.networking.v1.ServiceBack",
-    "endPortnumberk8s.io.api.networking.v1.ServiceCIDRk8s.io.api.networking.v1.ServiceCIDRSpeccidrsk8",
-    "s.io.api.networking.v1.ServiceCIDRStatusk8s.io.api.policy.v1.EvictiondeleteOptionsk8s.io.api.pol",
-    "icy.v1.PodDisruptionBudgetk8s.io.api.policy.v1.PodDisruptionBudgetSpecminAvailableunhealthyPodEv",
-    "ictionPolicyk8s.io.api.policy.v1.PodDisruptionBudgetStatusdisruptedPodsdisruptionsAllowedcurrent",
-    "HealthydesiredHealthyexpectedPodsk8s.io.api.rbac.v1.AggregationRuleclusterRoleSelectorsk8s.io.ap",
-    "i.rbac.v1.ClusterRoleaggregationRulek8s.io.api.rbac.v1.ClusterRoleBindingsubjectsroleRefk8s.io.a",
-    "pi.rbac.v1.PolicyRulek8s.io.api.rbac.v1.Rolek8s.io.api.rbac.v1.RoleBindingk8s.io.api.rbac.v1.Rol",
-    "eRefk8s.io.api.rbac.v1.Subjectk8s.io.api.scheduling.v1.PriorityClassglobalDefaultdescriptionk8s.",
-    "io.api.storage.v1.CSIDriverk8s.io.api.storage.v1.CSIDriverSpecattachRequiredpodInfoOnMountvolume",
-    "LifecycleModesstorageCapacityfsGroupPolicytokenRequestsrequiresRepublishseLinuxMountnodeAllocata",
-    "bleUpdatePeriodSecondsk8s.io.api.storage.v1.CSINodek8s.io.api.storage.v1.CSINodeDrivernodeIDtopo",
-    "logyKeysk8s.io.api.storage.v1.CSINodeSpecdriversk8s.io.api.storage.v1.CSIStorageCapacitynodeTopo",
-    "logymaximumVolumeSizek8s.io.api.storage.v1.StorageClassprovisionerreclaimPolicyallowVolumeExpans",
-    "ionvolumeBindingModeallowedTopologiesk8s.io.api.storage.v1.TokenRequestk8s.io.api.storage.v1.Vol",
-    "umeAttachmentk8s.io.api.storage.v1.VolumeAttachmentSourcepersistentVolumeNameinlineVolumeSpeck8s",
-    ".io.api.storage.v1.VolumeAttachmentSpecattacherk8s.io.api.storage.v1.VolumeAttachmentStatusattac",
-    "hedattachmentMetadataattachErrordetachErrork8s.io.api.storage.v1.VolumeErrortimeerrorCodek8s.io.",
-    "api.storage.v1.VolumeNodeResourcesk8s.io.apimachinery.pkg.api.resource.Quantityk8s.io.apimachine",
-    "ry.pkg.apis.meta.v1.Conditionk8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptionsgracePeriodSecond",
-    "spreconditionsorphanDependentspropagationPolicydryRunignoreStoreReadErrorWithClusterBreakingPote",
-    "ntialk8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirementk8s.io.apimachinery.pkg.apis.m",
-    "eta.v1.FieldsV1k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectormatchLabelsk8s.io.apimachinery.",
-    "pkg.apis.meta.v1.LabelSelectorRequirementk8s.io.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry",
-    "manageroperationfieldsTypefieldsV1k8s.io.apimachinery.pkg.apis.meta.v1.MicroTimek8s.io.apimachin",
-    "ery.pkg.apis.meta.v1.ObjectMetagenerateNameselfLinkgenerationcreationTimestampdeletionTimestampd",
-    "eletionGracePeriodSecondslabelsannotationsownerReferencesmanagedFieldsk8s.io.apimachinery.pkg.ap",
-    "is.meta.v1.OwnerReferenceblockOwnerDeletionk8s.io.apimachinery.pkg.apis.meta.v1.Preconditionsk8s",
-    ".io.apimachinery.pkg.apis.meta.v1.Timek8s.io.apimachinery.pkg.runtime.RawExtensionk8s.io.apimach",
-    "inery.pkg.util.intstr.IntOrString",
+    "ontrollerStatusk8s.io.api.core.v1.ResourceClaimk8s.io.api.core.v1.ResourceFieldSelectordivisork8",
+    "s.io.api.core.v1.ResourceHealthresourceIDhealthk8s.io.api.core.v1.ResourceQuotak8s.io.api.core.v",
+    "1.ResourceQuotaSpechardscopesscopeSelectork8s.io.api.core.v1.ResourceQuotaStatususedk8s.io.api.c",
+    "ore.v1.ResourceRequirementsrequestsclaimsk8s.io.api.core.v1.ResourceStatusk8s.io.api.core.v1.SEL",
+    "inuxOptionsrolelevelk8s.io.api.core.v1.ScaleIOPersistentVolumeSourcegatewaysystemsslEnabledprote",
+    "ctionDomainstoragePoolstorageModek8s.io.api.core.v1.ScaleIOVolumeSourcek8s.io.api.core.v1.ScopeS",
+    "electork8s.io.api.core.v1.ScopedResourceSelectorRequirementscopeNamek8s.io.api.core.v1.SeccompPr",
+    "ofilek8s.io.api.core.v1.SecretstringDatak8s.io.api.core.v1.SecretEnvSourcek8s.io.api.core.v1.Sec",
+    "retKeySelectork8s.io.api.core.v1.SecretProjectionk8s.io.api.core.v1.SecretReferencek8s.io.api.co",
+    "re.v1.SecretVolumeSourcek8s.io.api.core.v1.SecurityContextcapabilitiesprivilegedreadOnlyRootFile",
+    "systemallowPrivilegeEscalationprocMountk8s.io.api.core.v1.SerializedReferencek8s.io.api.core.v1.",
+    "Servicek8s.io.api.core.v1.ServiceAccountsecretsk8s.io.api.core.v1.ServiceAccountTokenProjectiona",
+    "udiencek8s.io.api.core.v1.ServicePorttargetPortnodePortk8s.io.api.core.v1.ServiceProxyOptionsk8s",
+    ".io.api.core.v1.ServiceSpecclusterIPclusterIPsexternalIPssessionAffinityloadBalancerIPloadBalanc",
+    "erSourceRangesexternalNameexternalTrafficPolicyhealthCheckNodePortpublishNotReadyAddressessessio",
+    "nAffinityConfigipFamiliesipFamilyPolicyallocateLoadBalancerNodePortsloadBalancerClassinternalTra",
+    "fficPolicytrafficDistributionk8s.io.api.core.v1.ServiceStatusloadBalancerk8s.io.api.core.v1.Sess",
+    "ionAffinityConfigclientIPk8s.io.api.core.v1.SleepActionsecondsk8s.io.api.core.v1.StorageOSPersis",
+    "tentVolumeSourcevolumeNamespacek8s.io.api.core.v1.StorageOSVolumeSourcek8s.io.api.core.v1.Sysctl",
+    "k8s.io.api.core.v1.TCPSocketActionk8s.io.api.core.v1.TainteffecttimeAddedk8s.io.api.core.v1.Tole",
+    "rationtolerationSecondsk8s.io.api.core.v1.TopologySelectorLabelRequirementk8s.io.api.core.v1.Top",
+    "ologySelectorTermmatchLabelExpressionsk8s.io.api.core.v1.TopologySpreadConstraintmaxSkewwhenUnsa",
+    "tisfiableminDomainsnodeAffinityPolicynodeTaintsPolicyk8s.io.api.core.v1.TypedLocalObjectReferenc",
+    "eapiGroupk8s.io.api.core.v1.TypedObjectReferencek8s.io.api.core.v1.Volumek8s.io.api.core.v1.Volu",
+    "meDevicek8s.io.api.core.v1.VolumeMountrecursiveReadOnlymountPathsubPathmountPropagationsubPathEx",
+    "prk8s.io.api.core.v1.VolumeMountStatusk8s.io.api.core.v1.VolumeNodeAffinityrequiredk8s.io.api.co",
+    "re.v1.VolumeProjectionsecretdownwardAPIserviceAccountTokenclusterTrustBundlek8s.io.api.core.v1.V",
+    "olumeResourceRequirementsk8s.io.api.core.v1.VolumeSourceemptyDirgitRepopersistentVolumeClaimproj",
+    "ectedephemeralk8s.io.api.core.v1.VsphereVirtualDiskVolumeSourcevolumePathstoragePolicyNamestorag",
+    "ePolicyIDk8s.io.api.core.v1.WeightedPodAffinityTermpodAffinityTermk8s.io.api.core.v1.WindowsSecu",
+    "rityContextOptionsgmsaCredentialSpecNamegmsaCredentialSpecrunAsUserNamehostProcessk8s.io.api.dis",
+    "covery.v1.EndpointdeprecatedTopologyzonehintsk8s.io.api.discovery.v1.EndpointConditionsservingk8",
+    "s.io.api.discovery.v1.EndpointHintsforZonesforNodesk8s.io.api.discovery.v1.EndpointPortk8s.io.ap",
+    "i.discovery.v1.EndpointSliceaddressTypek8s.io.api.discovery.v1.ForNodek8s.io.api.discovery.v1.Fo",
+    "rZonek8s.io.api.events.v1.EventreportingControllerregardingnotedeprecatedSourcedeprecatedFirstTi",
+    "mestampdeprecatedLastTimestampdeprecatedCountk8s.io.api.events.v1.EventSeriesk8s.io.api.networki",
+    "ng.v1.HTTPIngressPathpathTypebackendk8s.io.api.networking.v1.HTTPIngressRuleValuepathsk8s.io.api",
+    ".networking.v1.IPAddressk8s.io.api.networking.v1.IPAddressSpecparentRefk8s.io.api.networking.v1.",
+    "IPBlockcidrexceptk8s.io.api.networking.v1.Ingressk8s.io.api.networking.v1.IngressBackendk8s.io.a",
+    "pi.networking.v1.IngressClassk8s.io.api.networking.v1.IngressClassParametersReferencescopek8s.io",
+    ".api.networking.v1.IngressClassSpeccontrollerparametersk8s.io.api.networking.v1.IngressLoadBalan",
+    "cerIngressk8s.io.api.networking.v1.IngressLoadBalancerStatusk8s.io.api.networking.v1.IngressPort",
+    "Statusk8s.io.api.networking.v1.IngressRulek8s.io.api.networking.v1.IngressRuleValuehttpk8s.io.ap",
+    "i.networking.v1.IngressServiceBackendk8s.io.api.networking.v1.IngressSpecingressClassNamedefault",
+    "Backendtlsk8s.io.api.networking.v1.IngressStatusk8s.io.api.networking.v1.IngressTLShostsk8s.io.a",
+    "pi.networking.v1.NetworkPolicyk8s.io.api.networking.v1.NetworkPolicyEgressRuletok8s.io.api.netwo",
+    "rking.v1.NetworkPolicyIngressRulefromk8s.io.api.networking.v1.NetworkPolicyPeerpodSelectoripBloc",
+    "kk8s.io.api.networking.v1.NetworkPolicyPortendPortk8s.io.api.networking.v1.NetworkPolicySpecegre",
+    "sspolicyTypesk8s.io.api.networking.v1.ParentReferencek8s.io.api.networking.v1.ServiceBackendPort",
+    "numberk8s.io.api.networking.v1.ServiceCIDRk8s.io.api.networking.v1.ServiceCIDRSpeccidrsk8s.io.ap",
+    "i.networking.v1.ServiceCIDRStatusk8s.io.api.policy.v1.EvictiondeleteOptionsk8s.io.api.policy.v1.",
+    "PodDisruptionBudgetk8s.io.api.policy.v1.PodDisruptionBudgetSpecminAvailableunhealthyPodEvictionP",
+    "olicyk8s.io.api.policy.v1.PodDisruptionBudgetStatusdisruptedPodsdisruptionsAllowedcurrentHealthy",
+    "desiredHealthyexpectedPodsk8s.io.api.rbac.v1.AggregationRuleclusterRoleSelectorsk8s.io.api.rbac.",
+    "v1.ClusterRoleaggregationRulek8s.io.api.rbac.v1.ClusterRoleBindingsubjectsroleRefk8s.io.api.rbac",
+    ".v1.PolicyRulek8s.io.api.rbac.v1.Rolek8s.io.api.rbac.v1.RoleBindingk8s.io.api.rbac.v1.RoleRefk8s",
+    ".io.api.rbac.v1.Subjectk8s.io.api.scheduling.v1.PriorityClassglobalDefaultdescriptionk8s.io.api.",
+    "storage.v1.CSIDriverk8s.io.api.storage.v1.CSIDriverSpecattachRequiredpodInfoOnMountvolumeLifecyc",
+    "leModesstorageCapacityfsGroupPolicytokenRequestsrequiresRepublishseLinuxMountnodeAllocatableUpda",
+    "tePeriodSecondsk8s.io.api.storage.v1.CSINodek8s.io.api.storage.v1.CSINodeDrivernodeIDtopologyKey",
+    "sk8s.io.api.storage.v1.CSINodeSpecdriversk8s.io.api.storage.v1.CSIStorageCapacitynodeTopologymax",
+    "imumVolumeSizek8s.io.api.storage.v1.StorageClassprovisionerreclaimPolicyallowVolumeExpansionvolu",
+    "meBindingModeallowedTopologiesk8s.io.api.storage.v1.TokenRequestk8s.io.api.storage.v1.VolumeAtta",
+    "chmentk8s.io.api.storage.v1.VolumeAttachmentSourcepersistentVolumeNameinlineVolumeSpeck8s.io.api",
+    ".storage.v1.VolumeAttachmentSpecattacherk8s.io.api.storage.v1.VolumeAttachmentStatusattachedatta",
+    "chmentMetadataattachErrordetachErrork8s.io.api.storage.v1.VolumeErrortimeerrorCodek8s.io.api.sto",
+    "rage.v1.VolumeNodeResourcesk8s.io.apimachinery.pkg.api.resource.Quantityk8s.io.apimachinery.pkg.",
+    "apis.meta.v1.Conditionk8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptionsgracePeriodSecondsprecon",
+    "ditionsorphanDependentspropagationPolicydryRunignoreStoreReadErrorWithClusterBreakingPotentialk8",
+    "s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirementk8s.io.apimachinery.pkg.apis.meta.v1.",
+    "FieldsV1k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectormatchLabelsk8s.io.apimachinery.pkg.api",
+    "s.meta.v1.LabelSelectorRequirementk8s.io.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntrymanager",
+    "operationfieldsTypefieldsV1k8s.io.apimachinery.pkg.apis.meta.v1.MicroTimek8s.io.apimachinery.pkg",
+    ".apis.meta.v1.ObjectMetagenerateNameselfLinkgenerationcreationTimestampdeletionTimestampdeletion",
+    "GracePeriodSecondslabelsannotationsownerReferencesmanagedFieldsk8s.io.apimachinery.pkg.apis.meta",
+    ".v1.OwnerReferenceblockOwnerDeletionk8s.io.apimachinery.pkg.apis.meta.v1.Preconditionsk8s.io.api",
+    "machinery.pkg.apis.meta.v1.Timek8s.io.apimachinery.pkg.runtime.RawExtensionk8s.io.apimachinery.p",
+    "kg.util.intstr.IntOrString",
 );
 
 #[rustfmt::skip]
 pub(super) static FIELDS: &[F] = &[
     // 0 k8s.io.api.apps.v1.ControllerRevision
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 45, 4, Msg(388), O), // data
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 45, 4, Msg(393), O), // data
     f(3, 49, 8, I64, 0), // revision
     // 1 k8s.io.api.apps.v1.DaemonSet
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(3), O), // spec
     f(3, 89, 6, Msg(4), O), // status
     // 2 k8s.io.api.apps.v1.DaemonSetCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(3, 136, 18, Msg(387), O), // lastTransitionTime
+    f(3, 136, 18, Msg(392), O), // lastTransitionTime
     f(4, 154, 6, Str, O), // reason
     f(5, 160, 7, Str, O), // message
     // 3 k8s.io.api.apps.v1.DaemonSetSpec
-    f(1, 199, 8, Msg(380), R), // selector
-    f(2, 207, 8, Msg(241), 0), // template
+    f(1, 199, 8, Msg(385), R), // selector
+    f(2, 207, 8, Msg(246), 0), // template
     f(3, 215, 14, Msg(5), O), // updateStrategy
     f(4, 229, 15, I32, O), // minReadySeconds
     f(6, 244, 20, I32, O | R), // revisionHistoryLimit
@@ -300,20 +303,20 @@ pub(super) static FIELDS: &[F] = &[
     f(1, 132, 4, Str, O), // type
     f(2, 509, 13, Msg(15), O | R), // rollingUpdate
     // 6 k8s.io.api.apps.v1.Deployment
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(8), O), // spec
     f(3, 89, 6, Msg(9), O), // status
     // 7 k8s.io.api.apps.v1.DeploymentCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(6, 589, 14, Msg(387), O), // lastUpdateTime
-    f(7, 136, 18, Msg(387), O), // lastTransitionTime
+    f(6, 589, 14, Msg(392), O), // lastUpdateTime
+    f(7, 136, 18, Msg(392), O), // lastTransitionTime
     f(4, 154, 6, Str, O), // reason
     f(5, 160, 7, Str, O), // message
     // 8 k8s.io.api.apps.v1.DeploymentSpec
     f(1, 636, 8, I32, O | R), // replicas
-    f(2, 199, 8, Msg(380), R), // selector
-    f(3, 207, 8, Msg(241), 0), // template
+    f(2, 199, 8, Msg(385), R), // selector
+    f(3, 207, 8, Msg(246), 0), // template
     f(4, 644, 8, Msg(10), O), // strategy
     f(5, 229, 15, I32, O), // minReadySeconds
     f(6, 244, 20, I32, O | R), // revisionHistoryLimit
@@ -333,20 +336,20 @@ pub(super) static FIELDS: &[F] = &[
     f(1, 132, 4, Str, O), // type
     f(2, 509, 13, Msg(16), O | R), // rollingUpdate
     // 11 k8s.io.api.apps.v1.ReplicaSet
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(13), O), // spec
     f(3, 89, 6, Msg(14), O), // status
     // 12 k8s.io.api.apps.v1.ReplicaSetCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(3, 136, 18, Msg(387), O), // lastTransitionTime
+    f(3, 136, 18, Msg(392), O), // lastTransitionTime
     f(4, 154, 6, Str, O), // reason
     f(5, 160, 7, Str, O), // message
     // 13 k8s.io.api.apps.v1.ReplicaSetSpec
     f(1, 636, 8, I32, O | R), // replicas
     f(4, 229, 15, I32, O), // minReadySeconds
-    f(2, 199, 8, Msg(380), R), // selector
-    f(3, 207, 8, Msg(241), O), // template
+    f(2, 199, 8, Msg(385), R), // selector
+    f(3, 207, 8, Msg(246), O), // template
     // 14 k8s.io.api.apps.v1.ReplicaSetStatus
     f(1, 636, 8, I32, 0), // replicas
     f(2, 971, 20, I32, O), // fullyLabeledReplicas
@@ -356,22 +359,22 @@ pub(super) static FIELDS: &[F] = &[
     f(3, 371, 18, I64, O), // observedGeneration
     f(6, 457, 10, Msg(12), O | L), // conditions
     // 15 k8s.io.api.apps.v1.RollingUpdateDaemonSet
-    f(1, 1032, 14, Msg(389), O | R), // maxUnavailable
-    f(2, 1046, 8, Msg(389), O | R), // maxSurge
+    f(1, 1032, 14, Msg(394), O | R), // maxUnavailable
+    f(2, 1046, 8, Msg(394), O | R), // maxSurge
     // 16 k8s.io.api.apps.v1.RollingUpdateDeployment
-    f(1, 1032, 14, Msg(389), O | R), // maxUnavailable
-    f(2, 1046, 8, Msg(389), O | R), // maxSurge
+    f(1, 1032, 14, Msg(394), O | R), // maxUnavailable
+    f(2, 1046, 8, Msg(394), O | R), // maxSurge
     // 17 k8s.io.api.apps.v1.RollingUpdateStatefulSetStrategy
     f(1, 1147, 9, I32, O | R), // partition
-    f(2, 1032, 14, Msg(389), O | R), // maxUnavailable
+    f(2, 1032, 14, Msg(394), O | R), // maxUnavailable
     // 18 k8s.io.api.apps.v1.StatefulSet
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(22), O), // spec
     f(3, 89, 6, Msg(23), O), // status
     // 19 k8s.io.api.apps.v1.StatefulSetCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(3, 136, 18, Msg(387), O), // lastTransitionTime
+    f(3, 136, 18, Msg(392), O), // lastTransitionTime
     f(4, 154, 6, Str, O), // reason
     f(5, 160, 7, Str, O), // message
     // 20 k8s.io.api.apps.v1.StatefulSetOrdinals
@@ -381,9 +384,9 @@ pub(super) static FIELDS: &[F] = &[
     f(2, 1345, 10, Str, O), // whenScaled
     // 22 k8s.io.api.apps.v1.StatefulSetSpec
     f(1, 636, 8, I32, O | R), // replicas
-    f(2, 199, 8, Msg(380), R), // selector
-    f(3, 207, 8, Msg(241), 0), // template
-    f(4, 1389, 20, Msg(208), O | L), // volumeClaimTemplates
+    f(2, 199, 8, Msg(385), R), // selector
+    f(3, 207, 8, Msg(246), 0), // template
+    f(4, 1389, 20, Msg(213), O | L), // volumeClaimTemplates
     f(5, 1409, 11, Str, 0), // serviceName
     f(6, 1420, 19, Str, O), // podManagementPolicy
     f(7, 215, 14, Msg(24), O), // updateStrategy
@@ -413,12 +416,12 @@ pub(super) static FIELDS: &[F] = &[
     // 26 k8s.io.api.authentication.v1.ExtraValue
     f(1, 1716, 5, Str, L), // items
     // 27 k8s.io.api.authentication.v1.SelfSubjectReview
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 89, 6, Msg(28), O), // status
     // 28 k8s.io.api.authentication.v1.SelfSubjectReviewStatus
     f(1, 1819, 8, Msg(35), O), // userInfo
     // 29 k8s.io.api.authentication.v1.TokenRequest
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(30), 0), // spec
     f(3, 89, 6, Msg(31), O), // status
     // 30 k8s.io.api.authentication.v1.TokenRequestSpec
@@ -427,9 +430,9 @@ pub(super) static FIELDS: &[F] = &[
     f(3, 1939, 14, Msg(25), R), // boundObjectRef
     // 31 k8s.io.api.authentication.v1.TokenRequestStatus
     f(1, 2000, 5, Str, 0), // token
-    f(2, 2005, 19, Msg(387), 0), // expirationTimestamp
+    f(2, 2005, 19, Msg(392), 0), // expirationTimestamp
     // 32 k8s.io.api.authentication.v1.TokenReview
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(33), 0), // spec
     f(3, 89, 6, Msg(34), O), // status
     // 33 k8s.io.api.authentication.v1.TokenReviewSpec
@@ -449,12 +452,12 @@ pub(super) static FIELDS: &[F] = &[
     f(1, 1716, 5, Str, L), // items
     // 37 k8s.io.api.authorization.v1.FieldSelectorAttributes
     f(1, 2321, 11, Str, O), // rawSelector
-    f(2, 2332, 12, Msg(378), O | L), // requirements
+    f(2, 2332, 12, Msg(383), O | L), // requirements
     // 38 k8s.io.api.authorization.v1.LabelSelectorAttributes
     f(1, 2321, 11, Str, O), // rawSelector
-    f(2, 2332, 12, Msg(381), O | L), // requirements
+    f(2, 2332, 12, Msg(386), O | L), // requirements
     // 39 k8s.io.api.authorization.v1.LocalSubjectAccessReview
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(49), 0), // spec
     f(3, 89, 6, Msg(50), O), // status
     // 40 k8s.io.api.authorization.v1.NonResourceAttributes
@@ -479,20 +482,20 @@ pub(super) static FIELDS: &[F] = &[
     f(3, 2728, 9, Str, O | L), // resources
     f(4, 2737, 13, Str, O | L), // resourceNames
     // 44 k8s.io.api.authorization.v1.SelfSubjectAccessReview
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(45), 0), // spec
     f(3, 89, 6, Msg(50), O), // status
     // 45 k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec
     f(1, 2856, 18, Msg(42), O | R), // resourceAttributes
     f(2, 2874, 21, Msg(40), O | R), // nonResourceAttributes
     // 46 k8s.io.api.authorization.v1.SelfSubjectRulesReview
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(47), 0), // spec
     f(3, 89, 6, Msg(51), O), // status
     // 47 k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec
     f(1, 2613, 9, Str, O), // namespace
     // 48 k8s.io.api.authorization.v1.SubjectAccessReview
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(49), 0), // spec
     f(3, 89, 6, Msg(50), O), // status
     // 49 k8s.io.api.authorization.v1.SubjectAccessReviewSpec
@@ -517,7 +520,7 @@ pub(super) static FIELDS: &[F] = &[
     f(2, 1670, 4, Str, 0), // name
     f(3, 1660, 10, Str, O), // apiVersion
     // 53 k8s.io.api.autoscaling.v1.HorizontalPodAutoscaler
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(54), O), // spec
     f(3, 89, 6, Msg(55), O), // status
     // 54 k8s.io.api.autoscaling.v1.HorizontalPodAutoscalerSpec
@@ -527,12 +530,12 @@ pub(super) static FIELDS: &[F] = &[
     f(4, 3460, 30, I32, O | R), // targetCPUUtilizationPercentage
     // 55 k8s.io.api.autoscaling.v1.HorizontalPodAutoscalerStatus
     f(1, 371, 18, I64, O | R), // observedGeneration
-    f(2, 3545, 13, Msg(387), O | R), // lastScaleTime
+    f(2, 3545, 13, Msg(392), O | R), // lastScaleTime
     f(3, 1519, 15, I32, 0), // currentReplicas
     f(4, 3558, 15, I32, 0), // desiredReplicas
     f(5, 3573, 31, I32, O | R), // currentCPUUtilizationPercentage
     // 56 k8s.io.api.autoscaling.v1.Scale
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(57), O), // spec
     f(3, 89, 6, Msg(58), O), // status
     // 57 k8s.io.api.autoscaling.v1.ScaleSpec
@@ -566,9 +569,9 @@ pub(super) static FIELDS: &[F] = &[
     f(3, 4091, 26, I32, O | R), // stabilizationWindowSeconds
     f(1, 4117, 12, Str, O | R), // selectPolicy
     f(2, 4129, 8, Msg(64), O | L), // policies
-    f(4, 4137, 9, Msg(375), O | R), // tolerance
+    f(4, 4137, 9, Msg(380), O | R), // tolerance
     // 66 k8s.io.api.autoscaling.v2.HorizontalPodAutoscaler
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(69), O), // spec
     f(3, 89, 6, Msg(70), O), // status
     // 67 k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerBehavior
@@ -577,7 +580,7 @@ pub(super) static FIELDS: &[F] = &[
     // 68 k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(3, 136, 18, Msg(387), O), // lastTransitionTime
+    f(3, 136, 18, Msg(392), O), // lastTransitionTime
     f(4, 154, 6, Str, O), // reason
     f(5, 160, 7, Str, O), // message
     // 69 k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerSpec
@@ -588,14 +591,14 @@ pub(super) static FIELDS: &[F] = &[
     f(5, 4386, 8, Msg(67), O | R), // behavior
     // 70 k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerStatus
     f(1, 371, 18, I64, O | R), // observedGeneration
-    f(2, 3545, 13, Msg(387), O | R), // lastScaleTime
+    f(2, 3545, 13, Msg(392), O | R), // lastScaleTime
     f(3, 1519, 15, I32, O), // currentReplicas
     f(4, 3558, 15, I32, 0), // desiredReplicas
     f(5, 4449, 14, Msg(73), L), // currentMetrics
     f(6, 457, 10, Msg(68), O | L), // conditions
     // 71 k8s.io.api.autoscaling.v2.MetricIdentifier
     f(1, 1670, 4, Str, 0), // name
-    f(2, 199, 8, Msg(380), O | R), // selector
+    f(2, 199, 8, Msg(385), O | R), // selector
     // 72 k8s.io.api.autoscaling.v2.MetricSpec
     f(1, 132, 4, Str, 0), // type
     f(2, 4541, 6, Msg(76), O | R), // object
@@ -612,12 +615,12 @@ pub(super) static FIELDS: &[F] = &[
     f(5, 4568, 8, Msg(63), O | R), // external
     // 74 k8s.io.api.autoscaling.v2.MetricTarget
     f(1, 132, 4, Str, 0), // type
-    f(2, 4032, 5, Msg(375), O | R), // value
-    f(3, 4652, 12, Msg(375), O | R), // averageValue
+    f(2, 4032, 5, Msg(380), O | R), // value
+    f(3, 4652, 12, Msg(380), O | R), // averageValue
     f(4, 4664, 18, I32, O | R), // averageUtilization
     // 75 k8s.io.api.autoscaling.v2.MetricValueStatus
-    f(1, 4032, 5, Msg(375), O | R), // value
-    f(2, 4652, 12, Msg(375), O | R), // averageValue
+    f(1, 4032, 5, Msg(380), O | R), // value
+    f(2, 4652, 12, Msg(380), O | R), // averageValue
     f(3, 4664, 18, I32, O | R), // averageUtilization
     // 76 k8s.io.api.autoscaling.v2.ObjectMetricSource
     f(1, 4769, 15, Msg(61), 0), // describedObject
@@ -640,7 +643,7 @@ pub(super) static FIELDS: &[F] = &[
     f(1, 1670, 4, Str, 0), // name
     f(2, 3832, 7, Msg(75), 0), // current
     // 82 k8s.io.api.batch.v1.CronJob
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(83), O), // spec
     f(3, 89, 6, Msg(84), O), // status
     // 83 k8s.io.api.batch.v1.CronJobSpec
@@ -653,18 +656,18 @@ pub(super) static FIELDS: &[F] = &[
     f(6, 5136, 26, I32, O | R), // successfulJobsHistoryLimit
     f(7, 5162, 22, I32, O | R), // failedJobsHistoryLimit
     // 84 k8s.io.api.batch.v1.CronJobStatus
-    f(1, 5217, 6, Msg(206), O | L), // active
-    f(4, 5223, 16, Msg(387), O | R), // lastScheduleTime
-    f(5, 5239, 18, Msg(387), O | R), // lastSuccessfulTime
+    f(1, 5217, 6, Msg(211), O | L), // active
+    f(4, 5223, 16, Msg(392), O | R), // lastScheduleTime
+    f(5, 5239, 18, Msg(392), O | R), // lastSuccessfulTime
     // 85 k8s.io.api.batch.v1.Job
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(87), O), // spec
     f(3, 89, 6, Msg(88), O), // status
     // 86 k8s.io.api.batch.v1.JobCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(3, 5312, 13, Msg(387), O), // lastProbeTime
-    f(4, 136, 18, Msg(387), O), // lastTransitionTime
+    f(3, 5312, 13, Msg(392), O), // lastProbeTime
+    f(4, 136, 18, Msg(392), O), // lastTransitionTime
     f(5, 154, 6, Str, O), // reason
     f(6, 160, 7, Str, O), // message
     // 87 k8s.io.api.batch.v1.JobSpec
@@ -676,9 +679,9 @@ pub(super) static FIELDS: &[F] = &[
     f(7, 5424, 12, I32, O | R), // backoffLimit
     f(12, 5436, 20, I32, O | R), // backoffLimitPerIndex
     f(13, 5456, 16, I32, O | R), // maxFailedIndexes
-    f(4, 199, 8, Msg(380), O | R), // selector
+    f(4, 199, 8, Msg(385), O | R), // selector
     f(5, 5472, 14, Bool, O | R), // manualSelector
-    f(6, 207, 8, Msg(241), 0), // template
+    f(6, 207, 8, Msg(246), 0), // template
     f(8, 5486, 23, I32, O | R), // ttlSecondsAfterFinished
     f(9, 5509, 14, Str, O | R), // completionMode
     f(10, 5118, 7, Bool, O | R), // suspend
@@ -686,8 +689,8 @@ pub(super) static FIELDS: &[F] = &[
     f(15, 5543, 9, Str, O | R), // managedBy
     // 88 k8s.io.api.batch.v1.JobStatus
     f(1, 457, 10, Msg(86), O | L), // conditions
-    f(2, 5581, 9, Msg(387), O | R), // startTime
-    f(3, 5590, 14, Msg(387), O | R), // completionTime
+    f(2, 5581, 9, Msg(392), O | R), // startTime
+    f(3, 5590, 14, Msg(392), O | R), // completionTime
     f(4, 5217, 6, I32, O), // active
     f(5, 5604, 9, I32, O), // succeeded
     f(6, 5613, 6, I32, O), // failed
@@ -697,7 +700,7 @@ pub(super) static FIELDS: &[F] = &[
     f(8, 5659, 23, Msg(96), O | R), // uncountedTerminatedPods
     f(9, 5682, 5, I32, O | R), // ready
     // 89 k8s.io.api.batch.v1.JobTemplateSpec
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(87), O), // spec
     // 90 k8s.io.api.batch.v1.PodFailurePolicy
     f(1, 5758, 5, Msg(93), L), // rules
@@ -720,1475 +723,1500 @@ pub(super) static FIELDS: &[F] = &[
     // 96 k8s.io.api.batch.v1.UncountedTerminatedPods
     f(1, 5604, 9, Str, O | L), // succeeded
     f(2, 5613, 6, Str, O | L), // failed
-    // 97 k8s.io.api.coordination.v1.Lease
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(98), O), // spec
-    // 98 k8s.io.api.coordination.v1.LeaseSpec
-    f(1, 6189, 14, Str, O | R), // holderIdentity
-    f(2, 6203, 20, I32, O | R), // leaseDurationSeconds
-    f(3, 6223, 11, Msg(383), O | R), // acquireTime
-    f(4, 6234, 9, Msg(383), O | R), // renewTime
-    f(5, 6243, 16, I32, O | R), // leaseTransitions
-    f(6, 644, 8, Str, O | R), // strategy
-    f(7, 6259, 15, Str, O | R), // preferredHolder
-    // 99 k8s.io.api.core.v1.AWSElasticBlockStoreVolumeSource
-    f(1, 6325, 8, Str, 0), // volumeID
-    f(2, 6333, 6, Str, O), // fsType
-    f(3, 1147, 9, I32, O), // partition
-    f(4, 6339, 8, Bool, O), // readOnly
-    // 100 k8s.io.api.core.v1.Affinity
-    f(1, 6374, 12, Msg(189), O | R), // nodeAffinity
-    f(2, 6386, 11, Msg(219), O | R), // podAffinity
-    f(3, 6397, 15, Msg(221), O | R), // podAntiAffinity
-    // 101 k8s.io.api.core.v1.AppArmorProfile
+    // 97 k8s.io.api.certificates.v1.CertificateSigningRequest
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(99), 0), // spec
+    f(3, 89, 6, Msg(100), O), // status
+    // 98 k8s.io.api.certificates.v1.CertificateSigningRequestCondition
     f(1, 132, 4, Str, 0), // type
-    f(2, 6446, 16, Str, O | R), // localhostProfile
-    // 102 k8s.io.api.core.v1.AttachedVolume
+    f(6, 89, 6, Str, 0), // status
+    f(2, 154, 6, Str, O), // reason
+    f(3, 160, 7, Str, O), // message
+    f(4, 589, 14, Msg(392), O), // lastUpdateTime
+    f(5, 136, 18, Msg(392), O), // lastTransitionTime
+    // 99 k8s.io.api.certificates.v1.CertificateSigningRequestSpec
+    f(1, 6290, 7, Bytes, 0), // request
+    f(7, 6297, 10, Str, 0), // signerName
+    f(8, 1922, 17, I32, O | R), // expirationSeconds
+    f(5, 6307, 6, Str, O | L), // usages
+    f(2, 2213, 8, Str, O), // username
+    f(3, 1674, 3, Str, O), // uid
+    f(4, 2221, 6, Str, O | L), // groups
+    f(6, 2227, 5, Msg(101), O | P), // extra
+    // 100 k8s.io.api.certificates.v1.CertificateSigningRequestStatus
+    f(1, 457, 10, Msg(98), O | L), // conditions
+    f(2, 6371, 11, Bytes, O), // certificate
+    // 101 k8s.io.api.certificates.v1.ExtraValue
+    f(1, 1716, 5, Str, L), // items
+    // 102 k8s.io.api.coordination.v1.Lease
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(103), O), // spec
+    // 103 k8s.io.api.coordination.v1.LeaseSpec
+    f(1, 6487, 14, Str, O | R), // holderIdentity
+    f(2, 6501, 20, I32, O | R), // leaseDurationSeconds
+    f(3, 6521, 11, Msg(388), O | R), // acquireTime
+    f(4, 6532, 9, Msg(388), O | R), // renewTime
+    f(5, 6541, 16, I32, O | R), // leaseTransitions
+    f(6, 644, 8, Str, O | R), // strategy
+    f(7, 6557, 15, Str, O | R), // preferredHolder
+    // 104 k8s.io.api.core.v1.AWSElasticBlockStoreVolumeSource
+    f(1, 6623, 8, Str, 0), // volumeID
+    f(2, 6631, 6, Str, O), // fsType
+    f(3, 1147, 9, I32, O), // partition
+    f(4, 6637, 8, Bool, O), // readOnly
+    // 105 k8s.io.api.core.v1.Affinity
+    f(1, 6672, 12, Msg(194), O | R), // nodeAffinity
+    f(2, 6684, 11, Msg(224), O | R), // podAffinity
+    f(3, 6695, 15, Msg(226), O | R), // podAntiAffinity
+    // 106 k8s.io.api.core.v1.AppArmorProfile
+    f(1, 132, 4, Str, 0), // type
+    f(2, 6744, 16, Str, O | R), // localhostProfile
+    // 107 k8s.io.api.core.v1.AttachedVolume
     f(1, 1670, 4, Str, 0), // name
-    f(2, 6495, 10, Str, 0), // devicePath
-    // 103 k8s.io.api.core.v1.AzureDiskVolumeSource
-    f(1, 6545, 8, Str, 0), // diskName
-    f(2, 6553, 7, Str, 0), // diskURI
-    f(3, 6560, 11, Str, O | R), // cachingMode
-    f(4, 6333, 6, Str, O | R), // fsType
-    f(5, 6339, 8, Bool, O | R), // readOnly
+    f(2, 6793, 10, Str, 0), // devicePath
+    // 108 k8s.io.api.core.v1.AzureDiskVolumeSource
+    f(1, 6843, 8, Str, 0), // diskName
+    f(2, 6851, 7, Str, 0), // diskURI
+    f(3, 6858, 11, Str, O | R), // cachingMode
+    f(4, 6631, 6, Str, O | R), // fsType
+    f(5, 6637, 8, Bool, O | R), // readOnly
     f(6, 1656, 4, Str, O | R), // kind
-    // 104 k8s.io.api.core.v1.AzureFilePersistentVolumeSource
-    f(1, 6621, 10, Str, 0), // secretName
-    f(2, 6631, 9, Str, 0), // shareName
-    f(3, 6339, 8, Bool, O), // readOnly
-    f(4, 6640, 15, Str, R), // secretNamespace
-    // 105 k8s.io.api.core.v1.AzureFileVolumeSource
-    f(1, 6621, 10, Str, 0), // secretName
-    f(2, 6631, 9, Str, 0), // shareName
-    f(3, 6339, 8, Bool, O), // readOnly
-    // 106 k8s.io.api.core.v1.Binding
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 3762, 6, Msg(206), 0), // target
-    // 107 k8s.io.api.core.v1.CSIPersistentVolumeSource
-    f(1, 6765, 6, Str, 0), // driver
-    f(2, 6771, 12, Str, 0), // volumeHandle
-    f(3, 6339, 8, Bool, O), // readOnly
-    f(4, 6333, 6, Str, O), // fsType
-    f(5, 6783, 16, Str, O | P), // volumeAttributes
-    f(6, 6799, 26, Msg(274), O | R), // controllerPublishSecretRef
-    f(7, 6825, 18, Msg(274), O | R), // nodeStageSecretRef
-    f(8, 6843, 20, Msg(274), O | R), // nodePublishSecretRef
-    f(9, 6863, 25, Msg(274), O | R), // controllerExpandSecretRef
-    f(10, 6888, 19, Msg(274), O | R), // nodeExpandSecretRef
-    // 108 k8s.io.api.core.v1.CSIVolumeSource
-    f(1, 6765, 6, Str, 0), // driver
-    f(2, 6339, 8, Bool, O | R), // readOnly
-    f(3, 6333, 6, Str, O | R), // fsType
-    f(4, 6783, 16, Str, O | P), // volumeAttributes
-    f(5, 6843, 20, Msg(179), O | R), // nodePublishSecretRef
-    // 109 k8s.io.api.core.v1.Capabilities
-    f(1, 6972, 3, Str, O | L), // add
-    f(2, 6975, 4, Str, O | L), // drop
-    // 110 k8s.io.api.core.v1.CephFSPersistentVolumeSource
-    f(1, 7026, 8, Str, L), // monitors
+    // 109 k8s.io.api.core.v1.AzureFilePersistentVolumeSource
+    f(1, 6919, 10, Str, 0), // secretName
+    f(2, 6929, 9, Str, 0), // shareName
+    f(3, 6637, 8, Bool, O), // readOnly
+    f(4, 6938, 15, Str, R), // secretNamespace
+    // 110 k8s.io.api.core.v1.AzureFileVolumeSource
+    f(1, 6919, 10, Str, 0), // secretName
+    f(2, 6929, 9, Str, 0), // shareName
+    f(3, 6637, 8, Bool, O), // readOnly
+    // 111 k8s.io.api.core.v1.Binding
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 3762, 6, Msg(211), 0), // target
+    // 112 k8s.io.api.core.v1.CSIPersistentVolumeSource
+    f(1, 7063, 6, Str, 0), // driver
+    f(2, 7069, 12, Str, 0), // volumeHandle
+    f(3, 6637, 8, Bool, O), // readOnly
+    f(4, 6631, 6, Str, O), // fsType
+    f(5, 7081, 16, Str, O | P), // volumeAttributes
+    f(6, 7097, 26, Msg(279), O | R), // controllerPublishSecretRef
+    f(7, 7123, 18, Msg(279), O | R), // nodeStageSecretRef
+    f(8, 7141, 20, Msg(279), O | R), // nodePublishSecretRef
+    f(9, 7161, 25, Msg(279), O | R), // controllerExpandSecretRef
+    f(10, 7186, 19, Msg(279), O | R), // nodeExpandSecretRef
+    // 113 k8s.io.api.core.v1.CSIVolumeSource
+    f(1, 7063, 6, Str, 0), // driver
+    f(2, 6637, 8, Bool, O | R), // readOnly
+    f(3, 6631, 6, Str, O | R), // fsType
+    f(4, 7081, 16, Str, O | P), // volumeAttributes
+    f(5, 7141, 20, Msg(184), O | R), // nodePublishSecretRef
+    // 114 k8s.io.api.core.v1.Capabilities
+    f(1, 7270, 3, Str, O | L), // add
+    f(2, 7273, 4, Str, O | L), // drop
+    // 115 k8s.io.api.core.v1.CephFSPersistentVolumeSource
+    f(1, 7324, 8, Str, L), // monitors
     f(2, 2496, 4, Str, O), // path
     f(3, 2167, 4, Str, O), // user
-    f(4, 7034, 10, Str, O), // secretFile
-    f(5, 7044, 9, Msg(274), O | R), // secretRef
-    f(6, 6339, 8, Bool, O), // readOnly
-    // 111 k8s.io.api.core.v1.CephFSVolumeSource
-    f(1, 7026, 8, Str, L), // monitors
+    f(4, 7332, 10, Str, O), // secretFile
+    f(5, 7342, 9, Msg(279), O | R), // secretRef
+    f(6, 6637, 8, Bool, O), // readOnly
+    // 116 k8s.io.api.core.v1.CephFSVolumeSource
+    f(1, 7324, 8, Str, L), // monitors
     f(2, 2496, 4, Str, O), // path
     f(3, 2167, 4, Str, O), // user
-    f(4, 7034, 10, Str, O), // secretFile
-    f(5, 7044, 9, Msg(179), O | R), // secretRef
-    f(6, 6339, 8, Bool, O), // readOnly
-    // 112 k8s.io.api.core.v1.CinderPersistentVolumeSource
-    f(1, 6325, 8, Str, 0), // volumeID
-    f(2, 6333, 6, Str, O), // fsType
-    f(3, 6339, 8, Bool, O), // readOnly
-    f(4, 7044, 9, Msg(274), O | R), // secretRef
-    // 113 k8s.io.api.core.v1.CinderVolumeSource
-    f(1, 6325, 8, Str, 0), // volumeID
-    f(2, 6333, 6, Str, O), // fsType
-    f(3, 6339, 8, Bool, O), // readOnly
-    f(4, 7044, 9, Msg(179), O | R), // secretRef
-    // 114 k8s.io.api.core.v1.ClientIPConfig
-    f(1, 7207, 14, I32, O | R), // timeoutSeconds
-    // 115 k8s.io.api.core.v1.ClusterTrustBundleProjection
+    f(4, 7332, 10, Str, O), // secretFile
+    f(5, 7342, 9, Msg(184), O | R), // secretRef
+    f(6, 6637, 8, Bool, O), // readOnly
+    // 117 k8s.io.api.core.v1.CinderPersistentVolumeSource
+    f(1, 6623, 8, Str, 0), // volumeID
+    f(2, 6631, 6, Str, O), // fsType
+    f(3, 6637, 8, Bool, O), // readOnly
+    f(4, 7342, 9, Msg(279), O | R), // secretRef
+    // 118 k8s.io.api.core.v1.CinderVolumeSource
+    f(1, 6623, 8, Str, 0), // volumeID
+    f(2, 6631, 6, Str, O), // fsType
+    f(3, 6637, 8, Bool, O), // readOnly
+    f(4, 7342, 9, Msg(184), O | R), // secretRef
+    // 119 k8s.io.api.core.v1.ClientIPConfig
+    f(1, 7505, 14, I32, O | R), // timeoutSeconds
+    // 120 k8s.io.api.core.v1.ClusterTrustBundleProjection
     f(1, 1670, 4, Str, O | R), // name
-    f(2, 7268, 10, Str, O | R), // signerName
-    f(3, 2666, 13, Msg(380), O | R), // labelSelector
-    f(5, 7278, 8, Bool, O | R), // optional
+    f(2, 6297, 10, Str, O | R), // signerName
+    f(3, 2666, 13, Msg(385), O | R), // labelSelector
+    f(5, 7566, 8, Bool, O | R), // optional
     f(4, 2496, 4, Str, 0), // path
-    // 116 k8s.io.api.core.v1.ComponentCondition
+    // 121 k8s.io.api.core.v1.ComponentCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
     f(3, 160, 7, Str, O), // message
     f(4, 2171, 5, Str, O), // error
-    // 117 k8s.io.api.core.v1.ComponentStatus
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 457, 10, Msg(116), O | L), // conditions
-    // 118 k8s.io.api.core.v1.ConfigMap
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(4, 7385, 9, Bool, O | R), // immutable
+    // 122 k8s.io.api.core.v1.ComponentStatus
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 457, 10, Msg(121), O | L), // conditions
+    // 123 k8s.io.api.core.v1.ConfigMap
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(4, 7673, 9, Bool, O | R), // immutable
     f(2, 45, 4, Str, O | P), // data
-    f(3, 7394, 10, Bytes, O | P), // binaryData
-    // 119 k8s.io.api.core.v1.ConfigMapEnvSource
-    f(1, 7441, 0, Msg(179), I), // 
-    f(2, 7278, 8, Bool, O | R), // optional
-    // 120 k8s.io.api.core.v1.ConfigMapKeySelector
-    f(1, 7441, 0, Msg(179), I), // 
-    f(2, 7480, 3, Str, 0), // key
-    f(3, 7278, 8, Bool, O | R), // optional
-    // 121 k8s.io.api.core.v1.ConfigMapNodeConfigSource
+    f(3, 7682, 10, Bytes, O | P), // binaryData
+    // 124 k8s.io.api.core.v1.ConfigMapEnvSource
+    f(1, 7729, 0, Msg(184), I), // 
+    f(2, 7566, 8, Bool, O | R), // optional
+    // 125 k8s.io.api.core.v1.ConfigMapKeySelector
+    f(1, 7729, 0, Msg(184), I), // 
+    f(2, 7768, 3, Str, 0), // key
+    f(3, 7566, 8, Bool, O | R), // optional
+    // 126 k8s.io.api.core.v1.ConfigMapNodeConfigSource
     f(1, 2613, 9, Str, 0), // namespace
     f(2, 1670, 4, Str, 0), // name
     f(3, 1674, 3, Str, O), // uid
-    f(4, 7527, 15, Str, O), // resourceVersion
-    f(5, 7542, 16, Str, 0), // kubeletConfigKey
-    // 122 k8s.io.api.core.v1.ConfigMapProjection
-    f(1, 7441, 0, Msg(179), I), // 
-    f(2, 1716, 5, Msg(170), O | L), // items
-    f(4, 7278, 8, Bool, O | R), // optional
-    // 123 k8s.io.api.core.v1.ConfigMapVolumeSource
-    f(1, 7441, 0, Msg(179), I), // 
-    f(2, 1716, 5, Msg(170), O | L), // items
-    f(3, 7636, 11, I32, O | R), // defaultMode
-    f(4, 7278, 8, Bool, O | R), // optional
-    // 124 k8s.io.api.core.v1.Container
+    f(4, 7815, 15, Str, O), // resourceVersion
+    f(5, 7830, 16, Str, 0), // kubeletConfigKey
+    // 127 k8s.io.api.core.v1.ConfigMapProjection
+    f(1, 7729, 0, Msg(184), I), // 
+    f(2, 1716, 5, Msg(175), O | L), // items
+    f(4, 7566, 8, Bool, O | R), // optional
+    // 128 k8s.io.api.core.v1.ConfigMapVolumeSource
+    f(1, 7729, 0, Msg(184), I), // 
+    f(2, 1716, 5, Msg(175), O | L), // items
+    f(3, 7924, 11, I32, O | R), // defaultMode
+    f(4, 7566, 8, Bool, O | R), // optional
+    // 129 k8s.io.api.core.v1.Container
     f(1, 1670, 4, Str, 0), // name
-    f(2, 7675, 5, Str, O), // image
-    f(3, 7680, 7, Str, O | L), // command
-    f(4, 7687, 4, Str, O | L), // args
-    f(5, 7691, 10, Str, O), // workingDir
-    f(6, 7701, 5, Msg(126), O | L), // ports
-    f(19, 7706, 7, Msg(143), O | L), // envFrom
-    f(7, 7713, 3, Msg(144), O | L), // env
-    f(8, 2728, 9, Msg(262), O), // resources
-    f(23, 7716, 12, Msg(127), O | L), // resizePolicy
-    f(24, 7728, 13, Str, O | R), // restartPolicy
-    f(9, 7741, 12, Msg(300), O | L), // volumeMounts
-    f(21, 7753, 13, Msg(299), O | L), // volumeDevices
-    f(10, 7766, 13, Msg(245), O | R), // livenessProbe
-    f(11, 7779, 14, Msg(245), O | R), // readinessProbe
-    f(22, 7793, 12, Msg(245), O | R), // startupProbe
-    f(12, 7805, 9, Msg(171), O | R), // lifecycle
-    f(13, 7814, 22, Str, O), // terminationMessagePath
-    f(20, 7836, 24, Str, O), // terminationMessagePolicy
-    f(14, 7860, 15, Str, O), // imagePullPolicy
-    f(15, 7875, 15, Msg(276), O | R), // securityContext
-    f(16, 7890, 5, Bool, O), // stdin
-    f(17, 7895, 9, Bool, O), // stdinOnce
-    f(18, 7904, 3, Bool, O), // tty
-    // 125 k8s.io.api.core.v1.ContainerImage
-    f(1, 7940, 5, Str, L), // names
-    f(2, 7945, 9, I64, O), // sizeBytes
-    // 126 k8s.io.api.core.v1.ContainerPort
+    f(2, 7963, 5, Str, O), // image
+    f(3, 7968, 7, Str, O | L), // command
+    f(4, 7975, 4, Str, O | L), // args
+    f(5, 7979, 10, Str, O), // workingDir
+    f(6, 7989, 5, Msg(131), O | L), // ports
+    f(19, 7994, 7, Msg(148), O | L), // envFrom
+    f(7, 8001, 3, Msg(149), O | L), // env
+    f(8, 2728, 9, Msg(267), O), // resources
+    f(23, 8004, 12, Msg(132), O | L), // resizePolicy
+    f(24, 8016, 13, Str, O | R), // restartPolicy
+    f(9, 8029, 12, Msg(305), O | L), // volumeMounts
+    f(21, 8041, 13, Msg(304), O | L), // volumeDevices
+    f(10, 8054, 13, Msg(250), O | R), // livenessProbe
+    f(11, 8067, 14, Msg(250), O | R), // readinessProbe
+    f(22, 8081, 12, Msg(250), O | R), // startupProbe
+    f(12, 8093, 9, Msg(176), O | R), // lifecycle
+    f(13, 8102, 22, Str, O), // terminationMessagePath
+    f(20, 8124, 24, Str, O), // terminationMessagePolicy
+    f(14, 8148, 15, Str, O), // imagePullPolicy
+    f(15, 8163, 15, Msg(281), O | R), // securityContext
+    f(16, 8178, 5, Bool, O), // stdin
+    f(17, 8183, 9, Bool, O), // stdinOnce
+    f(18, 8192, 3, Bool, O), // tty
+    // 130 k8s.io.api.core.v1.ContainerImage
+    f(1, 8228, 5, Str, L), // names
+    f(2, 8233, 9, I64, O), // sizeBytes
+    // 131 k8s.io.api.core.v1.ContainerPort
     f(1, 1670, 4, Str, O), // name
-    f(2, 7986, 8, I32, O), // hostPort
-    f(3, 7994, 13, I32, 0), // containerPort
-    f(4, 8007, 8, Str, O), // protocol
-    f(5, 8015, 6, Str, O), // hostIP
-    // 127 k8s.io.api.core.v1.ContainerResizePolicy
-    f(1, 8061, 12, Str, 0), // resourceName
-    f(2, 7728, 13, Str, 0), // restartPolicy
-    // 128 k8s.io.api.core.v1.ContainerState
-    f(1, 8106, 7, Msg(131), O | R), // waiting
-    f(2, 8113, 7, Msg(129), O | R), // running
-    f(3, 8120, 10, Msg(130), O | R), // terminated
-    // 129 k8s.io.api.core.v1.ContainerStateRunning
-    f(1, 8170, 9, Msg(387), O), // startedAt
-    // 130 k8s.io.api.core.v1.ContainerStateTerminated
-    f(1, 8222, 8, I32, 0), // exitCode
-    f(2, 8230, 6, I32, O), // signal
+    f(2, 8274, 8, I32, O), // hostPort
+    f(3, 8282, 13, I32, 0), // containerPort
+    f(4, 8295, 8, Str, O), // protocol
+    f(5, 8303, 6, Str, O), // hostIP
+    // 132 k8s.io.api.core.v1.ContainerResizePolicy
+    f(1, 8349, 12, Str, 0), // resourceName
+    f(2, 8016, 13, Str, 0), // restartPolicy
+    // 133 k8s.io.api.core.v1.ContainerState
+    f(1, 8394, 7, Msg(136), O | R), // waiting
+    f(2, 8401, 7, Msg(134), O | R), // running
+    f(3, 8408, 10, Msg(135), O | R), // terminated
+    // 134 k8s.io.api.core.v1.ContainerStateRunning
+    f(1, 8458, 9, Msg(392), O), // startedAt
+    // 135 k8s.io.api.core.v1.ContainerStateTerminated
+    f(1, 8510, 8, I32, 0), // exitCode
+    f(2, 8518, 6, I32, O), // signal
     f(3, 154, 6, Str, O), // reason
     f(4, 160, 7, Str, O), // message
-    f(5, 8170, 9, Msg(387), O), // startedAt
-    f(6, 8236, 10, Msg(387), O), // finishedAt
-    f(7, 8246, 11, Str, O), // containerID
-    // 131 k8s.io.api.core.v1.ContainerStateWaiting
+    f(5, 8458, 9, Msg(392), O), // startedAt
+    f(6, 8524, 10, Msg(392), O), // finishedAt
+    f(7, 8534, 11, Str, O), // containerID
+    // 136 k8s.io.api.core.v1.ContainerStateWaiting
     f(1, 154, 6, Str, O), // reason
     f(2, 160, 7, Str, O), // message
-    // 132 k8s.io.api.core.v1.ContainerStatus
+    // 137 k8s.io.api.core.v1.ContainerStatus
     f(1, 1670, 4, Str, 0), // name
-    f(2, 8331, 5, Msg(128), O), // state
-    f(3, 8336, 9, Msg(128), O), // lastState
+    f(2, 8619, 5, Msg(133), O), // state
+    f(3, 8624, 9, Msg(133), O), // lastState
     f(4, 5682, 5, Bool, 0), // ready
-    f(5, 8345, 12, I32, 0), // restartCount
-    f(6, 7675, 5, Str, 0), // image
-    f(7, 8357, 7, Str, 0), // imageID
-    f(8, 8246, 11, Str, O), // containerID
-    f(9, 8364, 7, Bool, O | R), // started
-    f(10, 8371, 18, Msg(375), O | P), // allocatedResources
-    f(11, 2728, 9, Msg(262), O | R), // resources
-    f(12, 7741, 12, Msg(301), O | L), // volumeMounts
-    f(13, 2167, 4, Msg(133), O | R), // user
-    f(14, 8389, 24, Msg(263), O | L), // allocatedResourcesStatus
-    f(15, 8413, 10, Str, O | R), // stopSignal
-    // 133 k8s.io.api.core.v1.ContainerUser
-    f(1, 8455, 5, Msg(176), O | R), // linux
-    // 134 k8s.io.api.core.v1.DaemonEndpoint
-    f(1, 8493, 4, I32, 0), // Port
-    // 135 k8s.io.api.core.v1.DownwardAPIProjection
-    f(1, 1716, 5, Msg(136), O | L), // items
-    // 136 k8s.io.api.core.v1.DownwardAPIVolumeFile
+    f(5, 8633, 12, I32, 0), // restartCount
+    f(6, 7963, 5, Str, 0), // image
+    f(7, 8645, 7, Str, 0), // imageID
+    f(8, 8534, 11, Str, O), // containerID
+    f(9, 8652, 7, Bool, O | R), // started
+    f(10, 8659, 18, Msg(380), O | P), // allocatedResources
+    f(11, 2728, 9, Msg(267), O | R), // resources
+    f(12, 8029, 12, Msg(306), O | L), // volumeMounts
+    f(13, 2167, 4, Msg(138), O | R), // user
+    f(14, 8677, 24, Msg(268), O | L), // allocatedResourcesStatus
+    f(15, 8701, 10, Str, O | R), // stopSignal
+    // 138 k8s.io.api.core.v1.ContainerUser
+    f(1, 8743, 5, Msg(181), O | R), // linux
+    // 139 k8s.io.api.core.v1.DaemonEndpoint
+    f(1, 8781, 4, I32, 0), // Port
+    // 140 k8s.io.api.core.v1.DownwardAPIProjection
+    f(1, 1716, 5, Msg(141), O | L), // items
+    // 141 k8s.io.api.core.v1.DownwardAPIVolumeFile
     f(1, 2496, 4, Str, 0), // path
-    f(2, 8577, 8, Msg(205), O | R), // fieldRef
-    f(3, 8585, 16, Msg(257), O | R), // resourceFieldRef
-    f(4, 8601, 4, I32, O | R), // mode
-    // 137 k8s.io.api.core.v1.DownwardAPIVolumeSource
-    f(1, 1716, 5, Msg(136), O | L), // items
-    f(2, 7636, 11, I32, O | R), // defaultMode
-    // 138 k8s.io.api.core.v1.EmptyDirVolumeSource
-    f(1, 8686, 6, Str, O), // medium
-    f(2, 8692, 9, Msg(375), O | R), // sizeLimit
-    // 139 k8s.io.api.core.v1.EndpointAddress
-    f(1, 8735, 2, Str, 0), // ip
-    f(3, 8737, 8, Str, O), // hostname
-    f(4, 8745, 8, Str, O | R), // nodeName
-    f(2, 8753, 9, Msg(206), O | R), // targetRef
-    // 140 k8s.io.api.core.v1.EndpointPort
+    f(2, 8865, 8, Msg(210), O | R), // fieldRef
+    f(3, 8873, 16, Msg(262), O | R), // resourceFieldRef
+    f(4, 8889, 4, I32, O | R), // mode
+    // 142 k8s.io.api.core.v1.DownwardAPIVolumeSource
+    f(1, 1716, 5, Msg(141), O | L), // items
+    f(2, 7924, 11, I32, O | R), // defaultMode
+    // 143 k8s.io.api.core.v1.EmptyDirVolumeSource
+    f(1, 8974, 6, Str, O), // medium
+    f(2, 8980, 9, Msg(380), O | R), // sizeLimit
+    // 144 k8s.io.api.core.v1.EndpointAddress
+    f(1, 9023, 2, Str, 0), // ip
+    f(3, 9025, 8, Str, O), // hostname
+    f(4, 9033, 8, Str, O | R), // nodeName
+    f(2, 9041, 9, Msg(211), O | R), // targetRef
+    // 145 k8s.io.api.core.v1.EndpointPort
     f(1, 1670, 4, Str, O), // name
-    f(2, 8793, 4, I32, 0), // port
-    f(3, 8007, 8, Str, O), // protocol
-    f(4, 8797, 11, Str, O | R), // appProtocol
-    // 141 k8s.io.api.core.v1.EndpointSubset
-    f(1, 8841, 9, Msg(139), O | L), // addresses
-    f(2, 8850, 17, Msg(139), O | L), // notReadyAddresses
-    f(3, 7701, 5, Msg(140), O | L), // ports
-    // 142 k8s.io.api.core.v1.Endpoints
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 8895, 7, Msg(141), O | L), // subsets
-    // 143 k8s.io.api.core.v1.EnvFromSource
-    f(1, 8934, 6, Str, O), // prefix
-    f(2, 8940, 12, Msg(119), O | R), // configMapRef
-    f(3, 7044, 9, Msg(271), O | R), // secretRef
-    // 144 k8s.io.api.core.v1.EnvVar
+    f(2, 9081, 4, I32, 0), // port
+    f(3, 8295, 8, Str, O), // protocol
+    f(4, 9085, 11, Str, O | R), // appProtocol
+    // 146 k8s.io.api.core.v1.EndpointSubset
+    f(1, 9129, 9, Msg(144), O | L), // addresses
+    f(2, 9138, 17, Msg(144), O | L), // notReadyAddresses
+    f(3, 7989, 5, Msg(145), O | L), // ports
+    // 147 k8s.io.api.core.v1.Endpoints
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 9183, 7, Msg(146), O | L), // subsets
+    // 148 k8s.io.api.core.v1.EnvFromSource
+    f(1, 9222, 6, Str, O), // prefix
+    f(2, 9228, 12, Msg(124), O | R), // configMapRef
+    f(3, 7342, 9, Msg(276), O | R), // secretRef
+    // 149 k8s.io.api.core.v1.EnvVar
     f(1, 1670, 4, Str, 0), // name
     f(2, 4032, 5, Str, O), // value
-    f(3, 8977, 9, Msg(145), O | R), // valueFrom
-    // 145 k8s.io.api.core.v1.EnvVarSource
-    f(1, 8577, 8, Msg(205), O | R), // fieldRef
-    f(2, 8585, 16, Msg(257), O | R), // resourceFieldRef
-    f(3, 9017, 15, Msg(120), O | R), // configMapKeyRef
-    f(4, 9032, 12, Msg(272), O | R), // secretKeyRef
-    // 146 k8s.io.api.core.v1.EphemeralContainer
-    f(1, 7441, 0, Msg(147), I), // 
-    f(2, 9081, 19, Str, O), // targetContainerName
-    // 147 k8s.io.api.core.v1.EphemeralContainerCommon
+    f(3, 9265, 9, Msg(150), O | R), // valueFrom
+    // 150 k8s.io.api.core.v1.EnvVarSource
+    f(1, 8865, 8, Msg(210), O | R), // fieldRef
+    f(2, 8873, 16, Msg(262), O | R), // resourceFieldRef
+    f(3, 9305, 15, Msg(125), O | R), // configMapKeyRef
+    f(4, 9320, 12, Msg(277), O | R), // secretKeyRef
+    // 151 k8s.io.api.core.v1.EphemeralContainer
+    f(1, 7729, 0, Msg(152), I), // 
+    f(2, 9369, 19, Str, O), // targetContainerName
+    // 152 k8s.io.api.core.v1.EphemeralContainerCommon
     f(1, 1670, 4, Str, 0), // name
-    f(2, 7675, 5, Str, O), // image
-    f(3, 7680, 7, Str, O | L), // command
-    f(4, 7687, 4, Str, O | L), // args
-    f(5, 7691, 10, Str, O), // workingDir
-    f(6, 7701, 5, Msg(126), O | L), // ports
-    f(19, 7706, 7, Msg(143), O | L), // envFrom
-    f(7, 7713, 3, Msg(144), O | L), // env
-    f(8, 2728, 9, Msg(262), O), // resources
-    f(23, 7716, 12, Msg(127), O | L), // resizePolicy
-    f(24, 7728, 13, Str, O | R), // restartPolicy
-    f(9, 7741, 12, Msg(300), O | L), // volumeMounts
-    f(21, 7753, 13, Msg(299), O | L), // volumeDevices
-    f(10, 7766, 13, Msg(245), O | R), // livenessProbe
-    f(11, 7779, 14, Msg(245), O | R), // readinessProbe
-    f(22, 7793, 12, Msg(245), O | R), // startupProbe
-    f(12, 7805, 9, Msg(171), O | R), // lifecycle
-    f(13, 7814, 22, Str, O), // terminationMessagePath
-    f(20, 7836, 24, Str, O), // terminationMessagePolicy
-    f(14, 7860, 15, Str, O), // imagePullPolicy
-    f(15, 7875, 15, Msg(276), O | R), // securityContext
-    f(16, 7890, 5, Bool, O), // stdin
-    f(17, 7895, 9, Bool, O), // stdinOnce
-    f(18, 7904, 3, Bool, O), // tty
-    // 148 k8s.io.api.core.v1.EphemeralVolumeSource
-    f(1, 9183, 19, Msg(212), O | R), // volumeClaimTemplate
-    // 149 k8s.io.api.core.v1.Event
-    f(1, 37, 8, Msg(384), 0), // metadata
-    f(2, 9226, 14, Msg(206), 0), // involvedObject
+    f(2, 7963, 5, Str, O), // image
+    f(3, 7968, 7, Str, O | L), // command
+    f(4, 7975, 4, Str, O | L), // args
+    f(5, 7979, 10, Str, O), // workingDir
+    f(6, 7989, 5, Msg(131), O | L), // ports
+    f(19, 7994, 7, Msg(148), O | L), // envFrom
+    f(7, 8001, 3, Msg(149), O | L), // env
+    f(8, 2728, 9, Msg(267), O), // resources
+    f(23, 8004, 12, Msg(132), O | L), // resizePolicy
+    f(24, 8016, 13, Str, O | R), // restartPolicy
+    f(9, 8029, 12, Msg(305), O | L), // volumeMounts
+    f(21, 8041, 13, Msg(304), O | L), // volumeDevices
+    f(10, 8054, 13, Msg(250), O | R), // livenessProbe
+    f(11, 8067, 14, Msg(250), O | R), // readinessProbe
+    f(22, 8081, 12, Msg(250), O | R), // startupProbe
+    f(12, 8093, 9, Msg(176), O | R), // lifecycle
+    f(13, 8102, 22, Str, O), // terminationMessagePath
+    f(20, 8124, 24, Str, O), // terminationMessagePolicy
+    f(14, 8148, 15, Str, O), // imagePullPolicy
+    f(15, 8163, 15, Msg(281), O | R), // securityContext
+    f(16, 8178, 5, Bool, O), // stdin
+    f(17, 8183, 9, Bool, O), // stdinOnce
+    f(18, 8192, 3, Bool, O), // tty
+    // 153 k8s.io.api.core.v1.EphemeralVolumeSource
+    f(1, 9471, 19, Msg(217), O | R), // volumeClaimTemplate
+    // 154 k8s.io.api.core.v1.Event
+    f(1, 37, 8, Msg(389), 0), // metadata
+    f(2, 9514, 14, Msg(211), 0), // involvedObject
     f(3, 154, 6, Str, O), // reason
     f(4, 160, 7, Str, O), // message
-    f(5, 9240, 6, Msg(151), O), // source
-    f(6, 9246, 14, Msg(387), O), // firstTimestamp
-    f(7, 9260, 13, Msg(387), O), // lastTimestamp
-    f(8, 9273, 5, I32, O), // count
+    f(5, 9528, 6, Msg(156), O), // source
+    f(6, 9534, 14, Msg(392), O), // firstTimestamp
+    f(7, 9548, 13, Msg(392), O), // lastTimestamp
+    f(8, 9561, 5, I32, O), // count
     f(9, 132, 4, Str, O), // type
-    f(10, 9278, 9, Msg(383), O), // eventTime
-    f(11, 9287, 6, Msg(150), O | R), // series
+    f(10, 9566, 9, Msg(388), O), // eventTime
+    f(11, 9575, 6, Msg(155), O | R), // series
     f(12, 5946, 6, Str, O), // action
-    f(13, 9293, 7, Msg(206), O | R), // related
-    f(14, 9300, 18, Str, 0), // reportingComponent
-    f(15, 9318, 17, Str, 0), // reportingInstance
-    // 150 k8s.io.api.core.v1.EventSeries
-    f(1, 9273, 5, I32, O), // count
-    f(2, 9365, 16, Msg(383), O), // lastObservedTime
-    // 151 k8s.io.api.core.v1.EventSource
-    f(1, 9411, 9, Str, O), // component
-    f(2, 9420, 4, Str, O), // host
-    // 152 k8s.io.api.core.v1.ExecAction
-    f(1, 7680, 7, Str, O | L), // command
-    // 153 k8s.io.api.core.v1.FCVolumeSource
-    f(1, 9486, 10, Str, O | L), // targetWWNs
-    f(2, 9496, 3, I32, O | R), // lun
-    f(3, 6333, 6, Str, O), // fsType
-    f(4, 6339, 8, Bool, O), // readOnly
-    f(5, 9499, 5, Str, O | L), // wwids
-    // 154 k8s.io.api.core.v1.FlexPersistentVolumeSource
-    f(1, 6765, 6, Str, 0), // driver
-    f(2, 6333, 6, Str, O), // fsType
-    f(3, 7044, 9, Msg(274), O | R), // secretRef
-    f(4, 6339, 8, Bool, O), // readOnly
-    f(5, 9549, 7, Str, O | P), // options
-    // 155 k8s.io.api.core.v1.FlexVolumeSource
-    f(1, 6765, 6, Str, 0), // driver
-    f(2, 6333, 6, Str, O), // fsType
-    f(3, 7044, 9, Msg(179), O | R), // secretRef
-    f(4, 6339, 8, Bool, O), // readOnly
-    f(5, 9549, 7, Str, O | P), // options
-    // 156 k8s.io.api.core.v1.FlockerVolumeSource
-    f(1, 9629, 11, Str, O), // datasetName
-    f(2, 9640, 11, Str, O), // datasetUUID
-    // 157 k8s.io.api.core.v1.GCEPersistentDiskVolumeSource
-    f(1, 9699, 6, Str, 0), // pdName
-    f(2, 6333, 6, Str, O), // fsType
+    f(13, 9581, 7, Msg(211), O | R), // related
+    f(14, 9588, 18, Str, 0), // reportingComponent
+    f(15, 9606, 17, Str, 0), // reportingInstance
+    // 155 k8s.io.api.core.v1.EventSeries
+    f(1, 9561, 5, I32, O), // count
+    f(2, 9653, 16, Msg(388), O), // lastObservedTime
+    // 156 k8s.io.api.core.v1.EventSource
+    f(1, 9699, 9, Str, O), // component
+    f(2, 9708, 4, Str, O), // host
+    // 157 k8s.io.api.core.v1.ExecAction
+    f(1, 7968, 7, Str, O | L), // command
+    // 158 k8s.io.api.core.v1.FCVolumeSource
+    f(1, 9774, 10, Str, O | L), // targetWWNs
+    f(2, 9784, 3, I32, O | R), // lun
+    f(3, 6631, 6, Str, O), // fsType
+    f(4, 6637, 8, Bool, O), // readOnly
+    f(5, 9787, 5, Str, O | L), // wwids
+    // 159 k8s.io.api.core.v1.FlexPersistentVolumeSource
+    f(1, 7063, 6, Str, 0), // driver
+    f(2, 6631, 6, Str, O), // fsType
+    f(3, 7342, 9, Msg(279), O | R), // secretRef
+    f(4, 6637, 8, Bool, O), // readOnly
+    f(5, 9837, 7, Str, O | P), // options
+    // 160 k8s.io.api.core.v1.FlexVolumeSource
+    f(1, 7063, 6, Str, 0), // driver
+    f(2, 6631, 6, Str, O), // fsType
+    f(3, 7342, 9, Msg(184), O | R), // secretRef
+    f(4, 6637, 8, Bool, O), // readOnly
+    f(5, 9837, 7, Str, O | P), // options
+    // 161 k8s.io.api.core.v1.FlockerVolumeSource
+    f(1, 9917, 11, Str, O), // datasetName
+    f(2, 9928, 11, Str, O), // datasetUUID
+    // 162 k8s.io.api.core.v1.GCEPersistentDiskVolumeSource
+    f(1, 9987, 6, Str, 0), // pdName
+    f(2, 6631, 6, Str, O), // fsType
     f(3, 1147, 9, I32, O), // partition
-    f(4, 6339, 8, Bool, O), // readOnly
-    // 158 k8s.io.api.core.v1.GRPCAction
-    f(1, 8793, 4, I32, 0), // port
-    f(2, 9734, 7, Str, R), // service
-    // 159 k8s.io.api.core.v1.GitRepoVolumeSource
-    f(1, 9779, 10, Str, 0), // repository
+    f(4, 6637, 8, Bool, O), // readOnly
+    // 163 k8s.io.api.core.v1.GRPCAction
+    f(1, 9081, 4, I32, 0), // port
+    f(2, 10022, 7, Str, R), // service
+    // 164 k8s.io.api.core.v1.GitRepoVolumeSource
+    f(1, 10067, 10, Str, 0), // repository
     f(2, 49, 8, Str, O), // revision
-    f(3, 9789, 9, Str, O), // directory
-    // 160 k8s.io.api.core.v1.GlusterfsPersistentVolumeSource
-    f(1, 9848, 9, Str, 0), // endpoints
+    f(3, 10077, 9, Str, O), // directory
+    // 165 k8s.io.api.core.v1.GlusterfsPersistentVolumeSource
+    f(1, 10136, 9, Str, 0), // endpoints
     f(2, 2496, 4, Str, 0), // path
-    f(3, 6339, 8, Bool, O), // readOnly
-    f(4, 9857, 18, Str, O | R), // endpointsNamespace
-    // 161 k8s.io.api.core.v1.GlusterfsVolumeSource
-    f(1, 9848, 9, Str, 0), // endpoints
+    f(3, 6637, 8, Bool, O), // readOnly
+    f(4, 10145, 18, Str, O | R), // endpointsNamespace
+    // 166 k8s.io.api.core.v1.GlusterfsVolumeSource
+    f(1, 10136, 9, Str, 0), // endpoints
     f(2, 2496, 4, Str, 0), // path
-    f(3, 6339, 8, Bool, O), // readOnly
-    // 162 k8s.io.api.core.v1.HTTPGetAction
+    f(3, 6637, 8, Bool, O), // readOnly
+    // 167 k8s.io.api.core.v1.HTTPGetAction
     f(1, 2496, 4, Str, O), // path
-    f(2, 8793, 4, Msg(389), 0), // port
-    f(3, 9420, 4, Str, O), // host
-    f(4, 9947, 6, Str, O), // scheme
-    f(5, 9953, 11, Msg(163), O | L), // httpHeaders
-    // 163 k8s.io.api.core.v1.HTTPHeader
+    f(2, 9081, 4, Msg(394), 0), // port
+    f(3, 9708, 4, Str, O), // host
+    f(4, 10235, 6, Str, O), // scheme
+    f(5, 10241, 11, Msg(168), O | L), // httpHeaders
+    // 168 k8s.io.api.core.v1.HTTPHeader
     f(1, 1670, 4, Str, 0), // name
     f(2, 4032, 5, Str, 0), // value
-    // 164 k8s.io.api.core.v1.HostAlias
-    f(1, 8735, 2, Str, 0), // ip
-    f(2, 10021, 9, Str, O | L), // hostnames
-    // 165 k8s.io.api.core.v1.HostIP
-    f(1, 8735, 2, Str, 0), // ip
-    // 166 k8s.io.api.core.v1.HostPathVolumeSource
+    // 169 k8s.io.api.core.v1.HostAlias
+    f(1, 9023, 2, Str, 0), // ip
+    f(2, 10309, 9, Str, O | L), // hostnames
+    // 170 k8s.io.api.core.v1.HostIP
+    f(1, 9023, 2, Str, 0), // ip
+    // 171 k8s.io.api.core.v1.HostPathVolumeSource
     f(1, 2496, 4, Str, 0), // path
     f(2, 132, 4, Str, O | R), // type
-    // 167 k8s.io.api.core.v1.ISCSIPersistentVolumeSource
-    f(1, 10140, 12, Str, 0), // targetPortal
-    f(2, 10152, 3, Str, 0), // iqn
-    f(3, 9496, 3, I32, 0), // lun
-    f(4, 10155, 14, Str, O), // iscsiInterface
-    f(5, 6333, 6, Str, O), // fsType
-    f(6, 6339, 8, Bool, O), // readOnly
-    f(7, 10169, 7, Str, O | L), // portals
-    f(8, 10176, 17, Bool, O), // chapAuthDiscovery
-    f(11, 10193, 15, Bool, O), // chapAuthSession
-    f(10, 7044, 9, Msg(274), O | R), // secretRef
-    f(12, 10208, 13, Str, O | R), // initiatorName
-    // 168 k8s.io.api.core.v1.ISCSIVolumeSource
-    f(1, 10140, 12, Str, 0), // targetPortal
-    f(2, 10152, 3, Str, 0), // iqn
-    f(3, 9496, 3, I32, 0), // lun
-    f(4, 10155, 14, Str, O), // iscsiInterface
-    f(5, 6333, 6, Str, O), // fsType
-    f(6, 6339, 8, Bool, O), // readOnly
-    f(7, 10169, 7, Str, O | L), // portals
-    f(8, 10176, 17, Bool, O), // chapAuthDiscovery
-    f(11, 10193, 15, Bool, O), // chapAuthSession
-    f(10, 7044, 9, Msg(179), O | R), // secretRef
-    f(12, 10208, 13, Str, O | R), // initiatorName
-    // 169 k8s.io.api.core.v1.ImageVolumeSource
-    f(1, 10293, 9, Str, O), // reference
-    f(2, 10302, 10, Str, O), // pullPolicy
-    // 170 k8s.io.api.core.v1.KeyToPath
-    f(1, 7480, 3, Str, 0), // key
+    // 172 k8s.io.api.core.v1.ISCSIPersistentVolumeSource
+    f(1, 10428, 12, Str, 0), // targetPortal
+    f(2, 10440, 3, Str, 0), // iqn
+    f(3, 9784, 3, I32, 0), // lun
+    f(4, 10443, 14, Str, O), // iscsiInterface
+    f(5, 6631, 6, Str, O), // fsType
+    f(6, 6637, 8, Bool, O), // readOnly
+    f(7, 10457, 7, Str, O | L), // portals
+    f(8, 10464, 17, Bool, O), // chapAuthDiscovery
+    f(11, 10481, 15, Bool, O), // chapAuthSession
+    f(10, 7342, 9, Msg(279), O | R), // secretRef
+    f(12, 10496, 13, Str, O | R), // initiatorName
+    // 173 k8s.io.api.core.v1.ISCSIVolumeSource
+    f(1, 10428, 12, Str, 0), // targetPortal
+    f(2, 10440, 3, Str, 0), // iqn
+    f(3, 9784, 3, I32, 0), // lun
+    f(4, 10443, 14, Str, O), // iscsiInterface
+    f(5, 6631, 6, Str, O), // fsType
+    f(6, 6637, 8, Bool, O), // readOnly
+    f(7, 10457, 7, Str, O | L), // portals
+    f(8, 10464, 17, Bool, O), // chapAuthDiscovery
+    f(11, 10481, 15, Bool, O), // chapAuthSession
+    f(10, 7342, 9, Msg(184), O | R), // secretRef
+    f(12, 10496, 13, Str, O | R), // initiatorName
+    // 174 k8s.io.api.core.v1.ImageVolumeSource
+    f(1, 10581, 9, Str, O), // reference
+    f(2, 10590, 10, Str, O), // pullPolicy
+    // 175 k8s.io.api.core.v1.KeyToPath
+    f(1, 7768, 3, Str, 0), // key
     f(2, 2496, 4, Str, 0), // path
-    f(3, 8601, 4, I32, O | R), // mode
-    // 171 k8s.io.api.core.v1.Lifecycle
-    f(1, 10368, 9, Msg(172), O | R), // postStart
-    f(2, 10377, 7, Msg(172), O | R), // preStop
-    f(3, 8413, 10, Str, O | R), // stopSignal
-    // 172 k8s.io.api.core.v1.LifecycleHandler
-    f(1, 10419, 4, Msg(152), O | R), // exec
-    f(2, 10423, 7, Msg(162), O | R), // httpGet
-    f(3, 10430, 9, Msg(290), O | R), // tcpSocket
-    f(4, 10439, 5, Msg(286), O | R), // sleep
-    // 173 k8s.io.api.core.v1.LimitRange
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(175), O), // spec
-    // 174 k8s.io.api.core.v1.LimitRangeItem
+    f(3, 8889, 4, I32, O | R), // mode
+    // 176 k8s.io.api.core.v1.Lifecycle
+    f(1, 10656, 9, Msg(177), O | R), // postStart
+    f(2, 10665, 7, Msg(177), O | R), // preStop
+    f(3, 8701, 10, Str, O | R), // stopSignal
+    // 177 k8s.io.api.core.v1.LifecycleHandler
+    f(1, 10707, 4, Msg(157), O | R), // exec
+    f(2, 10711, 7, Msg(167), O | R), // httpGet
+    f(3, 10718, 9, Msg(295), O | R), // tcpSocket
+    f(4, 10727, 5, Msg(291), O | R), // sleep
+    // 178 k8s.io.api.core.v1.LimitRange
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(180), O), // spec
+    // 179 k8s.io.api.core.v1.LimitRangeItem
     f(1, 132, 4, Str, 0), // type
-    f(2, 10506, 3, Msg(375), O | P), // max
-    f(3, 10509, 3, Msg(375), O | P), // min
-    f(4, 10512, 7, Msg(375), O | P), // default
-    f(5, 10519, 14, Msg(375), O | P), // defaultRequest
-    f(6, 10533, 20, Msg(375), O | P), // maxLimitRequestRatio
-    // 175 k8s.io.api.core.v1.LimitRangeSpec
-    f(1, 10586, 6, Msg(174), L), // limits
-    // 176 k8s.io.api.core.v1.LinuxContainerUser
+    f(2, 10794, 3, Msg(380), O | P), // max
+    f(3, 10797, 3, Msg(380), O | P), // min
+    f(4, 10800, 7, Msg(380), O | P), // default
+    f(5, 10807, 14, Msg(380), O | P), // defaultRequest
+    f(6, 10821, 20, Msg(380), O | P), // maxLimitRequestRatio
+    // 180 k8s.io.api.core.v1.LimitRangeSpec
+    f(1, 10874, 6, Msg(179), L), // limits
+    // 181 k8s.io.api.core.v1.LinuxContainerUser
     f(1, 1674, 3, I64, 0), // uid
-    f(2, 10629, 3, I64, 0), // gid
-    f(3, 10632, 18, I64, O | L), // supplementalGroups
-    // 177 k8s.io.api.core.v1.LoadBalancerIngress
-    f(1, 8735, 2, Str, O), // ip
-    f(2, 8737, 8, Str, O), // hostname
-    f(3, 10688, 6, Str, O | R), // ipMode
-    f(4, 7701, 5, Msg(242), O | L), // ports
-    // 178 k8s.io.api.core.v1.LoadBalancerStatus
-    f(1, 10731, 7, Msg(177), O | L), // ingress
-    // 179 k8s.io.api.core.v1.LocalObjectReference
+    f(2, 10917, 3, I64, 0), // gid
+    f(3, 10920, 18, I64, O | L), // supplementalGroups
+    // 182 k8s.io.api.core.v1.LoadBalancerIngress
+    f(1, 9023, 2, Str, O), // ip
+    f(2, 9025, 8, Str, O), // hostname
+    f(3, 10976, 6, Str, O | R), // ipMode
+    f(4, 7989, 5, Msg(247), O | L), // ports
+    // 183 k8s.io.api.core.v1.LoadBalancerStatus
+    f(1, 11019, 7, Msg(182), O | L), // ingress
+    // 184 k8s.io.api.core.v1.LocalObjectReference
     f(1, 1670, 4, Str, O), // name
-    // 180 k8s.io.api.core.v1.LocalVolumeSource
+    // 185 k8s.io.api.core.v1.LocalVolumeSource
     f(1, 2496, 4, Str, 0), // path
-    f(2, 6333, 6, Str, O | R), // fsType
-    // 181 k8s.io.api.core.v1.ModifyVolumeStatus
-    f(1, 10850, 31, Str, O), // targetVolumeAttributesClassName
+    f(2, 6631, 6, Str, O | R), // fsType
+    // 186 k8s.io.api.core.v1.ModifyVolumeStatus
+    f(1, 11138, 31, Str, O), // targetVolumeAttributesClassName
     f(2, 89, 6, Str, 0), // status
-    // 182 k8s.io.api.core.v1.NFSVolumeSource
-    f(1, 10915, 6, Str, 0), // server
+    // 187 k8s.io.api.core.v1.NFSVolumeSource
+    f(1, 11203, 6, Str, 0), // server
     f(2, 2496, 4, Str, 0), // path
-    f(3, 6339, 8, Bool, O), // readOnly
-    // 183 k8s.io.api.core.v1.Namespace
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(185), O), // spec
-    f(3, 89, 6, Msg(186), O), // status
-    // 184 k8s.io.api.core.v1.NamespaceCondition
+    f(3, 6637, 8, Bool, O), // readOnly
+    // 188 k8s.io.api.core.v1.Namespace
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(190), O), // spec
+    f(3, 89, 6, Msg(191), O), // status
+    // 189 k8s.io.api.core.v1.NamespaceCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(4, 136, 18, Msg(387), O), // lastTransitionTime
+    f(4, 136, 18, Msg(392), O), // lastTransitionTime
     f(5, 154, 6, Str, O), // reason
     f(6, 160, 7, Str, O), // message
-    // 185 k8s.io.api.core.v1.NamespaceSpec
-    f(1, 11018, 10, Str, O | L), // finalizers
-    // 186 k8s.io.api.core.v1.NamespaceStatus
-    f(1, 11062, 5, Str, O), // phase
-    f(2, 457, 10, Msg(184), O | L), // conditions
-    // 187 k8s.io.api.core.v1.Node
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(201), O), // spec
-    f(3, 89, 6, Msg(202), O), // status
-    // 188 k8s.io.api.core.v1.NodeAddress
+    // 190 k8s.io.api.core.v1.NamespaceSpec
+    f(1, 11306, 10, Str, O | L), // finalizers
+    // 191 k8s.io.api.core.v1.NamespaceStatus
+    f(1, 11350, 5, Str, O), // phase
+    f(2, 457, 10, Msg(189), O | L), // conditions
+    // 192 k8s.io.api.core.v1.Node
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(206), O), // spec
+    f(3, 89, 6, Msg(207), O), // status
+    // 193 k8s.io.api.core.v1.NodeAddress
     f(1, 132, 4, Str, 0), // type
-    f(2, 11120, 7, Str, 0), // address
-    // 189 k8s.io.api.core.v1.NodeAffinity
-    f(1, 11158, 46, Msg(198), O | R), // requiredDuringSchedulingIgnoredDuringExecution
-    f(2, 11204, 47, Msg(244), O | L), // preferredDuringSchedulingIgnoredDuringExecution
-    // 190 k8s.io.api.core.v1.NodeCondition
+    f(2, 11408, 7, Str, 0), // address
+    // 194 k8s.io.api.core.v1.NodeAffinity
+    f(1, 11446, 46, Msg(203), O | R), // requiredDuringSchedulingIgnoredDuringExecution
+    f(2, 11492, 47, Msg(249), O | L), // preferredDuringSchedulingIgnoredDuringExecution
+    // 195 k8s.io.api.core.v1.NodeCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(3, 11283, 17, Msg(387), O), // lastHeartbeatTime
-    f(4, 136, 18, Msg(387), O), // lastTransitionTime
+    f(3, 11571, 17, Msg(392), O), // lastHeartbeatTime
+    f(4, 136, 18, Msg(392), O), // lastTransitionTime
     f(5, 154, 6, Str, O), // reason
     f(6, 160, 7, Str, O), // message
-    // 191 k8s.io.api.core.v1.NodeConfigSource
-    f(2, 11335, 9, Msg(121), O | R), // configMap
-    // 192 k8s.io.api.core.v1.NodeConfigStatus
-    f(1, 11379, 8, Msg(191), O | R), // assigned
-    f(2, 5217, 6, Msg(191), O | R), // active
-    f(3, 11387, 13, Msg(191), O | R), // lastKnownGood
+    // 196 k8s.io.api.core.v1.NodeConfigSource
+    f(2, 11623, 9, Msg(126), O | R), // configMap
+    // 197 k8s.io.api.core.v1.NodeConfigStatus
+    f(1, 11667, 8, Msg(196), O | R), // assigned
+    f(2, 5217, 6, Msg(196), O | R), // active
+    f(3, 11675, 13, Msg(196), O | R), // lastKnownGood
     f(4, 2171, 5, Str, O), // error
-    // 193 k8s.io.api.core.v1.NodeDaemonEndpoints
-    f(1, 11438, 15, Msg(134), O), // kubeletEndpoint
-    // 194 k8s.io.api.core.v1.NodeFeatures
-    f(1, 11484, 24, Bool, O | R), // supplementalGroupsPolicy
-    // 195 k8s.io.api.core.v1.NodeProxyOptions
+    // 198 k8s.io.api.core.v1.NodeDaemonEndpoints
+    f(1, 11726, 15, Msg(139), O), // kubeletEndpoint
+    // 199 k8s.io.api.core.v1.NodeFeatures
+    f(1, 11772, 24, Bool, O | R), // supplementalGroupsPolicy
+    // 200 k8s.io.api.core.v1.NodeProxyOptions
     f(1, 2496, 4, Str, O), // path
-    // 196 k8s.io.api.core.v1.NodeRuntimeHandler
+    // 201 k8s.io.api.core.v1.NodeRuntimeHandler
     f(1, 1670, 4, Str, 0), // name
-    f(2, 11580, 8, Msg(197), O | R), // features
-    // 197 k8s.io.api.core.v1.NodeRuntimeHandlerFeatures
-    f(1, 11633, 23, Bool, O | R), // recursiveReadOnlyMounts
-    f(2, 11656, 14, Bool, O | R), // userNamespaces
-    // 198 k8s.io.api.core.v1.NodeSelector
-    f(1, 11701, 17, Msg(200), L), // nodeSelectorTerms
-    // 199 k8s.io.api.core.v1.NodeSelectorRequirement
-    f(1, 7480, 3, Str, 0), // key
+    f(2, 11868, 8, Msg(202), O | R), // features
+    // 202 k8s.io.api.core.v1.NodeRuntimeHandlerFeatures
+    f(1, 11921, 23, Bool, O | R), // recursiveReadOnlyMounts
+    f(2, 11944, 14, Bool, O | R), // userNamespaces
+    // 203 k8s.io.api.core.v1.NodeSelector
+    f(1, 11989, 17, Msg(205), L), // nodeSelectorTerms
+    // 204 k8s.io.api.core.v1.NodeSelectorRequirement
+    f(1, 7768, 3, Str, 0), // key
     f(2, 5834, 8, Str, 0), // operator
     f(3, 5842, 6, Str, O | L), // values
-    // 200 k8s.io.api.core.v1.NodeSelectorTerm
-    f(1, 11795, 16, Msg(199), O | L), // matchExpressions
-    f(2, 11811, 11, Msg(199), O | L), // matchFields
-    // 201 k8s.io.api.core.v1.NodeSpec
-    f(1, 11849, 7, Str, O), // podCIDR
-    f(7, 11856, 8, Str, O | L), // podCIDRs
-    f(3, 11864, 10, Str, O), // providerID
-    f(4, 11874, 13, Bool, O), // unschedulable
-    f(5, 11887, 6, Msg(291), O | L), // taints
-    f(6, 11893, 12, Msg(191), O | R), // configSource
-    f(2, 11905, 10, Str, O), // externalID
-    // 202 k8s.io.api.core.v1.NodeStatus
-    f(1, 11944, 8, Msg(375), O | P), // capacity
-    f(2, 11952, 11, Msg(375), O | P), // allocatable
-    f(3, 11062, 5, Str, O), // phase
-    f(4, 457, 10, Msg(190), O | L), // conditions
-    f(5, 8841, 9, Msg(188), O | L), // addresses
-    f(6, 11963, 15, Msg(193), O), // daemonEndpoints
-    f(7, 11978, 8, Msg(204), O), // nodeInfo
-    f(8, 11986, 6, Msg(125), O | L), // images
-    f(9, 11992, 12, Str, O | L), // volumesInUse
-    f(10, 12004, 15, Msg(102), O | L), // volumesAttached
-    f(11, 12019, 6, Msg(192), O | R), // config
-    f(12, 12025, 15, Msg(196), O | L), // runtimeHandlers
-    f(13, 11580, 8, Msg(194), O | R), // features
-    // 203 k8s.io.api.core.v1.NodeSwapStatus
-    f(1, 11944, 8, I64, O | R), // capacity
-    // 204 k8s.io.api.core.v1.NodeSystemInfo
-    f(1, 12106, 9, Str, 0), // machineID
-    f(2, 12115, 10, Str, 0), // systemUUID
-    f(3, 12125, 6, Str, 0), // bootID
-    f(4, 12131, 13, Str, 0), // kernelVersion
-    f(5, 12144, 7, Str, 0), // osImage
-    f(6, 12151, 23, Str, 0), // containerRuntimeVersion
-    f(7, 12174, 14, Str, 0), // kubeletVersion
-    f(8, 12188, 16, Str, 0), // kubeProxyVersion
-    f(9, 12204, 15, Str, 0), // operatingSystem
-    f(10, 12219, 12, Str, 0), // architecture
-    f(11, 12231, 4, Msg(203), O | R), // swap
-    // 205 k8s.io.api.core.v1.ObjectFieldSelector
+    // 205 k8s.io.api.core.v1.NodeSelectorTerm
+    f(1, 12083, 16, Msg(204), O | L), // matchExpressions
+    f(2, 12099, 11, Msg(204), O | L), // matchFields
+    // 206 k8s.io.api.core.v1.NodeSpec
+    f(1, 12137, 7, Str, O), // podCIDR
+    f(7, 12144, 8, Str, O | L), // podCIDRs
+    f(3, 12152, 10, Str, O), // providerID
+    f(4, 12162, 13, Bool, O), // unschedulable
+    f(5, 12175, 6, Msg(296), O | L), // taints
+    f(6, 12181, 12, Msg(196), O | R), // configSource
+    f(2, 12193, 10, Str, O), // externalID
+    // 207 k8s.io.api.core.v1.NodeStatus
+    f(1, 12232, 8, Msg(380), O | P), // capacity
+    f(2, 12240, 11, Msg(380), O | P), // allocatable
+    f(3, 11350, 5, Str, O), // phase
+    f(4, 457, 10, Msg(195), O | L), // conditions
+    f(5, 9129, 9, Msg(193), O | L), // addresses
+    f(6, 12251, 15, Msg(198), O), // daemonEndpoints
+    f(7, 12266, 8, Msg(209), O), // nodeInfo
+    f(8, 12274, 6, Msg(130), O | L), // images
+    f(9, 12280, 12, Str, O | L), // volumesInUse
+    f(10, 12292, 15, Msg(107), O | L), // volumesAttached
+    f(11, 12307, 6, Msg(197), O | R), // config
+    f(12, 12313, 15, Msg(201), O | L), // runtimeHandlers
+    f(13, 11868, 8, Msg(199), O | R), // features
+    // 208 k8s.io.api.core.v1.NodeSwapStatus
+    f(1, 12232, 8, I64, O | R), // capacity
+    // 209 k8s.io.api.core.v1.NodeSystemInfo
+    f(1, 12394, 9, Str, 0), // machineID
+    f(2, 12403, 10, Str, 0), // systemUUID
+    f(3, 12413, 6, Str, 0), // bootID
+    f(4, 12419, 13, Str, 0), // kernelVersion
+    f(5, 12432, 7, Str, 0), // osImage
+    f(6, 12439, 23, Str, 0), // containerRuntimeVersion
+    f(7, 12462, 14, Str, 0), // kubeletVersion
+    f(8, 12476, 16, Str, 0), // kubeProxyVersion
+    f(9, 12492, 15, Str, 0), // operatingSystem
+    f(10, 12507, 12, Str, 0), // architecture
+    f(11, 12519, 4, Msg(208), O | R), // swap
+    // 210 k8s.io.api.core.v1.ObjectFieldSelector
     f(1, 1660, 10, Str, O), // apiVersion
-    f(2, 12273, 9, Str, 0), // fieldPath
-    // 206 k8s.io.api.core.v1.ObjectReference
+    f(2, 12561, 9, Str, 0), // fieldPath
+    // 211 k8s.io.api.core.v1.ObjectReference
     f(1, 1656, 4, Str, O), // kind
     f(2, 2613, 9, Str, O), // namespace
     f(3, 1670, 4, Str, O), // name
     f(4, 1674, 3, Str, O), // uid
     f(5, 1660, 10, Str, O), // apiVersion
-    f(6, 7527, 15, Str, O), // resourceVersion
-    f(7, 12273, 9, Str, O), // fieldPath
-    // 207 k8s.io.api.core.v1.PersistentVolume
-    f(1, 37, 8, Msg(384), O), // metadata
+    f(6, 7815, 15, Str, O), // resourceVersion
+    f(7, 12561, 9, Str, O), // fieldPath
+    // 212 k8s.io.api.core.v1.PersistentVolume
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(220), O), // spec
+    f(3, 89, 6, Msg(221), O), // status
+    // 213 k8s.io.api.core.v1.PersistentVolumeClaim
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 85, 4, Msg(215), O), // spec
     f(3, 89, 6, Msg(216), O), // status
-    // 208 k8s.io.api.core.v1.PersistentVolumeClaim
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(210), O), // spec
-    f(3, 89, 6, Msg(211), O), // status
-    // 209 k8s.io.api.core.v1.PersistentVolumeClaimCondition
+    // 214 k8s.io.api.core.v1.PersistentVolumeClaimCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(3, 5312, 13, Msg(387), O), // lastProbeTime
-    f(4, 136, 18, Msg(387), O), // lastTransitionTime
+    f(3, 5312, 13, Msg(392), O), // lastProbeTime
+    f(4, 136, 18, Msg(392), O), // lastTransitionTime
     f(5, 154, 6, Str, O), // reason
     f(6, 160, 7, Str, O), // message
-    // 210 k8s.io.api.core.v1.PersistentVolumeClaimSpec
-    f(1, 12484, 11, Str, O | L), // accessModes
-    f(4, 199, 8, Msg(380), O | R), // selector
-    f(2, 2728, 9, Msg(304), O), // resources
-    f(3, 12495, 10, Str, O), // volumeName
-    f(5, 12505, 16, Str, O | R), // storageClassName
-    f(6, 12521, 10, Str, O | R), // volumeMode
-    f(7, 12531, 10, Msg(296), O | R), // dataSource
-    f(8, 12541, 13, Msg(297), O | R), // dataSourceRef
-    f(9, 12554, 25, Str, O | R), // volumeAttributesClassName
-    // 211 k8s.io.api.core.v1.PersistentVolumeClaimStatus
-    f(1, 11062, 5, Str, O), // phase
-    f(2, 12484, 11, Str, O | L), // accessModes
-    f(3, 11944, 8, Msg(375), O | P), // capacity
-    f(4, 457, 10, Msg(209), O | L), // conditions
-    f(5, 8371, 18, Msg(375), O | P), // allocatedResources
-    f(7, 12625, 25, Str, O | P), // allocatedResourceStatuses
-    f(8, 12650, 32, Str, O | R), // currentVolumeAttributesClassName
-    f(9, 12682, 18, Msg(181), O | R), // modifyVolumeStatus
-    // 212 k8s.io.api.core.v1.PersistentVolumeClaimTemplate
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(210), 0), // spec
-    // 213 k8s.io.api.core.v1.PersistentVolumeClaimVolumeSource
-    f(1, 12800, 9, Str, 0), // claimName
-    f(2, 6339, 8, Bool, O), // readOnly
-    // 214 k8s.io.api.core.v1.PersistentVolumeSource
-    f(1, 12850, 17, Msg(157), O | R), // gcePersistentDisk
-    f(2, 12867, 20, Msg(99), O | R), // awsElasticBlockStore
-    f(3, 12887, 8, Msg(166), O | R), // hostPath
-    f(4, 12895, 9, Msg(160), O | R), // glusterfs
-    f(5, 12904, 3, Msg(182), O | R), // nfs
-    f(6, 12907, 3, Msg(249), O | R), // rbd
-    f(7, 12910, 5, Msg(167), O | R), // iscsi
-    f(8, 12915, 6, Msg(112), O | R), // cinder
-    f(9, 12921, 6, Msg(110), O | R), // cephfs
-    f(10, 12927, 2, Msg(153), O | R), // fc
-    f(11, 12929, 7, Msg(156), O | R), // flocker
-    f(12, 12936, 10, Msg(154), O | R), // flexVolume
-    f(13, 12946, 9, Msg(104), O | R), // azureFile
-    f(14, 12955, 13, Msg(306), O | R), // vsphereVolume
-    f(15, 12968, 7, Msg(248), O | R), // quobyte
-    f(16, 12975, 9, Msg(103), O | R), // azureDisk
-    f(17, 12984, 20, Msg(217), O | R), // photonPersistentDisk
-    f(18, 13004, 14, Msg(243), O | R), // portworxVolume
-    f(19, 13018, 7, Msg(265), O | R), // scaleIO
-    f(20, 13025, 5, Msg(180), O | R), // local
-    f(21, 13030, 9, Msg(287), O | R), // storageos
-    f(22, 13039, 3, Msg(107), O | R), // csi
-    // 215 k8s.io.api.core.v1.PersistentVolumeSpec
-    f(1, 11944, 8, Msg(375), O | P), // capacity
-    f(2, 7441, 0, Msg(214), I), // 
-    f(3, 12484, 11, Str, O | L), // accessModes
-    f(4, 13081, 8, Msg(206), O | R), // claimRef
-    f(5, 13089, 29, Str, O), // persistentVolumeReclaimPolicy
-    f(6, 12505, 16, Str, O), // storageClassName
-    f(7, 13118, 12, Str, O | L), // mountOptions
-    f(8, 12521, 10, Str, O | R), // volumeMode
-    f(9, 6374, 12, Msg(302), O | R), // nodeAffinity
-    f(10, 12554, 25, Str, O | R), // volumeAttributesClassName
-    // 216 k8s.io.api.core.v1.PersistentVolumeStatus
-    f(1, 11062, 5, Str, O), // phase
+    // 215 k8s.io.api.core.v1.PersistentVolumeClaimSpec
+    f(1, 12772, 11, Str, O | L), // accessModes
+    f(4, 199, 8, Msg(385), O | R), // selector
+    f(2, 2728, 9, Msg(309), O), // resources
+    f(3, 12783, 10, Str, O), // volumeName
+    f(5, 12793, 16, Str, O | R), // storageClassName
+    f(6, 12809, 10, Str, O | R), // volumeMode
+    f(7, 12819, 10, Msg(301), O | R), // dataSource
+    f(8, 12829, 13, Msg(302), O | R), // dataSourceRef
+    f(9, 12842, 25, Str, O | R), // volumeAttributesClassName
+    // 216 k8s.io.api.core.v1.PersistentVolumeClaimStatus
+    f(1, 11350, 5, Str, O), // phase
+    f(2, 12772, 11, Str, O | L), // accessModes
+    f(3, 12232, 8, Msg(380), O | P), // capacity
+    f(4, 457, 10, Msg(214), O | L), // conditions
+    f(5, 8659, 18, Msg(380), O | P), // allocatedResources
+    f(7, 12913, 25, Str, O | P), // allocatedResourceStatuses
+    f(8, 12938, 32, Str, O | R), // currentVolumeAttributesClassName
+    f(9, 12970, 18, Msg(186), O | R), // modifyVolumeStatus
+    // 217 k8s.io.api.core.v1.PersistentVolumeClaimTemplate
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(215), 0), // spec
+    // 218 k8s.io.api.core.v1.PersistentVolumeClaimVolumeSource
+    f(1, 13088, 9, Str, 0), // claimName
+    f(2, 6637, 8, Bool, O), // readOnly
+    // 219 k8s.io.api.core.v1.PersistentVolumeSource
+    f(1, 13138, 17, Msg(162), O | R), // gcePersistentDisk
+    f(2, 13155, 20, Msg(104), O | R), // awsElasticBlockStore
+    f(3, 13175, 8, Msg(171), O | R), // hostPath
+    f(4, 13183, 9, Msg(165), O | R), // glusterfs
+    f(5, 13192, 3, Msg(187), O | R), // nfs
+    f(6, 13195, 3, Msg(254), O | R), // rbd
+    f(7, 13198, 5, Msg(172), O | R), // iscsi
+    f(8, 13203, 6, Msg(117), O | R), // cinder
+    f(9, 13209, 6, Msg(115), O | R), // cephfs
+    f(10, 13215, 2, Msg(158), O | R), // fc
+    f(11, 13217, 7, Msg(161), O | R), // flocker
+    f(12, 13224, 10, Msg(159), O | R), // flexVolume
+    f(13, 13234, 9, Msg(109), O | R), // azureFile
+    f(14, 13243, 13, Msg(311), O | R), // vsphereVolume
+    f(15, 13256, 7, Msg(253), O | R), // quobyte
+    f(16, 13263, 9, Msg(108), O | R), // azureDisk
+    f(17, 13272, 20, Msg(222), O | R), // photonPersistentDisk
+    f(18, 13292, 14, Msg(248), O | R), // portworxVolume
+    f(19, 13306, 7, Msg(270), O | R), // scaleIO
+    f(20, 13313, 5, Msg(185), O | R), // local
+    f(21, 13318, 9, Msg(292), O | R), // storageos
+    f(22, 13327, 3, Msg(112), O | R), // csi
+    // 220 k8s.io.api.core.v1.PersistentVolumeSpec
+    f(1, 12232, 8, Msg(380), O | P), // capacity
+    f(2, 7729, 0, Msg(219), I), // 
+    f(3, 12772, 11, Str, O | L), // accessModes
+    f(4, 13369, 8, Msg(211), O | R), // claimRef
+    f(5, 13377, 29, Str, O), // persistentVolumeReclaimPolicy
+    f(6, 12793, 16, Str, O), // storageClassName
+    f(7, 13406, 12, Str, O | L), // mountOptions
+    f(8, 12809, 10, Str, O | R), // volumeMode
+    f(9, 6672, 12, Msg(307), O | R), // nodeAffinity
+    f(10, 12842, 25, Str, O | R), // volumeAttributesClassName
+    // 221 k8s.io.api.core.v1.PersistentVolumeStatus
+    f(1, 11350, 5, Str, O), // phase
     f(2, 160, 7, Str, O), // message
     f(3, 154, 6, Str, O), // reason
-    f(4, 13171, 23, Msg(387), O | R), // lastPhaseTransitionTime
-    // 217 k8s.io.api.core.v1.PhotonPersistentDiskVolumeSource
-    f(1, 13245, 4, Str, 0), // pdID
-    f(2, 6333, 6, Str, O), // fsType
-    // 218 k8s.io.api.core.v1.Pod
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(237), O), // spec
-    f(3, 89, 6, Msg(238), O), // status
-    // 219 k8s.io.api.core.v1.PodAffinity
-    f(1, 11158, 46, Msg(220), O | L), // requiredDuringSchedulingIgnoredDuringExecution
-    f(2, 11204, 47, Msg(307), O | L), // preferredDuringSchedulingIgnoredDuringExecution
-    // 220 k8s.io.api.core.v1.PodAffinityTerm
-    f(1, 2666, 13, Msg(380), O | R), // labelSelector
-    f(2, 13335, 10, Str, O | L), // namespaces
-    f(3, 13345, 11, Str, 0), // topologyKey
-    f(4, 13356, 17, Msg(380), O | R), // namespaceSelector
-    f(5, 13373, 14, Str, O | L), // matchLabelKeys
-    f(6, 13387, 17, Str, O | L), // mismatchLabelKeys
-    // 221 k8s.io.api.core.v1.PodAntiAffinity
-    f(1, 11158, 46, Msg(220), O | L), // requiredDuringSchedulingIgnoredDuringExecution
-    f(2, 11204, 47, Msg(307), O | L), // preferredDuringSchedulingIgnoredDuringExecution
-    // 222 k8s.io.api.core.v1.PodAttachOptions
-    f(1, 7890, 5, Bool, O), // stdin
-    f(2, 13473, 6, Bool, O), // stdout
-    f(3, 13479, 6, Bool, O), // stderr
-    f(4, 7904, 3, Bool, O), // tty
+    f(4, 13459, 23, Msg(392), O | R), // lastPhaseTransitionTime
+    // 222 k8s.io.api.core.v1.PhotonPersistentDiskVolumeSource
+    f(1, 13533, 4, Str, 0), // pdID
+    f(2, 6631, 6, Str, O), // fsType
+    // 223 k8s.io.api.core.v1.Pod
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(242), O), // spec
+    f(3, 89, 6, Msg(243), O), // status
+    // 224 k8s.io.api.core.v1.PodAffinity
+    f(1, 11446, 46, Msg(225), O | L), // requiredDuringSchedulingIgnoredDuringExecution
+    f(2, 11492, 47, Msg(312), O | L), // preferredDuringSchedulingIgnoredDuringExecution
+    // 225 k8s.io.api.core.v1.PodAffinityTerm
+    f(1, 2666, 13, Msg(385), O | R), // labelSelector
+    f(2, 13623, 10, Str, O | L), // namespaces
+    f(3, 13633, 11, Str, 0), // topologyKey
+    f(4, 13644, 17, Msg(385), O | R), // namespaceSelector
+    f(5, 13661, 14, Str, O | L), // matchLabelKeys
+    f(6, 13675, 17, Str, O | L), // mismatchLabelKeys
+    // 226 k8s.io.api.core.v1.PodAntiAffinity
+    f(1, 11446, 46, Msg(225), O | L), // requiredDuringSchedulingIgnoredDuringExecution
+    f(2, 11492, 47, Msg(312), O | L), // preferredDuringSchedulingIgnoredDuringExecution
+    // 227 k8s.io.api.core.v1.PodAttachOptions
+    f(1, 8178, 5, Bool, O), // stdin
+    f(2, 13761, 6, Bool, O), // stdout
+    f(3, 13767, 6, Bool, O), // stderr
+    f(4, 8192, 3, Bool, O), // tty
     f(5, 3768, 9, Str, O), // container
-    // 223 k8s.io.api.core.v1.PodCondition
+    // 228 k8s.io.api.core.v1.PodCondition
     f(1, 132, 4, Str, 0), // type
     f(7, 371, 18, I64, O), // observedGeneration
     f(2, 89, 6, Str, 0), // status
-    f(3, 5312, 13, Msg(387), O), // lastProbeTime
-    f(4, 136, 18, Msg(387), O), // lastTransitionTime
+    f(3, 5312, 13, Msg(392), O), // lastProbeTime
+    f(4, 136, 18, Msg(392), O), // lastTransitionTime
     f(5, 154, 6, Str, O), // reason
     f(6, 160, 7, Str, O), // message
-    // 224 k8s.io.api.core.v1.PodDNSConfig
-    f(1, 13547, 11, Str, O | L), // nameservers
-    f(2, 13558, 8, Str, O | L), // searches
-    f(3, 9549, 7, Msg(225), O | L), // options
-    // 225 k8s.io.api.core.v1.PodDNSConfigOption
+    // 229 k8s.io.api.core.v1.PodDNSConfig
+    f(1, 13835, 11, Str, O | L), // nameservers
+    f(2, 13846, 8, Str, O | L), // searches
+    f(3, 9837, 7, Msg(230), O | L), // options
+    // 230 k8s.io.api.core.v1.PodDNSConfigOption
     f(1, 1670, 4, Str, O), // name
     f(2, 4032, 5, Str, O | R), // value
-    // 226 k8s.io.api.core.v1.PodExecOptions
-    f(1, 7890, 5, Bool, O), // stdin
-    f(2, 13473, 6, Bool, O), // stdout
-    f(3, 13479, 6, Bool, O), // stderr
-    f(4, 7904, 3, Bool, O), // tty
+    // 231 k8s.io.api.core.v1.PodExecOptions
+    f(1, 8178, 5, Bool, O), // stdin
+    f(2, 13761, 6, Bool, O), // stdout
+    f(3, 13767, 6, Bool, O), // stderr
+    f(4, 8192, 3, Bool, O), // tty
     f(5, 3768, 9, Str, O), // container
-    f(6, 7680, 7, Str, L), // command
-    // 227 k8s.io.api.core.v1.PodIP
-    f(1, 8735, 2, Str, 0), // ip
-    // 228 k8s.io.api.core.v1.PodLogOptions
+    f(6, 7968, 7, Str, L), // command
+    // 232 k8s.io.api.core.v1.PodIP
+    f(1, 9023, 2, Str, 0), // ip
+    // 233 k8s.io.api.core.v1.PodLogOptions
     f(1, 3768, 9, Str, O), // container
-    f(2, 13692, 6, Bool, O), // follow
-    f(3, 13698, 8, Bool, O), // previous
-    f(4, 13706, 12, I64, O | R), // sinceSeconds
-    f(5, 13718, 9, Msg(387), O | R), // sinceTime
-    f(6, 13727, 10, Bool, O), // timestamps
-    f(7, 13737, 9, I64, O | R), // tailLines
-    f(8, 13746, 10, I64, O | R), // limitBytes
-    f(9, 13756, 28, Bool, O), // insecureSkipTLSVerifyBackend
-    f(10, 13784, 6, Str, O | R), // stream
-    // 229 k8s.io.api.core.v1.PodOS
+    f(2, 13980, 6, Bool, O), // follow
+    f(3, 13986, 8, Bool, O), // previous
+    f(4, 13994, 12, I64, O | R), // sinceSeconds
+    f(5, 14006, 9, Msg(392), O | R), // sinceTime
+    f(6, 14015, 10, Bool, O), // timestamps
+    f(7, 14025, 9, I64, O | R), // tailLines
+    f(8, 14034, 10, I64, O | R), // limitBytes
+    f(9, 14044, 28, Bool, O), // insecureSkipTLSVerifyBackend
+    f(10, 14072, 6, Str, O | R), // stream
+    // 234 k8s.io.api.core.v1.PodOS
     f(1, 1670, 4, Str, 0), // name
-    // 230 k8s.io.api.core.v1.PodPortForwardOptions
-    f(1, 7701, 5, I32, O | L), // ports
-    // 231 k8s.io.api.core.v1.PodProxyOptions
+    // 235 k8s.io.api.core.v1.PodPortForwardOptions
+    f(1, 7989, 5, I32, O | L), // ports
+    // 236 k8s.io.api.core.v1.PodProxyOptions
     f(1, 2496, 4, Str, O), // path
-    // 232 k8s.io.api.core.v1.PodReadinessGate
-    f(1, 13923, 13, Str, 0), // conditionType
-    // 233 k8s.io.api.core.v1.PodResourceClaim
+    // 237 k8s.io.api.core.v1.PodReadinessGate
+    f(1, 14211, 13, Str, 0), // conditionType
+    // 238 k8s.io.api.core.v1.PodResourceClaim
     f(1, 1670, 4, Str, 0), // name
-    f(3, 13971, 17, Str, O | R), // resourceClaimName
-    f(4, 13988, 25, Str, O | R), // resourceClaimTemplateName
-    // 234 k8s.io.api.core.v1.PodResourceClaimStatus
+    f(3, 14259, 17, Str, O | R), // resourceClaimName
+    f(4, 14276, 25, Str, O | R), // resourceClaimTemplateName
+    // 239 k8s.io.api.core.v1.PodResourceClaimStatus
     f(1, 1670, 4, Str, 0), // name
-    f(2, 13971, 17, Str, O | R), // resourceClaimName
-    // 235 k8s.io.api.core.v1.PodSchedulingGate
+    f(2, 14259, 17, Str, O | R), // resourceClaimName
+    // 240 k8s.io.api.core.v1.PodSchedulingGate
     f(1, 1670, 4, Str, 0), // name
-    // 236 k8s.io.api.core.v1.PodSecurityContext
-    f(1, 14127, 14, Msg(264), O | R), // seLinuxOptions
-    f(8, 14141, 14, Msg(308), O | R), // windowsOptions
-    f(2, 14155, 9, I64, O | R), // runAsUser
-    f(6, 14164, 10, I64, O | R), // runAsGroup
-    f(3, 14174, 12, Bool, O | R), // runAsNonRoot
-    f(4, 10632, 18, I64, O | L), // supplementalGroups
-    f(12, 11484, 24, Str, O | R), // supplementalGroupsPolicy
-    f(5, 14186, 7, I64, O | R), // fsGroup
-    f(7, 14193, 7, Msg(289), O | L), // sysctls
-    f(9, 14200, 19, Str, O | R), // fsGroupChangePolicy
-    f(10, 14219, 14, Msg(269), O | R), // seccompProfile
-    f(11, 14233, 15, Msg(101), O | R), // appArmorProfile
-    f(13, 14248, 19, Str, O | R), // seLinuxChangePolicy
-    // 237 k8s.io.api.core.v1.PodSpec
-    f(1, 14293, 7, Msg(298), O | L), // volumes
-    f(20, 14300, 14, Msg(124), O | L), // initContainers
-    f(2, 14314, 10, Msg(124), L), // containers
-    f(34, 14324, 19, Msg(146), O | L), // ephemeralContainers
-    f(3, 7728, 13, Str, O), // restartPolicy
-    f(4, 14343, 29, I64, O | R), // terminationGracePeriodSeconds
+    // 241 k8s.io.api.core.v1.PodSecurityContext
+    f(1, 14415, 14, Msg(269), O | R), // seLinuxOptions
+    f(8, 14429, 14, Msg(313), O | R), // windowsOptions
+    f(2, 14443, 9, I64, O | R), // runAsUser
+    f(6, 14452, 10, I64, O | R), // runAsGroup
+    f(3, 14462, 12, Bool, O | R), // runAsNonRoot
+    f(4, 10920, 18, I64, O | L), // supplementalGroups
+    f(12, 11772, 24, Str, O | R), // supplementalGroupsPolicy
+    f(5, 14474, 7, I64, O | R), // fsGroup
+    f(7, 14481, 7, Msg(294), O | L), // sysctls
+    f(9, 14488, 19, Str, O | R), // fsGroupChangePolicy
+    f(10, 14507, 14, Msg(274), O | R), // seccompProfile
+    f(11, 14521, 15, Msg(106), O | R), // appArmorProfile
+    f(13, 14536, 19, Str, O | R), // seLinuxChangePolicy
+    // 242 k8s.io.api.core.v1.PodSpec
+    f(1, 14581, 7, Msg(303), O | L), // volumes
+    f(20, 14588, 14, Msg(129), O | L), // initContainers
+    f(2, 14602, 10, Msg(129), L), // containers
+    f(34, 14612, 19, Msg(151), O | L), // ephemeralContainers
+    f(3, 8016, 13, Str, O), // restartPolicy
+    f(4, 14631, 29, I64, O | R), // terminationGracePeriodSeconds
     f(5, 5374, 21, I64, O | R), // activeDeadlineSeconds
-    f(6, 14372, 9, Str, O), // dnsPolicy
-    f(7, 14381, 12, Str, O | P), // nodeSelector
-    f(8, 14393, 18, Str, O), // serviceAccountName
-    f(9, 14411, 14, Str, O), // serviceAccount
-    f(21, 14425, 28, Bool, O | R), // automountServiceAccountToken
-    f(10, 8745, 8, Str, O), // nodeName
-    f(11, 14453, 11, Bool, O), // hostNetwork
-    f(12, 14464, 7, Bool, O), // hostPID
-    f(13, 14471, 7, Bool, O), // hostIPC
-    f(27, 14478, 21, Bool, O | R), // shareProcessNamespace
-    f(14, 7875, 15, Msg(236), O | R), // securityContext
-    f(15, 14499, 16, Msg(179), O | L), // imagePullSecrets
-    f(16, 8737, 8, Str, O), // hostname
-    f(17, 14515, 9, Str, O), // subdomain
-    f(18, 14524, 8, Msg(100), O | R), // affinity
-    f(19, 14532, 13, Str, O), // schedulerName
-    f(22, 14545, 11, Msg(292), O | L), // tolerations
-    f(23, 14556, 11, Msg(164), O | L), // hostAliases
-    f(24, 14567, 17, Str, O), // priorityClassName
-    f(25, 14584, 8, I32, O | R), // priority
-    f(26, 14592, 9, Msg(224), O | R), // dnsConfig
-    f(28, 14601, 14, Msg(232), O | L), // readinessGates
-    f(29, 14615, 16, Str, O | R), // runtimeClassName
-    f(30, 14631, 18, Bool, O | R), // enableServiceLinks
-    f(31, 14649, 16, Str, O | R), // preemptionPolicy
-    f(32, 14665, 8, Msg(375), O | P), // overhead
-    f(33, 14673, 25, Msg(295), O | L), // topologySpreadConstraints
-    f(35, 14698, 17, Bool, O | R), // setHostnameAsFQDN
-    f(36, 14715, 2, Msg(229), O | R), // os
-    f(37, 14717, 9, Bool, O | R), // hostUsers
-    f(38, 14726, 15, Msg(235), O | L), // schedulingGates
-    f(39, 14741, 14, Msg(233), O | L), // resourceClaims
-    f(40, 2728, 9, Msg(262), O | R), // resources
-    // 238 k8s.io.api.core.v1.PodStatus
+    f(6, 14660, 9, Str, O), // dnsPolicy
+    f(7, 14669, 12, Str, O | P), // nodeSelector
+    f(8, 14681, 18, Str, O), // serviceAccountName
+    f(9, 14699, 14, Str, O), // serviceAccount
+    f(21, 14713, 28, Bool, O | R), // automountServiceAccountToken
+    f(10, 9033, 8, Str, O), // nodeName
+    f(11, 14741, 11, Bool, O), // hostNetwork
+    f(12, 14752, 7, Bool, O), // hostPID
+    f(13, 14759, 7, Bool, O), // hostIPC
+    f(27, 14766, 21, Bool, O | R), // shareProcessNamespace
+    f(14, 8163, 15, Msg(241), O | R), // securityContext
+    f(15, 14787, 16, Msg(184), O | L), // imagePullSecrets
+    f(16, 9025, 8, Str, O), // hostname
+    f(17, 14803, 9, Str, O), // subdomain
+    f(18, 14812, 8, Msg(105), O | R), // affinity
+    f(19, 14820, 13, Str, O), // schedulerName
+    f(22, 14833, 11, Msg(297), O | L), // tolerations
+    f(23, 14844, 11, Msg(169), O | L), // hostAliases
+    f(24, 14855, 17, Str, O), // priorityClassName
+    f(25, 14872, 8, I32, O | R), // priority
+    f(26, 14880, 9, Msg(229), O | R), // dnsConfig
+    f(28, 14889, 14, Msg(237), O | L), // readinessGates
+    f(29, 14903, 16, Str, O | R), // runtimeClassName
+    f(30, 14919, 18, Bool, O | R), // enableServiceLinks
+    f(31, 14937, 16, Str, O | R), // preemptionPolicy
+    f(32, 14953, 8, Msg(380), O | P), // overhead
+    f(33, 14961, 25, Msg(300), O | L), // topologySpreadConstraints
+    f(35, 14986, 17, Bool, O | R), // setHostnameAsFQDN
+    f(36, 15003, 2, Msg(234), O | R), // os
+    f(37, 15005, 9, Bool, O | R), // hostUsers
+    f(38, 15014, 15, Msg(240), O | L), // schedulingGates
+    f(39, 15029, 14, Msg(238), O | L), // resourceClaims
+    f(40, 2728, 9, Msg(267), O | R), // resources
+    // 243 k8s.io.api.core.v1.PodStatus
     f(17, 371, 18, I64, O), // observedGeneration
-    f(1, 11062, 5, Str, O), // phase
-    f(2, 457, 10, Msg(223), O | L), // conditions
+    f(1, 11350, 5, Str, O), // phase
+    f(2, 457, 10, Msg(228), O | L), // conditions
     f(3, 160, 7, Str, O), // message
     f(4, 154, 6, Str, O), // reason
-    f(11, 14783, 17, Str, O), // nominatedNodeName
-    f(5, 8015, 6, Str, O), // hostIP
-    f(16, 14800, 7, Msg(165), O | L), // hostIPs
-    f(6, 14807, 5, Str, O), // podIP
-    f(12, 14812, 6, Msg(227), O | L), // podIPs
-    f(7, 5581, 9, Msg(387), O | R), // startTime
-    f(10, 14818, 21, Msg(132), O | L), // initContainerStatuses
-    f(8, 14839, 17, Msg(132), O | L), // containerStatuses
-    f(9, 14856, 8, Str, O), // qosClass
-    f(13, 14864, 26, Msg(132), O | L), // ephemeralContainerStatuses
-    f(14, 14890, 6, Str, O), // resize
-    f(15, 14896, 21, Msg(234), O | L), // resourceClaimStatuses
-    // 239 k8s.io.api.core.v1.PodStatusResult
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 89, 6, Msg(238), O), // status
-    // 240 k8s.io.api.core.v1.PodTemplate
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 207, 8, Msg(241), O), // template
-    // 241 k8s.io.api.core.v1.PodTemplateSpec
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(237), O), // spec
-    // 242 k8s.io.api.core.v1.PortStatus
-    f(1, 8793, 4, I32, 0), // port
-    f(2, 8007, 8, Str, 0), // protocol
+    f(11, 15071, 17, Str, O), // nominatedNodeName
+    f(5, 8303, 6, Str, O), // hostIP
+    f(16, 15088, 7, Msg(170), O | L), // hostIPs
+    f(6, 15095, 5, Str, O), // podIP
+    f(12, 15100, 6, Msg(232), O | L), // podIPs
+    f(7, 5581, 9, Msg(392), O | R), // startTime
+    f(10, 15106, 21, Msg(137), O | L), // initContainerStatuses
+    f(8, 15127, 17, Msg(137), O | L), // containerStatuses
+    f(9, 15144, 8, Str, O), // qosClass
+    f(13, 15152, 26, Msg(137), O | L), // ephemeralContainerStatuses
+    f(14, 15178, 6, Str, O), // resize
+    f(15, 15184, 21, Msg(239), O | L), // resourceClaimStatuses
+    // 244 k8s.io.api.core.v1.PodStatusResult
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 89, 6, Msg(243), O), // status
+    // 245 k8s.io.api.core.v1.PodTemplate
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 207, 8, Msg(246), O), // template
+    // 246 k8s.io.api.core.v1.PodTemplateSpec
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(242), O), // spec
+    // 247 k8s.io.api.core.v1.PortStatus
+    f(1, 9081, 4, I32, 0), // port
+    f(2, 8295, 8, Str, 0), // protocol
     f(3, 2171, 5, Str, O | R), // error
-    // 243 k8s.io.api.core.v1.PortworxVolumeSource
-    f(1, 6325, 8, Str, 0), // volumeID
-    f(2, 6333, 6, Str, O), // fsType
-    f(3, 6339, 8, Bool, O), // readOnly
-    // 244 k8s.io.api.core.v1.PreferredSchedulingTerm
-    f(1, 15125, 6, I32, 0), // weight
-    f(2, 15131, 10, Msg(200), 0), // preference
-    // 245 k8s.io.api.core.v1.Probe
-    f(1, 7441, 0, Msg(246), I), // 
-    f(2, 15165, 19, I32, O), // initialDelaySeconds
-    f(3, 7207, 14, I32, O), // timeoutSeconds
+    // 248 k8s.io.api.core.v1.PortworxVolumeSource
+    f(1, 6623, 8, Str, 0), // volumeID
+    f(2, 6631, 6, Str, O), // fsType
+    f(3, 6637, 8, Bool, O), // readOnly
+    // 249 k8s.io.api.core.v1.PreferredSchedulingTerm
+    f(1, 15413, 6, I32, 0), // weight
+    f(2, 15419, 10, Msg(205), 0), // preference
+    // 250 k8s.io.api.core.v1.Probe
+    f(1, 7729, 0, Msg(251), I), // 
+    f(2, 15453, 19, I32, O), // initialDelaySeconds
+    f(3, 7505, 14, I32, O), // timeoutSeconds
     f(4, 4037, 13, I32, O), // periodSeconds
-    f(5, 15184, 16, I32, O), // successThreshold
-    f(6, 15200, 16, I32, O), // failureThreshold
-    f(7, 14343, 29, I64, O | R), // terminationGracePeriodSeconds
-    // 246 k8s.io.api.core.v1.ProbeHandler
-    f(1, 10419, 4, Msg(152), O | R), // exec
-    f(2, 10423, 7, Msg(162), O | R), // httpGet
-    f(3, 10430, 9, Msg(290), O | R), // tcpSocket
-    f(4, 15247, 4, Msg(158), O | R), // grpc
-    // 247 k8s.io.api.core.v1.ProjectedVolumeSource
-    f(1, 15291, 7, Msg(303), L), // sources
-    f(2, 7636, 11, I32, O | R), // defaultMode
-    // 248 k8s.io.api.core.v1.QuobyteVolumeSource
-    f(1, 15336, 8, Str, 0), // registry
-    f(2, 15344, 6, Str, 0), // volume
-    f(3, 6339, 8, Bool, O), // readOnly
+    f(5, 15472, 16, I32, O), // successThreshold
+    f(6, 15488, 16, I32, O), // failureThreshold
+    f(7, 14631, 29, I64, O | R), // terminationGracePeriodSeconds
+    // 251 k8s.io.api.core.v1.ProbeHandler
+    f(1, 10707, 4, Msg(157), O | R), // exec
+    f(2, 10711, 7, Msg(167), O | R), // httpGet
+    f(3, 10718, 9, Msg(295), O | R), // tcpSocket
+    f(4, 15535, 4, Msg(163), O | R), // grpc
+    // 252 k8s.io.api.core.v1.ProjectedVolumeSource
+    f(1, 15579, 7, Msg(308), L), // sources
+    f(2, 7924, 11, I32, O | R), // defaultMode
+    // 253 k8s.io.api.core.v1.QuobyteVolumeSource
+    f(1, 15624, 8, Str, 0), // registry
+    f(2, 15632, 6, Str, 0), // volume
+    f(3, 6637, 8, Bool, O), // readOnly
     f(4, 2167, 4, Str, O), // user
     f(5, 2622, 5, Str, O), // group
-    f(6, 15350, 6, Str, O), // tenant
-    // 249 k8s.io.api.core.v1.RBDPersistentVolumeSource
-    f(1, 7026, 8, Str, L), // monitors
-    f(2, 7675, 5, Str, 0), // image
-    f(3, 6333, 6, Str, O), // fsType
-    f(4, 15400, 4, Str, O), // pool
+    f(6, 15638, 6, Str, O), // tenant
+    // 254 k8s.io.api.core.v1.RBDPersistentVolumeSource
+    f(1, 7324, 8, Str, L), // monitors
+    f(2, 7963, 5, Str, 0), // image
+    f(3, 6631, 6, Str, O), // fsType
+    f(4, 15688, 4, Str, O), // pool
     f(5, 2167, 4, Str, O), // user
-    f(6, 15404, 7, Str, O), // keyring
-    f(7, 7044, 9, Msg(274), O | R), // secretRef
-    f(8, 6339, 8, Bool, O), // readOnly
-    // 250 k8s.io.api.core.v1.RBDVolumeSource
-    f(1, 7026, 8, Str, L), // monitors
-    f(2, 7675, 5, Str, 0), // image
-    f(3, 6333, 6, Str, O), // fsType
-    f(4, 15400, 4, Str, O), // pool
+    f(6, 15692, 7, Str, O), // keyring
+    f(7, 7342, 9, Msg(279), O | R), // secretRef
+    f(8, 6637, 8, Bool, O), // readOnly
+    // 255 k8s.io.api.core.v1.RBDVolumeSource
+    f(1, 7324, 8, Str, L), // monitors
+    f(2, 7963, 5, Str, 0), // image
+    f(3, 6631, 6, Str, O), // fsType
+    f(4, 15688, 4, Str, O), // pool
     f(5, 2167, 4, Str, O), // user
-    f(6, 15404, 7, Str, O), // keyring
-    f(7, 7044, 9, Msg(179), O | R), // secretRef
-    f(8, 6339, 8, Bool, O), // readOnly
-    // 251 k8s.io.api.core.v1.RangeAllocation
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 15479, 5, Str, 0), // range
+    f(6, 15692, 7, Str, O), // keyring
+    f(7, 7342, 9, Msg(184), O | R), // secretRef
+    f(8, 6637, 8, Bool, O), // readOnly
+    // 256 k8s.io.api.core.v1.RangeAllocation
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 15767, 5, Str, 0), // range
     f(3, 45, 4, Bytes, 0), // data
-    // 252 k8s.io.api.core.v1.ReplicationController
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(254), O), // spec
-    f(3, 89, 6, Msg(255), O), // status
-    // 253 k8s.io.api.core.v1.ReplicationControllerCondition
+    // 257 k8s.io.api.core.v1.ReplicationController
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(259), O), // spec
+    f(3, 89, 6, Msg(260), O), // status
+    // 258 k8s.io.api.core.v1.ReplicationControllerCondition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
-    f(3, 136, 18, Msg(387), O), // lastTransitionTime
+    f(3, 136, 18, Msg(392), O), // lastTransitionTime
     f(4, 154, 6, Str, O), // reason
     f(5, 160, 7, Str, O), // message
-    // 254 k8s.io.api.core.v1.ReplicationControllerSpec
+    // 259 k8s.io.api.core.v1.ReplicationControllerSpec
     f(1, 636, 8, I32, O | R), // replicas
     f(4, 229, 15, I32, O), // minReadySeconds
     f(2, 199, 8, Str, O | P), // selector
-    f(3, 207, 8, Msg(241), O | R), // template
-    // 255 k8s.io.api.core.v1.ReplicationControllerStatus
+    f(3, 207, 8, Msg(246), O | R), // template
+    // 260 k8s.io.api.core.v1.ReplicationControllerStatus
     f(1, 636, 8, I32, 0), // replicas
     f(2, 971, 20, I32, O), // fullyLabeledReplicas
     f(4, 731, 13, I32, O), // readyReplicas
     f(5, 744, 17, I32, O), // availableReplicas
     f(3, 371, 18, I64, O), // observedGeneration
-    f(6, 457, 10, Msg(253), O | L), // conditions
-    // 256 k8s.io.api.core.v1.ResourceClaim
+    f(6, 457, 10, Msg(258), O | L), // conditions
+    // 261 k8s.io.api.core.v1.ResourceClaim
     f(1, 1670, 4, Str, 0), // name
-    f(2, 15695, 7, Str, O), // request
-    // 257 k8s.io.api.core.v1.ResourceFieldSelector
+    f(2, 6290, 7, Str, O), // request
+    // 262 k8s.io.api.core.v1.ResourceFieldSelector
     f(1, 5821, 13, Str, O), // containerName
     f(2, 2634, 8, Str, 0), // resource
-    f(3, 15742, 7, Msg(375), O), // divisor
-    // 258 k8s.io.api.core.v1.ResourceHealth
-    f(1, 15782, 10, Str, 0), // resourceID
-    f(2, 15792, 6, Str, O), // health
-    // 259 k8s.io.api.core.v1.ResourceQuota
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(260), O), // spec
-    f(3, 89, 6, Msg(261), O), // status
-    // 260 k8s.io.api.core.v1.ResourceQuotaSpec
-    f(1, 15866, 4, Msg(375), O | P), // hard
-    f(2, 15870, 6, Str, O | L), // scopes
-    f(3, 15876, 13, Msg(267), O | R), // scopeSelector
-    // 261 k8s.io.api.core.v1.ResourceQuotaStatus
-    f(1, 15866, 4, Msg(375), O | P), // hard
-    f(2, 15927, 4, Msg(375), O | P), // used
-    // 262 k8s.io.api.core.v1.ResourceRequirements
-    f(1, 10586, 6, Msg(375), O | P), // limits
-    f(2, 15970, 8, Msg(375), O | P), // requests
-    f(3, 15978, 6, Msg(256), O | L), // claims
-    // 263 k8s.io.api.core.v1.ResourceStatus
+    f(3, 16023, 7, Msg(380), O), // divisor
+    // 263 k8s.io.api.core.v1.ResourceHealth
+    f(1, 16063, 10, Str, 0), // resourceID
+    f(2, 16073, 6, Str, O), // health
+    // 264 k8s.io.api.core.v1.ResourceQuota
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(265), O), // spec
+    f(3, 89, 6, Msg(266), O), // status
+    // 265 k8s.io.api.core.v1.ResourceQuotaSpec
+    f(1, 16147, 4, Msg(380), O | P), // hard
+    f(2, 16151, 6, Str, O | L), // scopes
+    f(3, 16157, 13, Msg(272), O | R), // scopeSelector
+    // 266 k8s.io.api.core.v1.ResourceQuotaStatus
+    f(1, 16147, 4, Msg(380), O | P), // hard
+    f(2, 16208, 4, Msg(380), O | P), // used
+    // 267 k8s.io.api.core.v1.ResourceRequirements
+    f(1, 10874, 6, Msg(380), O | P), // limits
+    f(2, 16251, 8, Msg(380), O | P), // requests
+    f(3, 16259, 6, Msg(261), O | L), // claims
+    // 268 k8s.io.api.core.v1.ResourceStatus
     f(1, 1670, 4, Str, 0), // name
-    f(2, 2728, 9, Msg(258), O | L), // resources
-    // 264 k8s.io.api.core.v1.SELinuxOptions
+    f(2, 2728, 9, Msg(263), O | L), // resources
+    // 269 k8s.io.api.core.v1.SELinuxOptions
     f(1, 2167, 4, Str, O), // user
-    f(2, 16050, 4, Str, O), // role
+    f(2, 16331, 4, Str, O), // role
     f(3, 132, 4, Str, O), // type
-    f(4, 16054, 5, Str, O), // level
-    // 265 k8s.io.api.core.v1.ScaleIOPersistentVolumeSource
-    f(1, 16107, 7, Str, 0), // gateway
-    f(2, 16114, 6, Str, 0), // system
-    f(3, 7044, 9, Msg(274), R), // secretRef
-    f(4, 16120, 10, Bool, O), // sslEnabled
-    f(5, 16130, 16, Str, O), // protectionDomain
-    f(6, 16146, 11, Str, O), // storagePool
-    f(7, 16157, 11, Str, O), // storageMode
-    f(8, 12495, 10, Str, O), // volumeName
-    f(9, 6333, 6, Str, O), // fsType
-    f(10, 6339, 8, Bool, O), // readOnly
-    // 266 k8s.io.api.core.v1.ScaleIOVolumeSource
-    f(1, 16107, 7, Str, 0), // gateway
-    f(2, 16114, 6, Str, 0), // system
-    f(3, 7044, 9, Msg(179), R), // secretRef
-    f(4, 16120, 10, Bool, O), // sslEnabled
-    f(5, 16130, 16, Str, O), // protectionDomain
-    f(6, 16146, 11, Str, O), // storagePool
-    f(7, 16157, 11, Str, O), // storageMode
-    f(8, 12495, 10, Str, O), // volumeName
-    f(9, 6333, 6, Str, O), // fsType
-    f(10, 6339, 8, Bool, O), // readOnly
-    // 267 k8s.io.api.core.v1.ScopeSelector
-    f(1, 11795, 16, Msg(268), O | L), // matchExpressions
-    // 268 k8s.io.api.core.v1.ScopedResourceSelectorRequirement
-    f(1, 16290, 9, Str, 0), // scopeName
+    f(4, 16335, 5, Str, O), // level
+    // 270 k8s.io.api.core.v1.ScaleIOPersistentVolumeSource
+    f(1, 16388, 7, Str, 0), // gateway
+    f(2, 16395, 6, Str, 0), // system
+    f(3, 7342, 9, Msg(279), R), // secretRef
+    f(4, 16401, 10, Bool, O), // sslEnabled
+    f(5, 16411, 16, Str, O), // protectionDomain
+    f(6, 16427, 11, Str, O), // storagePool
+    f(7, 16438, 11, Str, O), // storageMode
+    f(8, 12783, 10, Str, O), // volumeName
+    f(9, 6631, 6, Str, O), // fsType
+    f(10, 6637, 8, Bool, O), // readOnly
+    // 271 k8s.io.api.core.v1.ScaleIOVolumeSource
+    f(1, 16388, 7, Str, 0), // gateway
+    f(2, 16395, 6, Str, 0), // system
+    f(3, 7342, 9, Msg(184), R), // secretRef
+    f(4, 16401, 10, Bool, O), // sslEnabled
+    f(5, 16411, 16, Str, O), // protectionDomain
+    f(6, 16427, 11, Str, O), // storagePool
+    f(7, 16438, 11, Str, O), // storageMode
+    f(8, 12783, 10, Str, O), // volumeName
+    f(9, 6631, 6, Str, O), // fsType
+    f(10, 6637, 8, Bool, O), // readOnly
+    // 272 k8s.io.api.core.v1.ScopeSelector
+    f(1, 12083, 16, Msg(273), O | L), // matchExpressions
+    // 273 k8s.io.api.core.v1.ScopedResourceSelectorRequirement
+    f(1, 16571, 9, Str, 0), // scopeName
     f(2, 5834, 8, Str, 0), // operator
     f(3, 5842, 6, Str, O | L), // values
-    // 269 k8s.io.api.core.v1.SeccompProfile
+    // 274 k8s.io.api.core.v1.SeccompProfile
     f(1, 132, 4, Str, 0), // type
-    f(2, 6446, 16, Str, O | R), // localhostProfile
-    // 270 k8s.io.api.core.v1.Secret
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(5, 7385, 9, Bool, O | R), // immutable
+    f(2, 6744, 16, Str, O | R), // localhostProfile
+    // 275 k8s.io.api.core.v1.Secret
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(5, 7673, 9, Bool, O | R), // immutable
     f(2, 45, 4, Bytes, O | P), // data
-    f(4, 16357, 10, Str, O | P), // stringData
+    f(4, 16638, 10, Str, O | P), // stringData
     f(3, 132, 4, Str, O), // type
-    // 271 k8s.io.api.core.v1.SecretEnvSource
-    f(1, 7441, 0, Msg(179), I), // 
-    f(2, 7278, 8, Bool, O | R), // optional
-    // 272 k8s.io.api.core.v1.SecretKeySelector
-    f(1, 7441, 0, Msg(179), I), // 
-    f(2, 7480, 3, Str, 0), // key
-    f(3, 7278, 8, Bool, O | R), // optional
-    // 273 k8s.io.api.core.v1.SecretProjection
-    f(1, 7441, 0, Msg(179), I), // 
-    f(2, 1716, 5, Msg(170), O | L), // items
-    f(4, 7278, 8, Bool, O | R), // optional
-    // 274 k8s.io.api.core.v1.SecretReference
+    // 276 k8s.io.api.core.v1.SecretEnvSource
+    f(1, 7729, 0, Msg(184), I), // 
+    f(2, 7566, 8, Bool, O | R), // optional
+    // 277 k8s.io.api.core.v1.SecretKeySelector
+    f(1, 7729, 0, Msg(184), I), // 
+    f(2, 7768, 3, Str, 0), // key
+    f(3, 7566, 8, Bool, O | R), // optional
+    // 278 k8s.io.api.core.v1.SecretProjection
+    f(1, 7729, 0, Msg(184), I), // 
+    f(2, 1716, 5, Msg(175), O | L), // items
+    f(4, 7566, 8, Bool, O | R), // optional
+    // 279 k8s.io.api.core.v1.SecretReference
     f(1, 1670, 4, Str, O), // name
     f(2, 2613, 9, Str, O), // namespace
-    // 275 k8s.io.api.core.v1.SecretVolumeSource
-    f(1, 6621, 10, Str, O), // secretName
-    f(2, 1716, 5, Msg(170), O | L), // items
-    f(3, 7636, 11, I32, O | R), // defaultMode
-    f(4, 7278, 8, Bool, O | R), // optional
-    // 276 k8s.io.api.core.v1.SecurityContext
-    f(1, 16577, 12, Msg(109), O | R), // capabilities
-    f(2, 16589, 10, Bool, O | R), // privileged
-    f(3, 14127, 14, Msg(264), O | R), // seLinuxOptions
-    f(10, 14141, 14, Msg(308), O | R), // windowsOptions
-    f(4, 14155, 9, I64, O | R), // runAsUser
-    f(8, 14164, 10, I64, O | R), // runAsGroup
-    f(5, 14174, 12, Bool, O | R), // runAsNonRoot
-    f(6, 16599, 22, Bool, O | R), // readOnlyRootFilesystem
-    f(7, 16621, 24, Bool, O | R), // allowPrivilegeEscalation
-    f(9, 16645, 9, Str, O | R), // procMount
-    f(11, 14219, 14, Msg(269), O | R), // seccompProfile
-    f(12, 14233, 15, Msg(101), O | R), // appArmorProfile
-    // 277 k8s.io.api.core.v1.SerializedReference
-    f(1, 10293, 9, Msg(206), O), // reference
-    // 278 k8s.io.api.core.v1.Service
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(283), O), // spec
-    f(3, 89, 6, Msg(284), O), // status
-    // 279 k8s.io.api.core.v1.ServiceAccount
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 16751, 7, Msg(206), O | L), // secrets
-    f(3, 14499, 16, Msg(179), O | L), // imagePullSecrets
-    f(4, 14425, 28, Bool, O | R), // automountServiceAccountToken
-    // 280 k8s.io.api.core.v1.ServiceAccountTokenProjection
-    f(1, 16806, 8, Str, O), // audience
+    // 280 k8s.io.api.core.v1.SecretVolumeSource
+    f(1, 6919, 10, Str, O), // secretName
+    f(2, 1716, 5, Msg(175), O | L), // items
+    f(3, 7924, 11, I32, O | R), // defaultMode
+    f(4, 7566, 8, Bool, O | R), // optional
+    // 281 k8s.io.api.core.v1.SecurityContext
+    f(1, 16858, 12, Msg(114), O | R), // capabilities
+    f(2, 16870, 10, Bool, O | R), // privileged
+    f(3, 14415, 14, Msg(269), O | R), // seLinuxOptions
+    f(10, 14429, 14, Msg(313), O | R), // windowsOptions
+    f(4, 14443, 9, I64, O | R), // runAsUser
+    f(8, 14452, 10, I64, O | R), // runAsGroup
+    f(5, 14462, 12, Bool, O | R), // runAsNonRoot
+    f(6, 16880, 22, Bool, O | R), // readOnlyRootFilesystem
+    f(7, 16902, 24, Bool, O | R), // allowPrivilegeEscalation
+    f(9, 16926, 9, Str, O | R), // procMount
+    f(11, 14507, 14, Msg(274), O | R), // seccompProfile
+    f(12, 14521, 15, Msg(106), O | R), // appArmorProfile
+    // 282 k8s.io.api.core.v1.SerializedReference
+    f(1, 10581, 9, Msg(211), O), // reference
+    // 283 k8s.io.api.core.v1.Service
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(288), O), // spec
+    f(3, 89, 6, Msg(289), O), // status
+    // 284 k8s.io.api.core.v1.ServiceAccount
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 17032, 7, Msg(211), O | L), // secrets
+    f(3, 14787, 16, Msg(184), O | L), // imagePullSecrets
+    f(4, 14713, 28, Bool, O | R), // automountServiceAccountToken
+    // 285 k8s.io.api.core.v1.ServiceAccountTokenProjection
+    f(1, 17087, 8, Str, O), // audience
     f(2, 1922, 17, I64, O | R), // expirationSeconds
     f(3, 2496, 4, Str, 0), // path
-    // 281 k8s.io.api.core.v1.ServicePort
+    // 286 k8s.io.api.core.v1.ServicePort
     f(1, 1670, 4, Str, O), // name
-    f(2, 8007, 8, Str, O), // protocol
-    f(6, 8797, 11, Str, O | R), // appProtocol
-    f(3, 8793, 4, I32, 0), // port
-    f(4, 16844, 10, Msg(389), O), // targetPort
-    f(5, 16854, 8, I32, O), // nodePort
-    // 282 k8s.io.api.core.v1.ServiceProxyOptions
+    f(2, 8295, 8, Str, O), // protocol
+    f(6, 9085, 11, Str, O | R), // appProtocol
+    f(3, 9081, 4, I32, 0), // port
+    f(4, 17125, 10, Msg(394), O), // targetPort
+    f(5, 17135, 8, I32, O), // nodePort
+    // 287 k8s.io.api.core.v1.ServiceProxyOptions
     f(1, 2496, 4, Str, O), // path
-    // 283 k8s.io.api.core.v1.ServiceSpec
-    f(1, 7701, 5, Msg(281), O | L), // ports
+    // 288 k8s.io.api.core.v1.ServiceSpec
+    f(1, 7989, 5, Msg(286), O | L), // ports
     f(2, 199, 8, Str, O | P), // selector
-    f(3, 16930, 9, Str, O), // clusterIP
-    f(18, 16939, 10, Str, O | L), // clusterIPs
+    f(3, 17211, 9, Str, O), // clusterIP
+    f(18, 17220, 10, Str, O | L), // clusterIPs
     f(4, 132, 4, Str, O), // type
-    f(5, 16949, 11, Str, O | L), // externalIPs
-    f(7, 16960, 15, Str, O), // sessionAffinity
-    f(8, 16975, 14, Str, O), // loadBalancerIP
-    f(9, 16989, 24, Str, O | L), // loadBalancerSourceRanges
-    f(10, 17013, 12, Str, O), // externalName
-    f(11, 17025, 21, Str, O), // externalTrafficPolicy
-    f(12, 17046, 19, I32, O), // healthCheckNodePort
-    f(13, 17065, 24, Bool, O), // publishNotReadyAddresses
-    f(14, 17089, 21, Msg(285), O | R), // sessionAffinityConfig
-    f(19, 17110, 10, Str, O | L), // ipFamilies
-    f(17, 17120, 14, Str, O | R), // ipFamilyPolicy
-    f(20, 17134, 29, Bool, O | R), // allocateLoadBalancerNodePorts
-    f(21, 17163, 17, Str, O | R), // loadBalancerClass
-    f(22, 17180, 21, Str, O | R), // internalTrafficPolicy
-    f(23, 17201, 19, Str, O | R), // trafficDistribution
-    // 284 k8s.io.api.core.v1.ServiceStatus
-    f(1, 17252, 12, Msg(178), O), // loadBalancer
-    f(2, 457, 10, Msg(376), O | L), // conditions
-    // 285 k8s.io.api.core.v1.SessionAffinityConfig
-    f(1, 17304, 8, Msg(114), O | R), // clientIP
-    // 286 k8s.io.api.core.v1.SleepAction
-    f(1, 17342, 7, I64, 0), // seconds
-    // 287 k8s.io.api.core.v1.StorageOSPersistentVolumeSource
-    f(1, 12495, 10, Str, O), // volumeName
-    f(2, 17399, 15, Str, O), // volumeNamespace
-    f(3, 6333, 6, Str, O), // fsType
-    f(4, 6339, 8, Bool, O), // readOnly
-    f(5, 7044, 9, Msg(206), O | R), // secretRef
-    // 288 k8s.io.api.core.v1.StorageOSVolumeSource
-    f(1, 12495, 10, Str, O), // volumeName
-    f(2, 17399, 15, Str, O), // volumeNamespace
-    f(3, 6333, 6, Str, O), // fsType
-    f(4, 6339, 8, Bool, O), // readOnly
-    f(5, 7044, 9, Msg(179), O | R), // secretRef
-    // 289 k8s.io.api.core.v1.Sysctl
+    f(5, 17230, 11, Str, O | L), // externalIPs
+    f(7, 17241, 15, Str, O), // sessionAffinity
+    f(8, 17256, 14, Str, O), // loadBalancerIP
+    f(9, 17270, 24, Str, O | L), // loadBalancerSourceRanges
+    f(10, 17294, 12, Str, O), // externalName
+    f(11, 17306, 21, Str, O), // externalTrafficPolicy
+    f(12, 17327, 19, I32, O), // healthCheckNodePort
+    f(13, 17346, 24, Bool, O), // publishNotReadyAddresses
+    f(14, 17370, 21, Msg(290), O | R), // sessionAffinityConfig
+    f(19, 17391, 10, Str, O | L), // ipFamilies
+    f(17, 17401, 14, Str, O | R), // ipFamilyPolicy
+    f(20, 17415, 29, Bool, O | R), // allocateLoadBalancerNodePorts
+    f(21, 17444, 17, Str, O | R), // loadBalancerClass
+    f(22, 17461, 21, Str, O | R), // internalTrafficPolicy
+    f(23, 17482, 19, Str, O | R), // trafficDistribution
+    // 289 k8s.io.api.core.v1.ServiceStatus
+    f(1, 17533, 12, Msg(183), O), // loadBalancer
+    f(2, 457, 10, Msg(381), O | L), // conditions
+    // 290 k8s.io.api.core.v1.SessionAffinityConfig
+    f(1, 17585, 8, Msg(119), O | R), // clientIP
+    // 291 k8s.io.api.core.v1.SleepAction
+    f(1, 17623, 7, I64, 0), // seconds
+    // 292 k8s.io.api.core.v1.StorageOSPersistentVolumeSource
+    f(1, 12783, 10, Str, O), // volumeName
+    f(2, 17680, 15, Str, O), // volumeNamespace
+    f(3, 6631, 6, Str, O), // fsType
+    f(4, 6637, 8, Bool, O), // readOnly
+    f(5, 7342, 9, Msg(211), O | R), // secretRef
+    // 293 k8s.io.api.core.v1.StorageOSVolumeSource
+    f(1, 12783, 10, Str, O), // volumeName
+    f(2, 17680, 15, Str, O), // volumeNamespace
+    f(3, 6631, 6, Str, O), // fsType
+    f(4, 6637, 8, Bool, O), // readOnly
+    f(5, 7342, 9, Msg(184), O | R), // secretRef
+    // 294 k8s.io.api.core.v1.Sysctl
     f(1, 1670, 4, Str, 0), // name
     f(2, 4032, 5, Str, 0), // value
-    // 290 k8s.io.api.core.v1.TCPSocketAction
-    f(1, 8793, 4, Msg(389), 0), // port
-    f(2, 9420, 4, Str, O), // host
-    // 291 k8s.io.api.core.v1.Taint
-    f(1, 7480, 3, Str, 0), // key
+    // 295 k8s.io.api.core.v1.TCPSocketAction
+    f(1, 9081, 4, Msg(394), 0), // port
+    f(2, 9708, 4, Str, O), // host
+    // 296 k8s.io.api.core.v1.Taint
+    f(1, 7768, 3, Str, 0), // key
     f(2, 4032, 5, Str, O), // value
-    f(3, 17537, 6, Str, 0), // effect
-    f(4, 17543, 9, Msg(387), O | R), // timeAdded
-    // 292 k8s.io.api.core.v1.Toleration
-    f(1, 7480, 3, Str, O), // key
+    f(3, 17818, 6, Str, 0), // effect
+    f(4, 17824, 9, Msg(392), O | R), // timeAdded
+    // 297 k8s.io.api.core.v1.Toleration
+    f(1, 7768, 3, Str, O), // key
     f(2, 5834, 8, Str, O), // operator
     f(3, 4032, 5, Str, O), // value
-    f(4, 17537, 6, Str, O), // effect
-    f(5, 17581, 17, I64, O | R), // tolerationSeconds
-    // 293 k8s.io.api.core.v1.TopologySelectorLabelRequirement
-    f(1, 7480, 3, Str, 0), // key
+    f(4, 17818, 6, Str, O), // effect
+    f(5, 17862, 17, I64, O | R), // tolerationSeconds
+    // 298 k8s.io.api.core.v1.TopologySelectorLabelRequirement
+    f(1, 7768, 3, Str, 0), // key
     f(2, 5842, 6, Str, L), // values
-    // 294 k8s.io.api.core.v1.TopologySelectorTerm
-    f(1, 17688, 21, Msg(293), O | L), // matchLabelExpressions
-    // 295 k8s.io.api.core.v1.TopologySpreadConstraint
-    f(1, 17752, 7, I32, 0), // maxSkew
-    f(2, 13345, 11, Str, 0), // topologyKey
-    f(3, 17759, 17, Str, 0), // whenUnsatisfiable
-    f(4, 2666, 13, Msg(380), O | R), // labelSelector
-    f(5, 17776, 10, I32, O | R), // minDomains
-    f(6, 17786, 18, Str, O | R), // nodeAffinityPolicy
-    f(7, 17804, 16, Str, O | R), // nodeTaintsPolicy
-    f(8, 13373, 14, Str, O | L), // matchLabelKeys
-    // 296 k8s.io.api.core.v1.TypedLocalObjectReference
-    f(1, 17864, 8, Str, R), // apiGroup
+    // 299 k8s.io.api.core.v1.TopologySelectorTerm
+    f(1, 17969, 21, Msg(298), O | L), // matchLabelExpressions
+    // 300 k8s.io.api.core.v1.TopologySpreadConstraint
+    f(1, 18033, 7, I32, 0), // maxSkew
+    f(2, 13633, 11, Str, 0), // topologyKey
+    f(3, 18040, 17, Str, 0), // whenUnsatisfiable
+    f(4, 2666, 13, Msg(385), O | R), // labelSelector
+    f(5, 18057, 10, I32, O | R), // minDomains
+    f(6, 18067, 18, Str, O | R), // nodeAffinityPolicy
+    f(7, 18085, 16, Str, O | R), // nodeTaintsPolicy
+    f(8, 13661, 14, Str, O | L), // matchLabelKeys
+    // 301 k8s.io.api.core.v1.TypedLocalObjectReference
+    f(1, 18145, 8, Str, R), // apiGroup
     f(2, 1656, 4, Str, 0), // kind
     f(3, 1670, 4, Str, 0), // name
-    // 297 k8s.io.api.core.v1.TypedObjectReference
-    f(1, 17864, 8, Str, R), // apiGroup
+    // 302 k8s.io.api.core.v1.TypedObjectReference
+    f(1, 18145, 8, Str, R), // apiGroup
     f(2, 1656, 4, Str, 0), // kind
     f(3, 1670, 4, Str, 0), // name
     f(4, 2613, 9, Str, O | R), // namespace
-    // 298 k8s.io.api.core.v1.Volume
+    // 303 k8s.io.api.core.v1.Volume
     f(1, 1670, 4, Str, 0), // name
-    f(2, 7441, 0, Msg(305), I), // 
-    // 299 k8s.io.api.core.v1.VolumeDevice
+    f(2, 7729, 0, Msg(310), I), // 
+    // 304 k8s.io.api.core.v1.VolumeDevice
     f(1, 1670, 4, Str, 0), // name
-    f(2, 6495, 10, Str, 0), // devicePath
-    // 300 k8s.io.api.core.v1.VolumeMount
+    f(2, 6793, 10, Str, 0), // devicePath
+    // 305 k8s.io.api.core.v1.VolumeMount
     f(1, 1670, 4, Str, 0), // name
-    f(2, 6339, 8, Bool, O), // readOnly
-    f(7, 17997, 17, Str, O | R), // recursiveReadOnly
-    f(3, 18014, 9, Str, 0), // mountPath
-    f(4, 18023, 7, Str, O), // subPath
-    f(5, 18030, 16, Str, O | R), // mountPropagation
-    f(6, 18046, 11, Str, O), // subPathExpr
-    // 301 k8s.io.api.core.v1.VolumeMountStatus
+    f(2, 6637, 8, Bool, O), // readOnly
+    f(7, 18278, 17, Str, O | R), // recursiveReadOnly
+    f(3, 18295, 9, Str, 0), // mountPath
+    f(4, 18304, 7, Str, O), // subPath
+    f(5, 18311, 16, Str, O | R), // mountPropagation
+    f(6, 18327, 11, Str, O), // subPathExpr
+    // 306 k8s.io.api.core.v1.VolumeMountStatus
     f(1, 1670, 4, Str, 0), // name
-    f(2, 18014, 9, Str, 0), // mountPath
-    f(3, 6339, 8, Bool, O), // readOnly
-    f(4, 17997, 17, Str, O | R), // recursiveReadOnly
-    // 302 k8s.io.api.core.v1.VolumeNodeAffinity
-    f(1, 18130, 8, Msg(198), O | R), // required
-    // 303 k8s.io.api.core.v1.VolumeProjection
-    f(1, 18173, 6, Msg(273), O | R), // secret
-    f(2, 18179, 11, Msg(135), O | R), // downwardAPI
-    f(3, 11335, 9, Msg(122), O | R), // configMap
-    f(4, 18190, 19, Msg(280), O | R), // serviceAccountToken
-    f(5, 18209, 18, Msg(115), O | R), // clusterTrustBundle
-    // 304 k8s.io.api.core.v1.VolumeResourceRequirements
-    f(1, 10586, 6, Msg(375), O | P), // limits
-    f(2, 15970, 8, Msg(375), O | P), // requests
-    // 305 k8s.io.api.core.v1.VolumeSource
-    f(1, 12887, 8, Msg(166), O | R), // hostPath
-    f(2, 18303, 8, Msg(138), O | R), // emptyDir
-    f(3, 12850, 17, Msg(157), O | R), // gcePersistentDisk
-    f(4, 12867, 20, Msg(99), O | R), // awsElasticBlockStore
-    f(5, 18311, 7, Msg(159), O | R), // gitRepo
-    f(6, 18173, 6, Msg(275), O | R), // secret
-    f(7, 12904, 3, Msg(182), O | R), // nfs
-    f(8, 12910, 5, Msg(168), O | R), // iscsi
-    f(9, 12895, 9, Msg(161), O | R), // glusterfs
-    f(10, 18318, 21, Msg(213), O | R), // persistentVolumeClaim
-    f(11, 12907, 3, Msg(250), O | R), // rbd
-    f(12, 12936, 10, Msg(155), O | R), // flexVolume
-    f(13, 12915, 6, Msg(113), O | R), // cinder
-    f(14, 12921, 6, Msg(111), O | R), // cephfs
-    f(15, 12929, 7, Msg(156), O | R), // flocker
-    f(16, 18179, 11, Msg(137), O | R), // downwardAPI
-    f(17, 12927, 2, Msg(153), O | R), // fc
-    f(18, 12946, 9, Msg(105), O | R), // azureFile
-    f(19, 11335, 9, Msg(123), O | R), // configMap
-    f(20, 12955, 13, Msg(306), O | R), // vsphereVolume
-    f(21, 12968, 7, Msg(248), O | R), // quobyte
-    f(22, 12975, 9, Msg(103), O | R), // azureDisk
-    f(23, 12984, 20, Msg(217), O | R), // photonPersistentDisk
-    f(26, 18339, 9, Msg(247), O | R), // projected
-    f(24, 13004, 14, Msg(243), O | R), // portworxVolume
-    f(25, 13018, 7, Msg(266), O | R), // scaleIO
-    f(27, 13030, 9, Msg(288), O | R), // storageos
-    f(28, 13039, 3, Msg(108), O | R), // csi
-    f(29, 18348, 9, Msg(148), O | R), // ephemeral
-    f(30, 7675, 5, Msg(169), O | R), // image
-    // 306 k8s.io.api.core.v1.VsphereVirtualDiskVolumeSource
-    f(1, 18406, 10, Str, 0), // volumePath
-    f(2, 6333, 6, Str, O), // fsType
-    f(3, 18416, 17, Str, O), // storagePolicyName
-    f(4, 18433, 15, Str, O), // storagePolicyID
-    // 307 k8s.io.api.core.v1.WeightedPodAffinityTerm
-    f(1, 15125, 6, I32, 0), // weight
-    f(2, 18490, 15, Msg(220), 0), // podAffinityTerm
-    // 308 k8s.io.api.core.v1.WindowsSecurityContextOptions
-    f(1, 18553, 22, Str, O | R), // gmsaCredentialSpecName
-    f(2, 18575, 18, Str, O | R), // gmsaCredentialSpec
-    f(3, 18593, 13, Str, O | R), // runAsUserName
-    f(4, 18606, 11, Bool, O | R), // hostProcess
-    // 309 k8s.io.api.discovery.v1.Endpoint
-    f(1, 8841, 9, Str, L), // addresses
-    f(2, 457, 10, Msg(310), O), // conditions
-    f(3, 8737, 8, Str, O | R), // hostname
-    f(4, 8753, 9, Msg(206), O | R), // targetRef
-    f(5, 18649, 18, Str, O | P), // deprecatedTopology
-    f(6, 8745, 8, Str, O | R), // nodeName
-    f(7, 18667, 4, Str, O | R), // zone
-    f(8, 18671, 5, Msg(311), O | R), // hints
-    // 310 k8s.io.api.discovery.v1.EndpointConditions
+    f(2, 18295, 9, Str, 0), // mountPath
+    f(3, 6637, 8, Bool, O), // readOnly
+    f(4, 18278, 17, Str, O | R), // recursiveReadOnly
+    // 307 k8s.io.api.core.v1.VolumeNodeAffinity
+    f(1, 18411, 8, Msg(203), O | R), // required
+    // 308 k8s.io.api.core.v1.VolumeProjection
+    f(1, 18454, 6, Msg(278), O | R), // secret
+    f(2, 18460, 11, Msg(140), O | R), // downwardAPI
+    f(3, 11623, 9, Msg(127), O | R), // configMap
+    f(4, 18471, 19, Msg(285), O | R), // serviceAccountToken
+    f(5, 18490, 18, Msg(120), O | R), // clusterTrustBundle
+    // 309 k8s.io.api.core.v1.VolumeResourceRequirements
+    f(1, 10874, 6, Msg(380), O | P), // limits
+    f(2, 16251, 8, Msg(380), O | P), // requests
+    // 310 k8s.io.api.core.v1.VolumeSource
+    f(1, 13175, 8, Msg(171), O | R), // hostPath
+    f(2, 18584, 8, Msg(143), O | R), // emptyDir
+    f(3, 13138, 17, Msg(162), O | R), // gcePersistentDisk
+    f(4, 13155, 20, Msg(104), O | R), // awsElasticBlockStore
+    f(5, 18592, 7, Msg(164), O | R), // gitRepo
+    f(6, 18454, 6, Msg(280), O | R), // secret
+    f(7, 13192, 3, Msg(187), O | R), // nfs
+    f(8, 13198, 5, Msg(173), O | R), // iscsi
+    f(9, 13183, 9, Msg(166), O | R), // glusterfs
+    f(10, 18599, 21, Msg(218), O | R), // persistentVolumeClaim
+    f(11, 13195, 3, Msg(255), O | R), // rbd
+    f(12, 13224, 10, Msg(160), O | R), // flexVolume
+    f(13, 13203, 6, Msg(118), O | R), // cinder
+    f(14, 13209, 6, Msg(116), O | R), // cephfs
+    f(15, 13217, 7, Msg(161), O | R), // flocker
+    f(16, 18460, 11, Msg(142), O | R), // downwardAPI
+    f(17, 13215, 2, Msg(158), O | R), // fc
+    f(18, 13234, 9, Msg(110), O | R), // azureFile
+    f(19, 11623, 9, Msg(128), O | R), // configMap
+    f(20, 13243, 13, Msg(311), O | R), // vsphereVolume
+    f(21, 13256, 7, Msg(253), O | R), // quobyte
+    f(22, 13263, 9, Msg(108), O | R), // azureDisk
+    f(23, 13272, 20, Msg(222), O | R), // photonPersistentDisk
+    f(26, 18620, 9, Msg(252), O | R), // projected
+    f(24, 13292, 14, Msg(248), O | R), // portworxVolume
+    f(25, 13306, 7, Msg(271), O | R), // scaleIO
+    f(27, 13318, 9, Msg(293), O | R), // storageos
+    f(28, 13327, 3, Msg(113), O | R), // csi
+    f(29, 18629, 9, Msg(153), O | R), // ephemeral
+    f(30, 7963, 5, Msg(174), O | R), // image
+    // 311 k8s.io.api.core.v1.VsphereVirtualDiskVolumeSource
+    f(1, 18687, 10, Str, 0), // volumePath
+    f(2, 6631, 6, Str, O), // fsType
+    f(3, 18697, 17, Str, O), // storagePolicyName
+    f(4, 18714, 15, Str, O), // storagePolicyID
+    // 312 k8s.io.api.core.v1.WeightedPodAffinityTerm
+    f(1, 15413, 6, I32, 0), // weight
+    f(2, 18771, 15, Msg(225), 0), // podAffinityTerm
+    // 313 k8s.io.api.core.v1.WindowsSecurityContextOptions
+    f(1, 18834, 22, Str, O | R), // gmsaCredentialSpecName
+    f(2, 18856, 18, Str, O | R), // gmsaCredentialSpec
+    f(3, 18874, 13, Str, O | R), // runAsUserName
+    f(4, 18887, 11, Bool, O | R), // hostProcess
+    // 314 k8s.io.api.discovery.v1.Endpoint
+    f(1, 9129, 9, Str, L), // addresses
+    f(2, 457, 10, Msg(315), O), // conditions
+    f(3, 9025, 8, Str, O | R), // hostname
+    f(4, 9041, 9, Msg(211), O | R), // targetRef
+    f(5, 18930, 18, Str, O | P), // deprecatedTopology
+    f(6, 9033, 8, Str, O | R), // nodeName
+    f(7, 18948, 4, Str, O | R), // zone
+    f(8, 18952, 5, Msg(316), O | R), // hints
+    // 315 k8s.io.api.discovery.v1.EndpointConditions
     f(1, 5682, 5, Bool, O | R), // ready
-    f(2, 18718, 7, Bool, O | R), // serving
+    f(2, 18999, 7, Bool, O | R), // serving
     f(3, 5619, 11, Bool, O | R), // terminating
-    // 311 k8s.io.api.discovery.v1.EndpointHints
-    f(1, 18762, 8, Msg(315), O | L), // forZones
-    f(2, 18770, 8, Msg(314), O | L), // forNodes
-    // 312 k8s.io.api.discovery.v1.EndpointPort
+    // 316 k8s.io.api.discovery.v1.EndpointHints
+    f(1, 19043, 8, Msg(320), O | L), // forZones
+    f(2, 19051, 8, Msg(319), O | L), // forNodes
+    // 317 k8s.io.api.discovery.v1.EndpointPort
     f(1, 1670, 4, Str, O | R), // name
-    f(2, 8007, 8, Str, O | R), // protocol
-    f(3, 8793, 4, I32, O | R), // port
-    f(4, 8797, 11, Str, O | R), // appProtocol
-    // 313 k8s.io.api.discovery.v1.EndpointSlice
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(4, 18851, 11, Str, 0), // addressType
-    f(2, 9848, 9, Msg(309), L), // endpoints
-    f(3, 7701, 5, Msg(312), L), // ports
-    // 314 k8s.io.api.discovery.v1.ForNode
+    f(2, 8295, 8, Str, O | R), // protocol
+    f(3, 9081, 4, I32, O | R), // port
+    f(4, 9085, 11, Str, O | R), // appProtocol
+    // 318 k8s.io.api.discovery.v1.EndpointSlice
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(4, 19132, 11, Str, 0), // addressType
+    f(2, 10136, 9, Msg(314), L), // endpoints
+    f(3, 7989, 5, Msg(317), L), // ports
+    // 319 k8s.io.api.discovery.v1.ForNode
     f(1, 1670, 4, Str, 0), // name
-    // 315 k8s.io.api.discovery.v1.ForZone
+    // 320 k8s.io.api.discovery.v1.ForZone
     f(1, 1670, 4, Str, 0), // name
-    // 316 k8s.io.api.events.v1.Event
-    f(1, 37, 8, Msg(384), 0), // metadata
-    f(2, 9278, 9, Msg(383), 0), // eventTime
-    f(3, 9287, 6, Msg(317), O | R), // series
-    f(4, 18950, 19, Str, O), // reportingController
-    f(5, 9318, 17, Str, O), // reportingInstance
+    // 321 k8s.io.api.events.v1.Event
+    f(1, 37, 8, Msg(389), 0), // metadata
+    f(2, 9566, 9, Msg(388), 0), // eventTime
+    f(3, 9575, 6, Msg(322), O | R), // series
+    f(4, 19231, 19, Str, O), // reportingController
+    f(5, 9606, 17, Str, O), // reportingInstance
     f(6, 5946, 6, Str, O), // action
     f(7, 154, 6, Str, O), // reason
-    f(8, 18969, 9, Msg(206), O), // regarding
-    f(9, 9293, 7, Msg(206), O | R), // related
-    f(10, 18978, 4, Str, O), // note
+    f(8, 19250, 9, Msg(211), O), // regarding
+    f(9, 9581, 7, Msg(211), O | R), // related
+    f(10, 19259, 4, Str, O), // note
     f(11, 132, 4, Str, O), // type
-    f(12, 18982, 16, Msg(151), O), // deprecatedSource
-    f(13, 18998, 24, Msg(387), O), // deprecatedFirstTimestamp
-    f(14, 19022, 23, Msg(387), O), // deprecatedLastTimestamp
-    f(15, 19045, 15, I32, O), // deprecatedCount
-    // 317 k8s.io.api.events.v1.EventSeries
-    f(1, 9273, 5, I32, 0), // count
-    f(2, 9365, 16, Msg(383), 0), // lastObservedTime
-    // 318 k8s.io.api.networking.v1.HTTPIngressPath
+    f(12, 19263, 16, Msg(156), O), // deprecatedSource
+    f(13, 19279, 24, Msg(392), O), // deprecatedFirstTimestamp
+    f(14, 19303, 23, Msg(392), O), // deprecatedLastTimestamp
+    f(15, 19326, 15, I32, O), // deprecatedCount
+    // 322 k8s.io.api.events.v1.EventSeries
+    f(1, 9561, 5, I32, 0), // count
+    f(2, 9653, 16, Msg(388), 0), // lastObservedTime
+    // 323 k8s.io.api.networking.v1.HTTPIngressPath
     f(1, 2496, 4, Str, O), // path
-    f(3, 19132, 8, Str, R), // pathType
-    f(2, 19140, 7, Msg(324), 0), // backend
-    // 319 k8s.io.api.networking.v1.HTTPIngressRuleValue
-    f(1, 19192, 5, Msg(318), L), // paths
-    // 320 k8s.io.api.networking.v1.IPAddress
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(321), O), // spec
-    // 321 k8s.io.api.networking.v1.IPAddressSpec
-    f(1, 19269, 9, Msg(343), O | R), // parentRef
-    // 322 k8s.io.api.networking.v1.IPBlock
-    f(1, 19310, 4, Str, 0), // cidr
-    f(2, 19314, 6, Str, O | L), // except
-    // 323 k8s.io.api.networking.v1.Ingress
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(334), O), // spec
-    f(3, 89, 6, Msg(335), O), // status
-    // 324 k8s.io.api.networking.v1.IngressBackend
-    f(4, 9734, 7, Msg(333), O | R), // service
-    f(3, 2634, 8, Msg(296), O | R), // resource
-    // 325 k8s.io.api.networking.v1.IngressClass
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(327), O), // spec
-    // 326 k8s.io.api.networking.v1.IngressClassParametersReference
-    f(1, 17864, 8, Str, O | R), // apiGroup
+    f(3, 19413, 8, Str, R), // pathType
+    f(2, 19421, 7, Msg(329), 0), // backend
+    // 324 k8s.io.api.networking.v1.HTTPIngressRuleValue
+    f(1, 19473, 5, Msg(323), L), // paths
+    // 325 k8s.io.api.networking.v1.IPAddress
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(326), O), // spec
+    // 326 k8s.io.api.networking.v1.IPAddressSpec
+    f(1, 19550, 9, Msg(348), O | R), // parentRef
+    // 327 k8s.io.api.networking.v1.IPBlock
+    f(1, 19591, 4, Str, 0), // cidr
+    f(2, 19595, 6, Str, O | L), // except
+    // 328 k8s.io.api.networking.v1.Ingress
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(339), O), // spec
+    f(3, 89, 6, Msg(340), O), // status
+    // 329 k8s.io.api.networking.v1.IngressBackend
+    f(4, 10022, 7, Msg(338), O | R), // service
+    f(3, 2634, 8, Msg(301), O | R), // resource
+    // 330 k8s.io.api.networking.v1.IngressClass
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(332), O), // spec
+    // 331 k8s.io.api.networking.v1.IngressClassParametersReference
+    f(1, 18145, 8, Str, O | R), // apiGroup
     f(2, 1656, 4, Str, 0), // kind
     f(3, 1670, 4, Str, 0), // name
-    f(4, 19484, 5, Str, R), // scope
+    f(4, 19765, 5, Str, R), // scope
     f(5, 2613, 9, Str, O | R), // namespace
-    // 327 k8s.io.api.networking.v1.IngressClassSpec
-    f(1, 19530, 10, Str, O), // controller
-    f(2, 19540, 10, Msg(326), O | R), // parameters
-    // 328 k8s.io.api.networking.v1.IngressLoadBalancerIngress
-    f(1, 8735, 2, Str, O), // ip
-    f(2, 8737, 8, Str, O), // hostname
-    f(4, 7701, 5, Msg(330), O | L), // ports
-    // 329 k8s.io.api.networking.v1.IngressLoadBalancerStatus
-    f(1, 10731, 7, Msg(328), O | L), // ingress
-    // 330 k8s.io.api.networking.v1.IngressPortStatus
-    f(1, 8793, 4, I32, 0), // port
-    f(2, 8007, 8, Str, 0), // protocol
+    // 332 k8s.io.api.networking.v1.IngressClassSpec
+    f(1, 19811, 10, Str, O), // controller
+    f(2, 19821, 10, Msg(331), O | R), // parameters
+    // 333 k8s.io.api.networking.v1.IngressLoadBalancerIngress
+    f(1, 9023, 2, Str, O), // ip
+    f(2, 9025, 8, Str, O), // hostname
+    f(4, 7989, 5, Msg(335), O | L), // ports
+    // 334 k8s.io.api.networking.v1.IngressLoadBalancerStatus
+    f(1, 11019, 7, Msg(333), O | L), // ingress
+    // 335 k8s.io.api.networking.v1.IngressPortStatus
+    f(1, 9081, 4, I32, 0), // port
+    f(2, 8295, 8, Str, 0), // protocol
     f(3, 2171, 5, Str, O | R), // error
-    // 331 k8s.io.api.networking.v1.IngressRule
-    f(1, 9420, 4, Str, O), // host
-    f(2, 7441, 0, Msg(332), I), // 
-    // 332 k8s.io.api.networking.v1.IngressRuleValue
-    f(1, 19770, 4, Msg(319), O | R), // http
-    // 333 k8s.io.api.networking.v1.IngressServiceBackend
+    // 336 k8s.io.api.networking.v1.IngressRule
+    f(1, 9708, 4, Str, O), // host
+    f(2, 7729, 0, Msg(337), I), // 
+    // 337 k8s.io.api.networking.v1.IngressRuleValue
+    f(1, 20051, 4, Msg(324), O | R), // http
+    // 338 k8s.io.api.networking.v1.IngressServiceBackend
     f(1, 1670, 4, Str, 0), // name
-    f(2, 8793, 4, Msg(344), O), // port
-    // 334 k8s.io.api.networking.v1.IngressSpec
-    f(4, 19856, 16, Str, O | R), // ingressClassName
-    f(1, 19872, 14, Msg(324), O | R), // defaultBackend
-    f(2, 19886, 3, Msg(336), O | L), // tls
-    f(3, 5758, 5, Msg(331), O | L), // rules
-    // 335 k8s.io.api.networking.v1.IngressStatus
-    f(1, 17252, 12, Msg(329), O), // loadBalancer
-    // 336 k8s.io.api.networking.v1.IngressTLS
-    f(1, 19962, 5, Str, O | L), // hosts
-    f(2, 6621, 10, Str, O), // secretName
-    // 337 k8s.io.api.networking.v1.NetworkPolicy
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(342), O), // spec
-    // 338 k8s.io.api.networking.v1.NetworkPolicyEgressRule
-    f(1, 7701, 5, Msg(341), O | L), // ports
-    f(2, 20053, 2, Msg(340), O | L), // to
-    // 339 k8s.io.api.networking.v1.NetworkPolicyIngressRule
-    f(1, 7701, 5, Msg(341), O | L), // ports
-    f(2, 20104, 4, Msg(340), O | L), // from
-    // 340 k8s.io.api.networking.v1.NetworkPolicyPeer
-    f(1, 20150, 11, Msg(380), O | R), // podSelector
-    f(2, 13356, 17, Msg(380), O | R), // namespaceSelector
-    f(3, 20161, 7, Msg(322), O | R), // ipBlock
-    // 341 k8s.io.api.networking.v1.NetworkPolicyPort
-    f(1, 8007, 8, Str, O | R), // protocol
-    f(2, 8793, 4, Msg(389), O | R), // port
-    f(3, 20210, 7, I32, O | R), // endPort
-    // 342 k8s.io.api.networking.v1.NetworkPolicySpec
-    f(1, 20150, 11, Msg(380), 0), // podSelector
-    f(2, 10731, 7, Msg(339), O | L), // ingress
-    f(3, 20259, 6, Msg(338), O | L), // egress
-    f(4, 20265, 11, Str, O | L), // policyTypes
-    // 343 k8s.io.api.networking.v1.ParentReference
+    f(2, 9081, 4, Msg(349), O), // port
+    // 339 k8s.io.api.networking.v1.IngressSpec
+    f(4, 20137, 16, Str, O | R), // ingressClassName
+    f(1, 20153, 14, Msg(329), O | R), // defaultBackend
+    f(2, 20167, 3, Msg(341), O | L), // tls
+    f(3, 5758, 5, Msg(336), O | L), // rules
+    // 340 k8s.io.api.networking.v1.IngressStatus
+    f(1, 17533, 12, Msg(334), O), // loadBalancer
+    // 341 k8s.io.api.networking.v1.IngressTLS
+    f(1, 20243, 5, Str, O | L), // hosts
+    f(2, 6919, 10, Str, O), // secretName
+    // 342 k8s.io.api.networking.v1.NetworkPolicy
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(347), O), // spec
+    // 343 k8s.io.api.networking.v1.NetworkPolicyEgressRule
+    f(1, 7989, 5, Msg(346), O | L), // ports
+    f(2, 20334, 2, Msg(345), O | L), // to
+    // 344 k8s.io.api.networking.v1.NetworkPolicyIngressRule
+    f(1, 7989, 5, Msg(346), O | L), // ports
+    f(2, 20385, 4, Msg(345), O | L), // from
+    // 345 k8s.io.api.networking.v1.NetworkPolicyPeer
+    f(1, 20431, 11, Msg(385), O | R), // podSelector
+    f(2, 13644, 17, Msg(385), O | R), // namespaceSelector
+    f(3, 20442, 7, Msg(327), O | R), // ipBlock
+    // 346 k8s.io.api.networking.v1.NetworkPolicyPort
+    f(1, 8295, 8, Str, O | R), // protocol
+    f(2, 9081, 4, Msg(394), O | R), // port
+    f(3, 20491, 7, I32, O | R), // endPort
+    // 347 k8s.io.api.networking.v1.NetworkPolicySpec
+    f(1, 20431, 11, Msg(385), 0), // podSelector
+    f(2, 11019, 7, Msg(344), O | L), // ingress
+    f(3, 20540, 6, Msg(343), O | L), // egress
+    f(4, 20546, 11, Str, O | L), // policyTypes
+    // 348 k8s.io.api.networking.v1.ParentReference
     f(1, 2622, 5, Str, O), // group
     f(2, 2634, 8, Str, O), // resource
     f(3, 2613, 9, Str, O), // namespace
     f(4, 1670, 4, Str, O), // name
-    // 344 k8s.io.api.networking.v1.ServiceBackendPort
+    // 349 k8s.io.api.networking.v1.ServiceBackendPort
     f(1, 1670, 4, Str, O), // name
-    f(2, 20359, 6, I32, O), // number
-    // 345 k8s.io.api.networking.v1.ServiceCIDR
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(346), O), // spec
-    f(3, 89, 6, Msg(347), O), // status
-    // 346 k8s.io.api.networking.v1.ServiceCIDRSpec
-    f(1, 20441, 5, Str, O | L), // cidrs
-    // 347 k8s.io.api.networking.v1.ServiceCIDRStatus
-    f(1, 457, 10, Msg(376), O | L), // conditions
-    // 348 k8s.io.api.policy.v1.Eviction
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 20517, 13, Msg(377), O | R), // deleteOptions
-    // 349 k8s.io.api.policy.v1.PodDisruptionBudget
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(350), O), // spec
-    f(3, 89, 6, Msg(351), O), // status
-    // 350 k8s.io.api.policy.v1.PodDisruptionBudgetSpec
-    f(1, 20614, 12, Msg(389), O | R), // minAvailable
-    f(2, 199, 8, Msg(380), O | R), // selector
-    f(3, 1032, 14, Msg(389), O | R), // maxUnavailable
-    f(4, 20626, 26, Str, O | R), // unhealthyPodEvictionPolicy
-    // 351 k8s.io.api.policy.v1.PodDisruptionBudgetStatus
+    f(2, 20640, 6, I32, O), // number
+    // 350 k8s.io.api.networking.v1.ServiceCIDR
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(351), O), // spec
+    f(3, 89, 6, Msg(352), O), // status
+    // 351 k8s.io.api.networking.v1.ServiceCIDRSpec
+    f(1, 20722, 5, Str, O | L), // cidrs
+    // 352 k8s.io.api.networking.v1.ServiceCIDRStatus
+    f(1, 457, 10, Msg(381), O | L), // conditions
+    // 353 k8s.io.api.policy.v1.Eviction
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 20798, 13, Msg(382), O | R), // deleteOptions
+    // 354 k8s.io.api.policy.v1.PodDisruptionBudget
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(355), O), // spec
+    f(3, 89, 6, Msg(356), O), // status
+    // 355 k8s.io.api.policy.v1.PodDisruptionBudgetSpec
+    f(1, 20895, 12, Msg(394), O | R), // minAvailable
+    f(2, 199, 8, Msg(385), O | R), // selector
+    f(3, 1032, 14, Msg(394), O | R), // maxUnavailable
+    f(4, 20907, 26, Str, O | R), // unhealthyPodEvictionPolicy
+    // 356 k8s.io.api.policy.v1.PodDisruptionBudgetStatus
     f(1, 371, 18, I64, O), // observedGeneration
-    f(2, 20698, 13, Msg(387), O | P), // disruptedPods
-    f(3, 20711, 18, I32, 0), // disruptionsAllowed
-    f(4, 20729, 14, I32, 0), // currentHealthy
-    f(5, 20743, 14, I32, 0), // desiredHealthy
-    f(6, 20757, 12, I32, 0), // expectedPods
-    f(7, 457, 10, Msg(376), O | L), // conditions
-    // 352 k8s.io.api.rbac.v1.AggregationRule
-    f(1, 20803, 20, Msg(380), O | L), // clusterRoleSelectors
-    // 353 k8s.io.api.rbac.v1.ClusterRole
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 5758, 5, Msg(355), L), // rules
-    f(3, 20853, 15, Msg(352), O | R), // aggregationRule
-    // 354 k8s.io.api.rbac.v1.ClusterRoleBinding
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 20905, 8, Msg(359), O | L), // subjects
-    f(3, 20913, 7, Msg(358), 0), // roleRef
-    // 355 k8s.io.api.rbac.v1.PolicyRule
+    f(2, 20979, 13, Msg(392), O | P), // disruptedPods
+    f(3, 20992, 18, I32, 0), // disruptionsAllowed
+    f(4, 21010, 14, I32, 0), // currentHealthy
+    f(5, 21024, 14, I32, 0), // desiredHealthy
+    f(6, 21038, 12, I32, 0), // expectedPods
+    f(7, 457, 10, Msg(381), O | L), // conditions
+    // 357 k8s.io.api.rbac.v1.AggregationRule
+    f(1, 21084, 20, Msg(385), O | L), // clusterRoleSelectors
+    // 358 k8s.io.api.rbac.v1.ClusterRole
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 5758, 5, Msg(360), L), // rules
+    f(3, 21134, 15, Msg(357), O | R), // aggregationRule
+    // 359 k8s.io.api.rbac.v1.ClusterRoleBinding
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 21186, 8, Msg(364), O | L), // subjects
+    f(3, 21194, 7, Msg(363), 0), // roleRef
+    // 360 k8s.io.api.rbac.v1.PolicyRule
     f(1, 2547, 5, Str, L), // verbs
     f(2, 2719, 9, Str, O | L), // apiGroups
     f(3, 2728, 9, Str, O | L), // resources
     f(4, 2737, 13, Str, O | L), // resourceNames
     f(5, 2552, 15, Str, O | L), // nonResourceURLs
-    // 356 k8s.io.api.rbac.v1.Role
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 5758, 5, Msg(355), L), // rules
-    // 357 k8s.io.api.rbac.v1.RoleBinding
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 20905, 8, Msg(359), O | L), // subjects
-    f(3, 20913, 7, Msg(358), 0), // roleRef
-    // 358 k8s.io.api.rbac.v1.RoleRef
-    f(1, 17864, 8, Str, 0), // apiGroup
+    // 361 k8s.io.api.rbac.v1.Role
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 5758, 5, Msg(360), L), // rules
+    // 362 k8s.io.api.rbac.v1.RoleBinding
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 21186, 8, Msg(364), O | L), // subjects
+    f(3, 21194, 7, Msg(363), 0), // roleRef
+    // 363 k8s.io.api.rbac.v1.RoleRef
+    f(1, 18145, 8, Str, 0), // apiGroup
     f(2, 1656, 4, Str, 0), // kind
     f(3, 1670, 4, Str, 0), // name
-    // 359 k8s.io.api.rbac.v1.Subject
+    // 364 k8s.io.api.rbac.v1.Subject
     f(1, 1656, 4, Str, 0), // kind
-    f(2, 17864, 8, Str, O), // apiGroup
+    f(2, 18145, 8, Str, O), // apiGroup
     f(3, 1670, 4, Str, 0), // name
     f(4, 2613, 9, Str, O), // namespace
-    // 360 k8s.io.api.scheduling.v1.PriorityClass
-    f(1, 37, 8, Msg(384), O), // metadata
+    // 365 k8s.io.api.scheduling.v1.PriorityClass
+    f(1, 37, 8, Msg(389), O), // metadata
     f(2, 4032, 5, I32, 0), // value
-    f(3, 21092, 13, Bool, O), // globalDefault
-    f(4, 21105, 11, Str, O), // description
-    f(5, 14649, 16, Str, O | R), // preemptionPolicy
-    // 361 k8s.io.api.storage.v1.CSIDriver
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(362), 0), // spec
-    // 362 k8s.io.api.storage.v1.CSIDriverSpec
-    f(1, 21182, 14, Bool, O | R), // attachRequired
-    f(2, 21196, 14, Bool, O | R), // podInfoOnMount
-    f(3, 21210, 20, Str, O | L), // volumeLifecycleModes
-    f(4, 21230, 15, Bool, O | R), // storageCapacity
-    f(5, 21245, 13, Str, O | R), // fsGroupPolicy
-    f(6, 21258, 13, Msg(368), O | L), // tokenRequests
-    f(7, 21271, 17, Bool, O | R), // requiresRepublish
-    f(8, 21288, 12, Bool, O | R), // seLinuxMount
-    f(9, 21300, 34, I64, O | R), // nodeAllocatableUpdatePeriodSeconds
-    // 363 k8s.io.api.storage.v1.CSINode
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(365), 0), // spec
-    // 364 k8s.io.api.storage.v1.CSINodeDriver
+    f(3, 21373, 13, Bool, O), // globalDefault
+    f(4, 21386, 11, Str, O), // description
+    f(5, 14937, 16, Str, O | R), // preemptionPolicy
+    // 366 k8s.io.api.storage.v1.CSIDriver
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(367), 0), // spec
+    // 367 k8s.io.api.storage.v1.CSIDriverSpec
+    f(1, 21463, 14, Bool, O | R), // attachRequired
+    f(2, 21477, 14, Bool, O | R), // podInfoOnMount
+    f(3, 21491, 20, Str, O | L), // volumeLifecycleModes
+    f(4, 21511, 15, Bool, O | R), // storageCapacity
+    f(5, 21526, 13, Str, O | R), // fsGroupPolicy
+    f(6, 21539, 13, Msg(373), O | L), // tokenRequests
+    f(7, 21552, 17, Bool, O | R), // requiresRepublish
+    f(8, 21569, 12, Bool, O | R), // seLinuxMount
+    f(9, 21581, 34, I64, O | R), // nodeAllocatableUpdatePeriodSeconds
+    // 368 k8s.io.api.storage.v1.CSINode
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(370), 0), // spec
+    // 369 k8s.io.api.storage.v1.CSINodeDriver
     f(1, 1670, 4, Str, 0), // name
-    f(2, 21398, 6, Str, 0), // nodeID
-    f(3, 21404, 12, Str, L), // topologyKeys
-    f(4, 11952, 11, Msg(374), O | R), // allocatable
-    // 365 k8s.io.api.storage.v1.CSINodeSpec
-    f(1, 21449, 7, Msg(364), L), // drivers
-    // 366 k8s.io.api.storage.v1.CSIStorageCapacity
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 21496, 12, Msg(380), O | R), // nodeTopology
-    f(3, 12505, 16, Str, 0), // storageClassName
-    f(4, 11944, 8, Msg(375), O | R), // capacity
-    f(5, 21508, 17, Msg(375), O | R), // maximumVolumeSize
-    // 367 k8s.io.api.storage.v1.StorageClass
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 21559, 11, Str, 0), // provisioner
-    f(3, 19540, 10, Str, O | P), // parameters
-    f(4, 21570, 13, Str, O | R), // reclaimPolicy
-    f(5, 13118, 12, Str, O | L), // mountOptions
-    f(6, 21583, 20, Bool, O | R), // allowVolumeExpansion
-    f(7, 21603, 17, Str, O | R), // volumeBindingMode
-    f(8, 21620, 17, Msg(294), O | L), // allowedTopologies
-    // 368 k8s.io.api.storage.v1.TokenRequest
-    f(1, 16806, 8, Str, 0), // audience
+    f(2, 21679, 6, Str, 0), // nodeID
+    f(3, 21685, 12, Str, L), // topologyKeys
+    f(4, 12240, 11, Msg(379), O | R), // allocatable
+    // 370 k8s.io.api.storage.v1.CSINodeSpec
+    f(1, 21730, 7, Msg(369), L), // drivers
+    // 371 k8s.io.api.storage.v1.CSIStorageCapacity
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 21777, 12, Msg(385), O | R), // nodeTopology
+    f(3, 12793, 16, Str, 0), // storageClassName
+    f(4, 12232, 8, Msg(380), O | R), // capacity
+    f(5, 21789, 17, Msg(380), O | R), // maximumVolumeSize
+    // 372 k8s.io.api.storage.v1.StorageClass
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 21840, 11, Str, 0), // provisioner
+    f(3, 19821, 10, Str, O | P), // parameters
+    f(4, 21851, 13, Str, O | R), // reclaimPolicy
+    f(5, 13406, 12, Str, O | L), // mountOptions
+    f(6, 21864, 20, Bool, O | R), // allowVolumeExpansion
+    f(7, 21884, 17, Str, O | R), // volumeBindingMode
+    f(8, 21901, 17, Msg(299), O | L), // allowedTopologies
+    // 373 k8s.io.api.storage.v1.TokenRequest
+    f(1, 17087, 8, Str, 0), // audience
     f(2, 1922, 17, I64, O | R), // expirationSeconds
-    // 369 k8s.io.api.storage.v1.VolumeAttachment
-    f(1, 37, 8, Msg(384), O), // metadata
-    f(2, 85, 4, Msg(371), 0), // spec
-    f(3, 89, 6, Msg(372), O), // status
-    // 370 k8s.io.api.storage.v1.VolumeAttachmentSource
-    f(1, 21753, 20, Str, O | R), // persistentVolumeName
-    f(2, 21773, 16, Msg(215), O | R), // inlineVolumeSpec
-    // 371 k8s.io.api.storage.v1.VolumeAttachmentSpec
-    f(1, 21831, 8, Str, 0), // attacher
-    f(2, 9240, 6, Msg(370), 0), // source
-    f(3, 8745, 8, Str, 0), // nodeName
-    // 372 k8s.io.api.storage.v1.VolumeAttachmentStatus
-    f(1, 21883, 8, Bool, 0), // attached
-    f(2, 21891, 18, Str, O | P), // attachmentMetadata
-    f(3, 21909, 11, Msg(373), O | R), // attachError
-    f(4, 21920, 11, Msg(373), O | R), // detachError
-    // 373 k8s.io.api.storage.v1.VolumeError
-    f(1, 21964, 4, Msg(387), O), // time
+    // 374 k8s.io.api.storage.v1.VolumeAttachment
+    f(1, 37, 8, Msg(389), O), // metadata
+    f(2, 85, 4, Msg(376), 0), // spec
+    f(3, 89, 6, Msg(377), O), // status
+    // 375 k8s.io.api.storage.v1.VolumeAttachmentSource
+    f(1, 22034, 20, Str, O | R), // persistentVolumeName
+    f(2, 22054, 16, Msg(220), O | R), // inlineVolumeSpec
+    // 376 k8s.io.api.storage.v1.VolumeAttachmentSpec
+    f(1, 22112, 8, Str, 0), // attacher
+    f(2, 9528, 6, Msg(375), 0), // source
+    f(3, 9033, 8, Str, 0), // nodeName
+    // 377 k8s.io.api.storage.v1.VolumeAttachmentStatus
+    f(1, 22164, 8, Bool, 0), // attached
+    f(2, 22172, 18, Str, O | P), // attachmentMetadata
+    f(3, 22190, 11, Msg(378), O | R), // attachError
+    f(4, 22201, 11, Msg(378), O | R), // detachError
+    // 378 k8s.io.api.storage.v1.VolumeError
+    f(1, 22245, 4, Msg(392), O), // time
     f(2, 160, 7, Str, O), // message
-    f(3, 21968, 9, I32, O | R), // errorCode
-    // 374 k8s.io.api.storage.v1.VolumeNodeResources
-    f(1, 9273, 5, I32, O | R), // count
-    // 376 k8s.io.apimachinery.pkg.apis.meta.v1.Condition
+    f(3, 22249, 9, I32, O | R), // errorCode
+    // 379 k8s.io.api.storage.v1.VolumeNodeResources
+    f(1, 9561, 5, I32, O | R), // count
+    // 381 k8s.io.apimachinery.pkg.apis.meta.v1.Condition
     f(1, 132, 4, Str, 0), // type
     f(2, 89, 6, Str, 0), // status
     f(3, 371, 18, I64, O), // observedGeneration
-    f(4, 136, 18, Msg(387), 0), // lastTransitionTime
+    f(4, 136, 18, Msg(392), 0), // lastTransitionTime
     f(5, 154, 6, Str, 0), // reason
     f(6, 160, 7, Str, 0), // message
-    // 377 k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions
-    f(1, 22159, 18, I64, O | R), // gracePeriodSeconds
-    f(2, 22177, 13, Msg(386), O | R), // preconditions
-    f(3, 22190, 16, Bool, O | R), // orphanDependents
-    f(4, 22206, 17, Str, O | R), // propagationPolicy
-    f(5, 22223, 6, Str, O | L), // dryRun
-    f(6, 22229, 48, Bool, O | R), // ignoreStoreReadErrorWithClusterBreakingPotential
-    // 378 k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement
-    f(1, 7480, 3, Str, 0), // key
+    // 382 k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions
+    f(1, 22440, 18, I64, O | R), // gracePeriodSeconds
+    f(2, 22458, 13, Msg(391), O | R), // preconditions
+    f(3, 22471, 16, Bool, O | R), // orphanDependents
+    f(4, 22487, 17, Str, O | R), // propagationPolicy
+    f(5, 22504, 6, Str, O | L), // dryRun
+    f(6, 22510, 48, Bool, O | R), // ignoreStoreReadErrorWithClusterBreakingPotential
+    // 383 k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement
+    f(1, 7768, 3, Str, 0), // key
     f(2, 5834, 8, Str, 0), // operator
     f(3, 5842, 6, Str, O | L), // values
-    // 380 k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector
-    f(1, 22433, 11, Str, O | P), // matchLabels
-    f(2, 11795, 16, Msg(381), O | L), // matchExpressions
-    // 381 k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement
-    f(1, 7480, 3, Str, 0), // key
+    // 385 k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector
+    f(1, 22714, 11, Str, O | P), // matchLabels
+    f(2, 12083, 16, Msg(386), O | L), // matchExpressions
+    // 386 k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement
+    f(1, 7768, 3, Str, 0), // key
     f(2, 5834, 8, Str, 0), // operator
     f(3, 5842, 6, Str, O | L), // values
-    // 382 k8s.io.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry
-    f(1, 22560, 7, Str, O), // manager
-    f(2, 22567, 9, Str, O), // operation
+    // 387 k8s.io.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry
+    f(1, 22841, 7, Str, O), // manager
+    f(2, 22848, 9, Str, O), // operation
     f(3, 1660, 10, Str, O), // apiVersion
-    f(4, 21964, 4, Msg(387), O | R), // time
-    f(6, 22576, 10, Str, O), // fieldsType
-    f(7, 22586, 8, Msg(379), O | R), // fieldsV1
+    f(4, 22245, 4, Msg(392), O | R), // time
+    f(6, 22857, 10, Str, O), // fieldsType
+    f(7, 22867, 8, Msg(384), O | R), // fieldsV1
     f(8, 2642, 11, Str, O), // subresource
-    // 384 k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+    // 389 k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
     f(1, 1670, 4, Str, O), // name
-    f(2, 22687, 12, Str, O), // generateName
+    f(2, 22968, 12, Str, O), // generateName
     f(3, 2613, 9, Str, O), // namespace
-    f(4, 22699, 8, Str, O), // selfLink
+    f(4, 22980, 8, Str, O), // selfLink
     f(5, 1674, 3, Str, O), // uid
-    f(6, 7527, 15, Str, O), // resourceVersion
-    f(7, 22707, 10, I64, O), // generation
-    f(8, 22717, 17, Msg(387), O), // creationTimestamp
-    f(9, 22734, 17, Msg(387), O | R), // deletionTimestamp
-    f(10, 22751, 26, I64, O | R), // deletionGracePeriodSeconds
-    f(11, 22777, 6, Str, O | P), // labels
-    f(12, 22783, 11, Str, O | P), // annotations
-    f(13, 22794, 15, Msg(385), O | L), // ownerReferences
-    f(14, 11018, 10, Str, O | L), // finalizers
-    f(17, 22809, 13, Msg(382), O | L), // managedFields
-    // 385 k8s.io.apimachinery.pkg.apis.meta.v1.OwnerReference
+    f(6, 7815, 15, Str, O), // resourceVersion
+    f(7, 22988, 10, I64, O), // generation
+    f(8, 22998, 17, Msg(392), O), // creationTimestamp
+    f(9, 23015, 17, Msg(392), O | R), // deletionTimestamp
+    f(10, 23032, 26, I64, O | R), // deletionGracePeriodSeconds
+    f(11, 23058, 6, Str, O | P), // labels
+    f(12, 23064, 11, Str, O | P), // annotations
+    f(13, 23075, 15, Msg(390), O | L), // ownerReferences
+    f(14, 11306, 10, Str, O | L), // finalizers
+    f(17, 23090, 13, Msg(387), O | L), // managedFields
+    // 390 k8s.io.apimachinery.pkg.apis.meta.v1.OwnerReference
     f(5, 1660, 10, Str, 0), // apiVersion
     f(1, 1656, 4, Str, 0), // kind
     f(3, 1670, 4, Str, 0), // name
     f(4, 1674, 3, Str, 0), // uid
-    f(6, 19530, 10, Bool, O | R), // controller
-    f(7, 22873, 18, Bool, O | R), // blockOwnerDeletion
-    // 386 k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions
+    f(6, 19811, 10, Bool, O | R), // controller
+    f(7, 23154, 18, Bool, O | R), // blockOwnerDeletion
+    // 391 k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions
     f(1, 1674, 3, Str, O | R), // uid
-    f(2, 7527, 15, Str, O | R), // resourceVersion
+    f(2, 7815, 15, Str, O | R), // resourceVersion
 ];
 
 #[rustfmt::skip]
@@ -2290,305 +2318,310 @@ pub(super) static MESSAGES: &[M] = &[
     m(5978, 33, S::None, 353, 1), // 94 k8s.io.api.batch.v1.SuccessPolicy
     m(6011, 37, S::None, 354, 2), // 95 k8s.io.api.batch.v1.SuccessPolicyRule
     m(6078, 43, S::None, 356, 2), // 96 k8s.io.api.batch.v1.UncountedTerminatedPods
-    m(6121, 32, S::None, 358, 2), // 97 k8s.io.api.coordination.v1.Lease
-    m(6153, 36, S::None, 360, 7), // 98 k8s.io.api.coordination.v1.LeaseSpec
-    m(6274, 51, S::None, 367, 4), // 99 k8s.io.api.core.v1.AWSElasticBlockStoreVolumeSource
-    m(6347, 27, S::None, 371, 3), // 100 k8s.io.api.core.v1.Affinity
-    m(6412, 34, S::None, 374, 2), // 101 k8s.io.api.core.v1.AppArmorProfile
-    m(6462, 33, S::None, 376, 2), // 102 k8s.io.api.core.v1.AttachedVolume
-    m(6505, 40, S::None, 378, 6), // 103 k8s.io.api.core.v1.AzureDiskVolumeSource
-    m(6571, 50, S::None, 384, 4), // 104 k8s.io.api.core.v1.AzureFilePersistentVolumeSource
-    m(6655, 40, S::None, 388, 3), // 105 k8s.io.api.core.v1.AzureFileVolumeSource
-    m(6695, 26, S::None, 391, 2), // 106 k8s.io.api.core.v1.Binding
-    m(6721, 44, S::None, 393, 10), // 107 k8s.io.api.core.v1.CSIPersistentVolumeSource
-    m(6907, 34, S::None, 403, 5), // 108 k8s.io.api.core.v1.CSIVolumeSource
-    m(6941, 31, S::None, 408, 2), // 109 k8s.io.api.core.v1.Capabilities
-    m(6979, 47, S::None, 410, 6), // 110 k8s.io.api.core.v1.CephFSPersistentVolumeSource
-    m(7053, 37, S::None, 416, 6), // 111 k8s.io.api.core.v1.CephFSVolumeSource
-    m(7090, 47, S::None, 422, 4), // 112 k8s.io.api.core.v1.CinderPersistentVolumeSource
-    m(7137, 37, S::None, 426, 4), // 113 k8s.io.api.core.v1.CinderVolumeSource
-    m(7174, 33, S::None, 430, 1), // 114 k8s.io.api.core.v1.ClientIPConfig
-    m(7221, 47, S::None, 431, 5), // 115 k8s.io.api.core.v1.ClusterTrustBundleProjection
-    m(7286, 37, S::None, 436, 4), // 116 k8s.io.api.core.v1.ComponentCondition
-    m(7323, 34, S::None, 440, 2), // 117 k8s.io.api.core.v1.ComponentStatus
-    m(7357, 28, S::None, 442, 4), // 118 k8s.io.api.core.v1.ConfigMap
-    m(7404, 37, S::None, 446, 2), // 119 k8s.io.api.core.v1.ConfigMapEnvSource
-    m(7441, 39, S::None, 448, 3), // 120 k8s.io.api.core.v1.ConfigMapKeySelector
-    m(7483, 44, S::None, 451, 5), // 121 k8s.io.api.core.v1.ConfigMapNodeConfigSource
-    m(7558, 38, S::None, 456, 3), // 122 k8s.io.api.core.v1.ConfigMapProjection
-    m(7596, 40, S::None, 459, 4), // 123 k8s.io.api.core.v1.ConfigMapVolumeSource
-    m(7647, 28, S::None, 463, 24), // 124 k8s.io.api.core.v1.Container
-    m(7907, 33, S::None, 487, 2), // 125 k8s.io.api.core.v1.ContainerImage
-    m(7954, 32, S::None, 489, 5), // 126 k8s.io.api.core.v1.ContainerPort
-    m(8021, 40, S::None, 494, 2), // 127 k8s.io.api.core.v1.ContainerResizePolicy
-    m(8073, 33, S::None, 496, 3), // 128 k8s.io.api.core.v1.ContainerState
-    m(8130, 40, S::None, 499, 1), // 129 k8s.io.api.core.v1.ContainerStateRunning
-    m(8179, 43, S::None, 500, 7), // 130 k8s.io.api.core.v1.ContainerStateTerminated
-    m(8257, 40, S::None, 507, 2), // 131 k8s.io.api.core.v1.ContainerStateWaiting
-    m(8297, 34, S::None, 509, 15), // 132 k8s.io.api.core.v1.ContainerStatus
-    m(8423, 32, S::None, 524, 1), // 133 k8s.io.api.core.v1.ContainerUser
-    m(8460, 33, S::None, 525, 1), // 134 k8s.io.api.core.v1.DaemonEndpoint
-    m(8497, 40, S::None, 526, 1), // 135 k8s.io.api.core.v1.DownwardAPIProjection
-    m(8537, 40, S::None, 527, 4), // 136 k8s.io.api.core.v1.DownwardAPIVolumeFile
-    m(8605, 42, S::None, 531, 2), // 137 k8s.io.api.core.v1.DownwardAPIVolumeSource
-    m(8647, 39, S::None, 533, 2), // 138 k8s.io.api.core.v1.EmptyDirVolumeSource
-    m(8701, 34, S::None, 535, 4), // 139 k8s.io.api.core.v1.EndpointAddress
-    m(8762, 31, S::None, 539, 4), // 140 k8s.io.api.core.v1.EndpointPort
-    m(8808, 33, S::None, 543, 3), // 141 k8s.io.api.core.v1.EndpointSubset
-    m(8867, 28, S::None, 546, 2), // 142 k8s.io.api.core.v1.Endpoints
-    m(8902, 32, S::None, 548, 3), // 143 k8s.io.api.core.v1.EnvFromSource
-    m(8952, 25, S::None, 551, 3), // 144 k8s.io.api.core.v1.EnvVar
-    m(8986, 31, S::None, 554, 4), // 145 k8s.io.api.core.v1.EnvVarSource
-    m(9044, 37, S::None, 558, 2), // 146 k8s.io.api.core.v1.EphemeralContainer
-    m(9100, 43, S::None, 560, 24), // 147 k8s.io.api.core.v1.EphemeralContainerCommon
-    m(9143, 40, S::None, 584, 1), // 148 k8s.io.api.core.v1.EphemeralVolumeSource
-    m(9202, 24, S::None, 585, 15), // 149 k8s.io.api.core.v1.Event
-    m(9335, 30, S::None, 600, 2), // 150 k8s.io.api.core.v1.EventSeries
-    m(9381, 30, S::None, 602, 2), // 151 k8s.io.api.core.v1.EventSource
-    m(9424, 29, S::None, 604, 1), // 152 k8s.io.api.core.v1.ExecAction
-    m(9453, 33, S::None, 605, 5), // 153 k8s.io.api.core.v1.FCVolumeSource
-    m(9504, 45, S::None, 610, 5), // 154 k8s.io.api.core.v1.FlexPersistentVolumeSource
-    m(9556, 35, S::None, 615, 5), // 155 k8s.io.api.core.v1.FlexVolumeSource
-    m(9591, 38, S::None, 620, 2), // 156 k8s.io.api.core.v1.FlockerVolumeSource
-    m(9651, 48, S::None, 622, 4), // 157 k8s.io.api.core.v1.GCEPersistentDiskVolumeSource
-    m(9705, 29, S::None, 626, 2), // 158 k8s.io.api.core.v1.GRPCAction
-    m(9741, 38, S::None, 628, 3), // 159 k8s.io.api.core.v1.GitRepoVolumeSource
-    m(9798, 50, S::None, 631, 4), // 160 k8s.io.api.core.v1.GlusterfsPersistentVolumeSource
-    m(9875, 40, S::None, 635, 3), // 161 k8s.io.api.core.v1.GlusterfsVolumeSource
-    m(9915, 32, S::None, 638, 5), // 162 k8s.io.api.core.v1.HTTPGetAction
-    m(9964, 29, S::None, 643, 2), // 163 k8s.io.api.core.v1.HTTPHeader
-    m(9993, 28, S::None, 645, 2), // 164 k8s.io.api.core.v1.HostAlias
-    m(10030, 25, S::None, 647, 1), // 165 k8s.io.api.core.v1.HostIP
-    m(10055, 39, S::None, 648, 2), // 166 k8s.io.api.core.v1.HostPathVolumeSource
-    m(10094, 46, S::None, 650, 11), // 167 k8s.io.api.core.v1.ISCSIPersistentVolumeSource
-    m(10221, 36, S::None, 661, 11), // 168 k8s.io.api.core.v1.ISCSIVolumeSource
-    m(10257, 36, S::None, 672, 2), // 169 k8s.io.api.core.v1.ImageVolumeSource
-    m(10312, 28, S::None, 674, 3), // 170 k8s.io.api.core.v1.KeyToPath
-    m(10340, 28, S::None, 677, 3), // 171 k8s.io.api.core.v1.Lifecycle
-    m(10384, 35, S::None, 680, 4), // 172 k8s.io.api.core.v1.LifecycleHandler
-    m(10444, 29, S::None, 684, 2), // 173 k8s.io.api.core.v1.LimitRange
-    m(10473, 33, S::None, 686, 6), // 174 k8s.io.api.core.v1.LimitRangeItem
-    m(10553, 33, S::None, 692, 1), // 175 k8s.io.api.core.v1.LimitRangeSpec
-    m(10592, 37, S::None, 693, 3), // 176 k8s.io.api.core.v1.LinuxContainerUser
-    m(10650, 38, S::None, 696, 4), // 177 k8s.io.api.core.v1.LoadBalancerIngress
-    m(10694, 37, S::None, 700, 1), // 178 k8s.io.api.core.v1.LoadBalancerStatus
-    m(10738, 39, S::None, 701, 1), // 179 k8s.io.api.core.v1.LocalObjectReference
-    m(10777, 36, S::None, 702, 2), // 180 k8s.io.api.core.v1.LocalVolumeSource
-    m(10813, 37, S::None, 704, 2), // 181 k8s.io.api.core.v1.ModifyVolumeStatus
-    m(10881, 34, S::None, 706, 3), // 182 k8s.io.api.core.v1.NFSVolumeSource
-    m(10921, 28, S::None, 709, 3), // 183 k8s.io.api.core.v1.Namespace
-    m(10949, 37, S::None, 712, 5), // 184 k8s.io.api.core.v1.NamespaceCondition
-    m(10986, 32, S::None, 717, 1), // 185 k8s.io.api.core.v1.NamespaceSpec
-    m(11028, 34, S::None, 718, 2), // 186 k8s.io.api.core.v1.NamespaceStatus
-    m(11067, 23, S::None, 720, 3), // 187 k8s.io.api.core.v1.Node
-    m(11090, 30, S::None, 723, 2), // 188 k8s.io.api.core.v1.NodeAddress
-    m(11127, 31, S::None, 725, 2), // 189 k8s.io.api.core.v1.NodeAffinity
-    m(11251, 32, S::None, 727, 6), // 190 k8s.io.api.core.v1.NodeCondition
-    m(11300, 35, S::None, 733, 1), // 191 k8s.io.api.core.v1.NodeConfigSource
-    m(11344, 35, S::None, 734, 4), // 192 k8s.io.api.core.v1.NodeConfigStatus
-    m(11400, 38, S::None, 738, 1), // 193 k8s.io.api.core.v1.NodeDaemonEndpoints
-    m(11453, 31, S::None, 739, 1), // 194 k8s.io.api.core.v1.NodeFeatures
-    m(11508, 35, S::None, 740, 1), // 195 k8s.io.api.core.v1.NodeProxyOptions
-    m(11543, 37, S::None, 741, 2), // 196 k8s.io.api.core.v1.NodeRuntimeHandler
-    m(11588, 45, S::None, 743, 2), // 197 k8s.io.api.core.v1.NodeRuntimeHandlerFeatures
-    m(11670, 31, S::None, 745, 1), // 198 k8s.io.api.core.v1.NodeSelector
-    m(11718, 42, S::None, 746, 3), // 199 k8s.io.api.core.v1.NodeSelectorRequirement
-    m(11760, 35, S::None, 749, 2), // 200 k8s.io.api.core.v1.NodeSelectorTerm
-    m(11822, 27, S::None, 751, 7), // 201 k8s.io.api.core.v1.NodeSpec
-    m(11915, 29, S::None, 758, 13), // 202 k8s.io.api.core.v1.NodeStatus
-    m(12040, 33, S::None, 771, 1), // 203 k8s.io.api.core.v1.NodeSwapStatus
-    m(12073, 33, S::None, 772, 11), // 204 k8s.io.api.core.v1.NodeSystemInfo
-    m(12235, 38, S::None, 783, 2), // 205 k8s.io.api.core.v1.ObjectFieldSelector
-    m(12282, 34, S::None, 785, 7), // 206 k8s.io.api.core.v1.ObjectReference
-    m(12316, 35, S::None, 792, 3), // 207 k8s.io.api.core.v1.PersistentVolume
-    m(12351, 40, S::None, 795, 3), // 208 k8s.io.api.core.v1.PersistentVolumeClaim
-    m(12391, 49, S::None, 798, 6), // 209 k8s.io.api.core.v1.PersistentVolumeClaimCondition
-    m(12440, 44, S::None, 804, 9), // 210 k8s.io.api.core.v1.PersistentVolumeClaimSpec
-    m(12579, 46, S::None, 813, 8), // 211 k8s.io.api.core.v1.PersistentVolumeClaimStatus
-    m(12700, 48, S::None, 821, 2), // 212 k8s.io.api.core.v1.PersistentVolumeClaimTemplate
-    m(12748, 52, S::None, 823, 2), // 213 k8s.io.api.core.v1.PersistentVolumeClaimVolumeSource
-    m(12809, 41, S::None, 825, 22), // 214 k8s.io.api.core.v1.PersistentVolumeSource
-    m(13042, 39, S::None, 847, 10), // 215 k8s.io.api.core.v1.PersistentVolumeSpec
-    m(13130, 41, S::None, 857, 4), // 216 k8s.io.api.core.v1.PersistentVolumeStatus
-    m(13194, 51, S::None, 861, 2), // 217 k8s.io.api.core.v1.PhotonPersistentDiskVolumeSource
-    m(13249, 22, S::None, 863, 3), // 218 k8s.io.api.core.v1.Pod
-    m(13271, 30, S::None, 866, 2), // 219 k8s.io.api.core.v1.PodAffinity
-    m(13301, 34, S::None, 868, 6), // 220 k8s.io.api.core.v1.PodAffinityTerm
-    m(13404, 34, S::None, 874, 2), // 221 k8s.io.api.core.v1.PodAntiAffinity
-    m(13438, 35, S::None, 876, 5), // 222 k8s.io.api.core.v1.PodAttachOptions
-    m(13485, 31, S::None, 881, 7), // 223 k8s.io.api.core.v1.PodCondition
-    m(13516, 31, S::None, 888, 3), // 224 k8s.io.api.core.v1.PodDNSConfig
-    m(13566, 37, S::None, 891, 2), // 225 k8s.io.api.core.v1.PodDNSConfigOption
-    m(13603, 33, S::None, 893, 6), // 226 k8s.io.api.core.v1.PodExecOptions
-    m(13636, 24, S::None, 899, 1), // 227 k8s.io.api.core.v1.PodIP
-    m(13660, 32, S::None, 900, 10), // 228 k8s.io.api.core.v1.PodLogOptions
-    m(13790, 24, S::None, 910, 1), // 229 k8s.io.api.core.v1.PodOS
-    m(13814, 40, S::None, 911, 1), // 230 k8s.io.api.core.v1.PodPortForwardOptions
-    m(13854, 34, S::None, 912, 1), // 231 k8s.io.api.core.v1.PodProxyOptions
-    m(13888, 35, S::None, 913, 1), // 232 k8s.io.api.core.v1.PodReadinessGate
-    m(13936, 35, S::None, 914, 3), // 233 k8s.io.api.core.v1.PodResourceClaim
-    m(14013, 41, S::None, 917, 2), // 234 k8s.io.api.core.v1.PodResourceClaimStatus
-    m(14054, 36, S::None, 919, 1), // 235 k8s.io.api.core.v1.PodSchedulingGate
-    m(14090, 37, S::None, 920, 13), // 236 k8s.io.api.core.v1.PodSecurityContext
-    m(14267, 26, S::None, 933, 40), // 237 k8s.io.api.core.v1.PodSpec
-    m(14755, 28, S::None, 973, 17), // 238 k8s.io.api.core.v1.PodStatus
-    m(14917, 34, S::None, 990, 2), // 239 k8s.io.api.core.v1.PodStatusResult
-    m(14951, 30, S::None, 992, 2), // 240 k8s.io.api.core.v1.PodTemplate
-    m(14981, 34, S::None, 994, 2), // 241 k8s.io.api.core.v1.PodTemplateSpec
-    m(15015, 29, S::None, 996, 3), // 242 k8s.io.api.core.v1.PortStatus
-    m(15044, 39, S::None, 999, 3), // 243 k8s.io.api.core.v1.PortworxVolumeSource
-    m(15083, 42, S::None, 1002, 2), // 244 k8s.io.api.core.v1.PreferredSchedulingTerm
-    m(15141, 24, S::None, 1004, 7), // 245 k8s.io.api.core.v1.Probe
-    m(15216, 31, S::None, 1011, 4), // 246 k8s.io.api.core.v1.ProbeHandler
-    m(15251, 40, S::None, 1015, 2), // 247 k8s.io.api.core.v1.ProjectedVolumeSource
-    m(15298, 38, S::None, 1017, 6), // 248 k8s.io.api.core.v1.QuobyteVolumeSource
-    m(15356, 44, S::None, 1023, 8), // 249 k8s.io.api.core.v1.RBDPersistentVolumeSource
-    m(15411, 34, S::None, 1031, 8), // 250 k8s.io.api.core.v1.RBDVolumeSource
-    m(15445, 34, S::None, 1039, 3), // 251 k8s.io.api.core.v1.RangeAllocation
-    m(15484, 40, S::None, 1042, 3), // 252 k8s.io.api.core.v1.ReplicationController
-    m(15524, 49, S::None, 1045, 5), // 253 k8s.io.api.core.v1.ReplicationControllerCondition
-    m(15573, 44, S::None, 1050, 4), // 254 k8s.io.api.core.v1.ReplicationControllerSpec
-    m(15617, 46, S::None, 1054, 6), // 255 k8s.io.api.core.v1.ReplicationControllerStatus
-    m(15663, 32, S::None, 1060, 2), // 256 k8s.io.api.core.v1.ResourceClaim
-    m(15702, 40, S::None, 1062, 3), // 257 k8s.io.api.core.v1.ResourceFieldSelector
-    m(15749, 33, S::None, 1065, 2), // 258 k8s.io.api.core.v1.ResourceHealth
-    m(15798, 32, S::None, 1067, 3), // 259 k8s.io.api.core.v1.ResourceQuota
-    m(15830, 36, S::None, 1070, 3), // 260 k8s.io.api.core.v1.ResourceQuotaSpec
-    m(15889, 38, S::None, 1073, 2), // 261 k8s.io.api.core.v1.ResourceQuotaStatus
-    m(15931, 39, S::None, 1075, 3), // 262 k8s.io.api.core.v1.ResourceRequirements
-    m(15984, 33, S::None, 1078, 2), // 263 k8s.io.api.core.v1.ResourceStatus
-    m(16017, 33, S::None, 1080, 4), // 264 k8s.io.api.core.v1.SELinuxOptions
-    m(16059, 48, S::None, 1084, 10), // 265 k8s.io.api.core.v1.ScaleIOPersistentVolumeSource
-    m(16168, 38, S::None, 1094, 10), // 266 k8s.io.api.core.v1.ScaleIOVolumeSource
-    m(16206, 32, S::None, 1104, 1), // 267 k8s.io.api.core.v1.ScopeSelector
-    m(16238, 52, S::None, 1105, 3), // 268 k8s.io.api.core.v1.ScopedResourceSelectorRequirement
-    m(16299, 33, S::None, 1108, 2), // 269 k8s.io.api.core.v1.SeccompProfile
-    m(16332, 25, S::None, 1110, 5), // 270 k8s.io.api.core.v1.Secret
-    m(16367, 34, S::None, 1115, 2), // 271 k8s.io.api.core.v1.SecretEnvSource
-    m(16401, 36, S::None, 1117, 3), // 272 k8s.io.api.core.v1.SecretKeySelector
-    m(16437, 35, S::None, 1120, 3), // 273 k8s.io.api.core.v1.SecretProjection
-    m(16472, 34, S::None, 1123, 2), // 274 k8s.io.api.core.v1.SecretReference
-    m(16506, 37, S::None, 1125, 4), // 275 k8s.io.api.core.v1.SecretVolumeSource
-    m(16543, 34, S::None, 1129, 12), // 276 k8s.io.api.core.v1.SecurityContext
-    m(16654, 38, S::None, 1141, 1), // 277 k8s.io.api.core.v1.SerializedReference
-    m(16692, 26, S::None, 1142, 3), // 278 k8s.io.api.core.v1.Service
-    m(16718, 33, S::None, 1145, 4), // 279 k8s.io.api.core.v1.ServiceAccount
-    m(16758, 48, S::None, 1149, 3), // 280 k8s.io.api.core.v1.ServiceAccountTokenProjection
-    m(16814, 30, S::None, 1152, 6), // 281 k8s.io.api.core.v1.ServicePort
-    m(16862, 38, S::None, 1158, 1), // 282 k8s.io.api.core.v1.ServiceProxyOptions
-    m(16900, 30, S::None, 1159, 20), // 283 k8s.io.api.core.v1.ServiceSpec
-    m(17220, 32, S::None, 1179, 2), // 284 k8s.io.api.core.v1.ServiceStatus
-    m(17264, 40, S::None, 1181, 1), // 285 k8s.io.api.core.v1.SessionAffinityConfig
-    m(17312, 30, S::None, 1182, 1), // 286 k8s.io.api.core.v1.SleepAction
-    m(17349, 50, S::None, 1183, 5), // 287 k8s.io.api.core.v1.StorageOSPersistentVolumeSource
-    m(17414, 40, S::None, 1188, 5), // 288 k8s.io.api.core.v1.StorageOSVolumeSource
-    m(17454, 25, S::None, 1193, 2), // 289 k8s.io.api.core.v1.Sysctl
-    m(17479, 34, S::None, 1195, 2), // 290 k8s.io.api.core.v1.TCPSocketAction
-    m(17513, 24, S::None, 1197, 4), // 291 k8s.io.api.core.v1.Taint
-    m(17552, 29, S::None, 1201, 5), // 292 k8s.io.api.core.v1.Toleration
-    m(17598, 51, S::None, 1206, 2), // 293 k8s.io.api.core.v1.TopologySelectorLabelRequirement
-    m(17649, 39, S::None, 1208, 1), // 294 k8s.io.api.core.v1.TopologySelectorTerm
-    m(17709, 43, S::None, 1209, 8), // 295 k8s.io.api.core.v1.TopologySpreadConstraint
-    m(17820, 44, S::None, 1217, 3), // 296 k8s.io.api.core.v1.TypedLocalObjectReference
-    m(17872, 39, S::None, 1220, 4), // 297 k8s.io.api.core.v1.TypedObjectReference
-    m(17911, 25, S::None, 1224, 2), // 298 k8s.io.api.core.v1.Volume
-    m(17936, 31, S::None, 1226, 2), // 299 k8s.io.api.core.v1.VolumeDevice
-    m(17967, 30, S::None, 1228, 7), // 300 k8s.io.api.core.v1.VolumeMount
-    m(18057, 36, S::None, 1235, 4), // 301 k8s.io.api.core.v1.VolumeMountStatus
-    m(18093, 37, S::None, 1239, 1), // 302 k8s.io.api.core.v1.VolumeNodeAffinity
-    m(18138, 35, S::None, 1240, 5), // 303 k8s.io.api.core.v1.VolumeProjection
-    m(18227, 45, S::None, 1245, 2), // 304 k8s.io.api.core.v1.VolumeResourceRequirements
-    m(18272, 31, S::None, 1247, 30), // 305 k8s.io.api.core.v1.VolumeSource
-    m(18357, 49, S::None, 1277, 4), // 306 k8s.io.api.core.v1.VsphereVirtualDiskVolumeSource
-    m(18448, 42, S::None, 1281, 2), // 307 k8s.io.api.core.v1.WeightedPodAffinityTerm
-    m(18505, 48, S::None, 1283, 4), // 308 k8s.io.api.core.v1.WindowsSecurityContextOptions
-    m(18617, 32, S::None, 1287, 8), // 309 k8s.io.api.discovery.v1.Endpoint
-    m(18676, 42, S::None, 1295, 3), // 310 k8s.io.api.discovery.v1.EndpointConditions
-    m(18725, 37, S::None, 1298, 2), // 311 k8s.io.api.discovery.v1.EndpointHints
-    m(18778, 36, S::None, 1300, 4), // 312 k8s.io.api.discovery.v1.EndpointPort
-    m(18814, 37, S::None, 1304, 4), // 313 k8s.io.api.discovery.v1.EndpointSlice
-    m(18862, 31, S::None, 1308, 1), // 314 k8s.io.api.discovery.v1.ForNode
-    m(18893, 31, S::None, 1309, 1), // 315 k8s.io.api.discovery.v1.ForZone
-    m(18924, 26, S::None, 1310, 15), // 316 k8s.io.api.events.v1.Event
-    m(19060, 32, S::None, 1325, 2), // 317 k8s.io.api.events.v1.EventSeries
-    m(19092, 40, S::None, 1327, 3), // 318 k8s.io.api.networking.v1.HTTPIngressPath
-    m(19147, 45, S::None, 1330, 1), // 319 k8s.io.api.networking.v1.HTTPIngressRuleValue
-    m(19197, 34, S::None, 1331, 2), // 320 k8s.io.api.networking.v1.IPAddress
-    m(19231, 38, S::None, 1333, 1), // 321 k8s.io.api.networking.v1.IPAddressSpec
-    m(19278, 32, S::None, 1334, 2), // 322 k8s.io.api.networking.v1.IPBlock
-    m(19320, 32, S::None, 1336, 3), // 323 k8s.io.api.networking.v1.Ingress
-    m(19352, 39, S::None, 1339, 2), // 324 k8s.io.api.networking.v1.IngressBackend
-    m(19391, 37, S::None, 1341, 2), // 325 k8s.io.api.networking.v1.IngressClass
-    m(19428, 56, S::None, 1343, 5), // 326 k8s.io.api.networking.v1.IngressClassParametersReference
-    m(19489, 41, S::None, 1348, 2), // 327 k8s.io.api.networking.v1.IngressClassSpec
-    m(19550, 51, S::None, 1350, 3), // 328 k8s.io.api.networking.v1.IngressLoadBalancerIngress
-    m(19601, 50, S::None, 1353, 1), // 329 k8s.io.api.networking.v1.IngressLoadBalancerStatus
-    m(19651, 42, S::None, 1354, 3), // 330 k8s.io.api.networking.v1.IngressPortStatus
-    m(19693, 36, S::None, 1357, 2), // 331 k8s.io.api.networking.v1.IngressRule
-    m(19729, 41, S::None, 1359, 1), // 332 k8s.io.api.networking.v1.IngressRuleValue
-    m(19774, 46, S::None, 1360, 2), // 333 k8s.io.api.networking.v1.IngressServiceBackend
-    m(19820, 36, S::None, 1362, 4), // 334 k8s.io.api.networking.v1.IngressSpec
-    m(19889, 38, S::None, 1366, 1), // 335 k8s.io.api.networking.v1.IngressStatus
-    m(19927, 35, S::None, 1367, 2), // 336 k8s.io.api.networking.v1.IngressTLS
-    m(19967, 38, S::None, 1369, 2), // 337 k8s.io.api.networking.v1.NetworkPolicy
-    m(20005, 48, S::None, 1371, 2), // 338 k8s.io.api.networking.v1.NetworkPolicyEgressRule
-    m(20055, 49, S::None, 1373, 2), // 339 k8s.io.api.networking.v1.NetworkPolicyIngressRule
-    m(20108, 42, S::None, 1375, 3), // 340 k8s.io.api.networking.v1.NetworkPolicyPeer
-    m(20168, 42, S::None, 1378, 3), // 341 k8s.io.api.networking.v1.NetworkPolicyPort
-    m(20217, 42, S::None, 1381, 4), // 342 k8s.io.api.networking.v1.NetworkPolicySpec
-    m(20276, 40, S::None, 1385, 4), // 343 k8s.io.api.networking.v1.ParentReference
-    m(20316, 43, S::None, 1389, 2), // 344 k8s.io.api.networking.v1.ServiceBackendPort
-    m(20365, 36, S::None, 1391, 3), // 345 k8s.io.api.networking.v1.ServiceCIDR
-    m(20401, 40, S::None, 1394, 1), // 346 k8s.io.api.networking.v1.ServiceCIDRSpec
-    m(20446, 42, S::None, 1395, 1), // 347 k8s.io.api.networking.v1.ServiceCIDRStatus
-    m(20488, 29, S::None, 1396, 2), // 348 k8s.io.api.policy.v1.Eviction
-    m(20530, 40, S::None, 1398, 3), // 349 k8s.io.api.policy.v1.PodDisruptionBudget
-    m(20570, 44, S::None, 1401, 4), // 350 k8s.io.api.policy.v1.PodDisruptionBudgetSpec
-    m(20652, 46, S::None, 1405, 7), // 351 k8s.io.api.policy.v1.PodDisruptionBudgetStatus
-    m(20769, 34, S::None, 1412, 1), // 352 k8s.io.api.rbac.v1.AggregationRule
-    m(20823, 30, S::None, 1413, 3), // 353 k8s.io.api.rbac.v1.ClusterRole
-    m(20868, 37, S::None, 1416, 3), // 354 k8s.io.api.rbac.v1.ClusterRoleBinding
-    m(20920, 29, S::None, 1419, 5), // 355 k8s.io.api.rbac.v1.PolicyRule
-    m(20949, 23, S::None, 1424, 2), // 356 k8s.io.api.rbac.v1.Role
-    m(20972, 30, S::None, 1426, 3), // 357 k8s.io.api.rbac.v1.RoleBinding
-    m(21002, 26, S::None, 1429, 3), // 358 k8s.io.api.rbac.v1.RoleRef
-    m(21028, 26, S::None, 1432, 4), // 359 k8s.io.api.rbac.v1.Subject
-    m(21054, 38, S::None, 1436, 5), // 360 k8s.io.api.scheduling.v1.PriorityClass
-    m(21116, 31, S::None, 1441, 2), // 361 k8s.io.api.storage.v1.CSIDriver
-    m(21147, 35, S::None, 1443, 9), // 362 k8s.io.api.storage.v1.CSIDriverSpec
-    m(21334, 29, S::None, 1452, 2), // 363 k8s.io.api.storage.v1.CSINode
-    m(21363, 35, S::None, 1454, 4), // 364 k8s.io.api.storage.v1.CSINodeDriver
-    m(21416, 33, S::None, 1458, 1), // 365 k8s.io.api.storage.v1.CSINodeSpec
-    m(21456, 40, S::None, 1459, 5), // 366 k8s.io.api.storage.v1.CSIStorageCapacity
-    m(21525, 34, S::None, 1464, 8), // 367 k8s.io.api.storage.v1.StorageClass
-    m(21637, 34, S::None, 1472, 2), // 368 k8s.io.api.storage.v1.TokenRequest
-    m(21671, 38, S::None, 1474, 3), // 369 k8s.io.api.storage.v1.VolumeAttachment
-    m(21709, 44, S::None, 1477, 2), // 370 k8s.io.api.storage.v1.VolumeAttachmentSource
-    m(21789, 42, S::None, 1479, 3), // 371 k8s.io.api.storage.v1.VolumeAttachmentSpec
-    m(21839, 44, S::None, 1482, 4), // 372 k8s.io.api.storage.v1.VolumeAttachmentStatus
-    m(21931, 33, S::None, 1486, 3), // 373 k8s.io.api.storage.v1.VolumeError
-    m(21977, 41, S::None, 1489, 1), // 374 k8s.io.api.storage.v1.VolumeNodeResources
-    m(22018, 45, S::Quantity, 1490, 0), // 375 k8s.io.apimachinery.pkg.api.resource.Quantity
-    m(22063, 46, S::None, 1490, 6), // 376 k8s.io.apimachinery.pkg.apis.meta.v1.Condition
-    m(22109, 50, S::None, 1496, 6), // 377 k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions
-    m(22277, 61, S::None, 1502, 3), // 378 k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement
-    m(22338, 45, S::Json, 1505, 0), // 379 k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1
-    m(22383, 50, S::None, 1505, 2), // 380 k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector
-    m(22444, 61, S::None, 1507, 3), // 381 k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement
-    m(22505, 55, S::None, 1510, 7), // 382 k8s.io.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry
-    m(22594, 46, S::MicroTime, 1517, 0), // 383 k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime
-    m(22640, 47, S::None, 1517, 15), // 384 k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
-    m(22822, 51, S::None, 1532, 6), // 385 k8s.io.apimachinery.pkg.apis.meta.v1.OwnerReference
-    m(22891, 50, S::None, 1538, 2), // 386 k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions
-    m(22941, 41, S::Time, 1540, 0), // 387 k8s.io.apimachinery.pkg.apis.meta.v1.Time
-    m(22982, 44, S::Json, 1540, 0), // 388 k8s.io.apimachinery.pkg.runtime.RawExtension
-    m(23026, 47, S::IntOrString, 1540, 0), // 389 k8s.io.apimachinery.pkg.util.intstr.IntOrString
+    m(6121, 52, S::None, 358, 3), // 97 k8s.io.api.certificates.v1.CertificateSigningRequest
+    m(6173, 61, S::None, 361, 6), // 98 k8s.io.api.certificates.v1.CertificateSigningRequestCondition
+    m(6234, 56, S::None, 367, 8), // 99 k8s.io.api.certificates.v1.CertificateSigningRequestSpec
+    m(6313, 58, S::None, 375, 2), // 100 k8s.io.api.certificates.v1.CertificateSigningRequestStatus
+    m(6382, 37, S::Items, 377, 1), // 101 k8s.io.api.certificates.v1.ExtraValue
+    m(6419, 32, S::None, 378, 2), // 102 k8s.io.api.coordination.v1.Lease
+    m(6451, 36, S::None, 380, 7), // 103 k8s.io.api.coordination.v1.LeaseSpec
+    m(6572, 51, S::None, 387, 4), // 104 k8s.io.api.core.v1.AWSElasticBlockStoreVolumeSource
+    m(6645, 27, S::None, 391, 3), // 105 k8s.io.api.core.v1.Affinity
+    m(6710, 34, S::None, 394, 2), // 106 k8s.io.api.core.v1.AppArmorProfile
+    m(6760, 33, S::None, 396, 2), // 107 k8s.io.api.core.v1.AttachedVolume
+    m(6803, 40, S::None, 398, 6), // 108 k8s.io.api.core.v1.AzureDiskVolumeSource
+    m(6869, 50, S::None, 404, 4), // 109 k8s.io.api.core.v1.AzureFilePersistentVolumeSource
+    m(6953, 40, S::None, 408, 3), // 110 k8s.io.api.core.v1.AzureFileVolumeSource
+    m(6993, 26, S::None, 411, 2), // 111 k8s.io.api.core.v1.Binding
+    m(7019, 44, S::None, 413, 10), // 112 k8s.io.api.core.v1.CSIPersistentVolumeSource
+    m(7205, 34, S::None, 423, 5), // 113 k8s.io.api.core.v1.CSIVolumeSource
+    m(7239, 31, S::None, 428, 2), // 114 k8s.io.api.core.v1.Capabilities
+    m(7277, 47, S::None, 430, 6), // 115 k8s.io.api.core.v1.CephFSPersistentVolumeSource
+    m(7351, 37, S::None, 436, 6), // 116 k8s.io.api.core.v1.CephFSVolumeSource
+    m(7388, 47, S::None, 442, 4), // 117 k8s.io.api.core.v1.CinderPersistentVolumeSource
+    m(7435, 37, S::None, 446, 4), // 118 k8s.io.api.core.v1.CinderVolumeSource
+    m(7472, 33, S::None, 450, 1), // 119 k8s.io.api.core.v1.ClientIPConfig
+    m(7519, 47, S::None, 451, 5), // 120 k8s.io.api.core.v1.ClusterTrustBundleProjection
+    m(7574, 37, S::None, 456, 4), // 121 k8s.io.api.core.v1.ComponentCondition
+    m(7611, 34, S::None, 460, 2), // 122 k8s.io.api.core.v1.ComponentStatus
+    m(7645, 28, S::None, 462, 4), // 123 k8s.io.api.core.v1.ConfigMap
+    m(7692, 37, S::None, 466, 2), // 124 k8s.io.api.core.v1.ConfigMapEnvSource
+    m(7729, 39, S::None, 468, 3), // 125 k8s.io.api.core.v1.ConfigMapKeySelector
+    m(7771, 44, S::None, 471, 5), // 126 k8s.io.api.core.v1.ConfigMapNodeConfigSource
+    m(7846, 38, S::None, 476, 3), // 127 k8s.io.api.core.v1.ConfigMapProjection
+    m(7884, 40, S::None, 479, 4), // 128 k8s.io.api.core.v1.ConfigMapVolumeSource
+    m(7935, 28, S::None, 483, 24), // 129 k8s.io.api.core.v1.Container
+    m(8195, 33, S::None, 507, 2), // 130 k8s.io.api.core.v1.ContainerImage
+    m(8242, 32, S::None, 509, 5), // 131 k8s.io.api.core.v1.ContainerPort
+    m(8309, 40, S::None, 514, 2), // 132 k8s.io.api.core.v1.ContainerResizePolicy
+    m(8361, 33, S::None, 516, 3), // 133 k8s.io.api.core.v1.ContainerState
+    m(8418, 40, S::None, 519, 1), // 134 k8s.io.api.core.v1.ContainerStateRunning
+    m(8467, 43, S::None, 520, 7), // 135 k8s.io.api.core.v1.ContainerStateTerminated
+    m(8545, 40, S::None, 527, 2), // 136 k8s.io.api.core.v1.ContainerStateWaiting
+    m(8585, 34, S::None, 529, 15), // 137 k8s.io.api.core.v1.ContainerStatus
+    m(8711, 32, S::None, 544, 1), // 138 k8s.io.api.core.v1.ContainerUser
+    m(8748, 33, S::None, 545, 1), // 139 k8s.io.api.core.v1.DaemonEndpoint
+    m(8785, 40, S::None, 546, 1), // 140 k8s.io.api.core.v1.DownwardAPIProjection
+    m(8825, 40, S::None, 547, 4), // 141 k8s.io.api.core.v1.DownwardAPIVolumeFile
+    m(8893, 42, S::None, 551, 2), // 142 k8s.io.api.core.v1.DownwardAPIVolumeSource
+    m(8935, 39, S::None, 553, 2), // 143 k8s.io.api.core.v1.EmptyDirVolumeSource
+    m(8989, 34, S::None, 555, 4), // 144 k8s.io.api.core.v1.EndpointAddress
+    m(9050, 31, S::None, 559, 4), // 145 k8s.io.api.core.v1.EndpointPort
+    m(9096, 33, S::None, 563, 3), // 146 k8s.io.api.core.v1.EndpointSubset
+    m(9155, 28, S::None, 566, 2), // 147 k8s.io.api.core.v1.Endpoints
+    m(9190, 32, S::None, 568, 3), // 148 k8s.io.api.core.v1.EnvFromSource
+    m(9240, 25, S::None, 571, 3), // 149 k8s.io.api.core.v1.EnvVar
+    m(9274, 31, S::None, 574, 4), // 150 k8s.io.api.core.v1.EnvVarSource
+    m(9332, 37, S::None, 578, 2), // 151 k8s.io.api.core.v1.EphemeralContainer
+    m(9388, 43, S::None, 580, 24), // 152 k8s.io.api.core.v1.EphemeralContainerCommon
+    m(9431, 40, S::None, 604, 1), // 153 k8s.io.api.core.v1.EphemeralVolumeSource
+    m(9490, 24, S::None, 605, 15), // 154 k8s.io.api.core.v1.Event
+    m(9623, 30, S::None, 620, 2), // 155 k8s.io.api.core.v1.EventSeries
+    m(9669, 30, S::None, 622, 2), // 156 k8s.io.api.core.v1.EventSource
+    m(9712, 29, S::None, 624, 1), // 157 k8s.io.api.core.v1.ExecAction
+    m(9741, 33, S::None, 625, 5), // 158 k8s.io.api.core.v1.FCVolumeSource
+    m(9792, 45, S::None, 630, 5), // 159 k8s.io.api.core.v1.FlexPersistentVolumeSource
+    m(9844, 35, S::None, 635, 5), // 160 k8s.io.api.core.v1.FlexVolumeSource
+    m(9879, 38, S::None, 640, 2), // 161 k8s.io.api.core.v1.FlockerVolumeSource
+    m(9939, 48, S::None, 642, 4), // 162 k8s.io.api.core.v1.GCEPersistentDiskVolumeSource
+    m(9993, 29, S::None, 646, 2), // 163 k8s.io.api.core.v1.GRPCAction
+    m(10029, 38, S::None, 648, 3), // 164 k8s.io.api.core.v1.GitRepoVolumeSource
+    m(10086, 50, S::None, 651, 4), // 165 k8s.io.api.core.v1.GlusterfsPersistentVolumeSource
+    m(10163, 40, S::None, 655, 3), // 166 k8s.io.api.core.v1.GlusterfsVolumeSource
+    m(10203, 32, S::None, 658, 5), // 167 k8s.io.api.core.v1.HTTPGetAction
+    m(10252, 29, S::None, 663, 2), // 168 k8s.io.api.core.v1.HTTPHeader
+    m(10281, 28, S::None, 665, 2), // 169 k8s.io.api.core.v1.HostAlias
+    m(10318, 25, S::None, 667, 1), // 170 k8s.io.api.core.v1.HostIP
+    m(10343, 39, S::None, 668, 2), // 171 k8s.io.api.core.v1.HostPathVolumeSource
+    m(10382, 46, S::None, 670, 11), // 172 k8s.io.api.core.v1.ISCSIPersistentVolumeSource
+    m(10509, 36, S::None, 681, 11), // 173 k8s.io.api.core.v1.ISCSIVolumeSource
+    m(10545, 36, S::None, 692, 2), // 174 k8s.io.api.core.v1.ImageVolumeSource
+    m(10600, 28, S::None, 694, 3), // 175 k8s.io.api.core.v1.KeyToPath
+    m(10628, 28, S::None, 697, 3), // 176 k8s.io.api.core.v1.Lifecycle
+    m(10672, 35, S::None, 700, 4), // 177 k8s.io.api.core.v1.LifecycleHandler
+    m(10732, 29, S::None, 704, 2), // 178 k8s.io.api.core.v1.LimitRange
+    m(10761, 33, S::None, 706, 6), // 179 k8s.io.api.core.v1.LimitRangeItem
+    m(10841, 33, S::None, 712, 1), // 180 k8s.io.api.core.v1.LimitRangeSpec
+    m(10880, 37, S::None, 713, 3), // 181 k8s.io.api.core.v1.LinuxContainerUser
+    m(10938, 38, S::None, 716, 4), // 182 k8s.io.api.core.v1.LoadBalancerIngress
+    m(10982, 37, S::None, 720, 1), // 183 k8s.io.api.core.v1.LoadBalancerStatus
+    m(11026, 39, S::None, 721, 1), // 184 k8s.io.api.core.v1.LocalObjectReference
+    m(11065, 36, S::None, 722, 2), // 185 k8s.io.api.core.v1.LocalVolumeSource
+    m(11101, 37, S::None, 724, 2), // 186 k8s.io.api.core.v1.ModifyVolumeStatus
+    m(11169, 34, S::None, 726, 3), // 187 k8s.io.api.core.v1.NFSVolumeSource
+    m(11209, 28, S::None, 729, 3), // 188 k8s.io.api.core.v1.Namespace
+    m(11237, 37, S::None, 732, 5), // 189 k8s.io.api.core.v1.NamespaceCondition
+    m(11274, 32, S::None, 737, 1), // 190 k8s.io.api.core.v1.NamespaceSpec
+    m(11316, 34, S::None, 738, 2), // 191 k8s.io.api.core.v1.NamespaceStatus
+    m(11355, 23, S::None, 740, 3), // 192 k8s.io.api.core.v1.Node
+    m(11378, 30, S::None, 743, 2), // 193 k8s.io.api.core.v1.NodeAddress
+    m(11415, 31, S::None, 745, 2), // 194 k8s.io.api.core.v1.NodeAffinity
+    m(11539, 32, S::None, 747, 6), // 195 k8s.io.api.core.v1.NodeCondition
+    m(11588, 35, S::None, 753, 1), // 196 k8s.io.api.core.v1.NodeConfigSource
+    m(11632, 35, S::None, 754, 4), // 197 k8s.io.api.core.v1.NodeConfigStatus
+    m(11688, 38, S::None, 758, 1), // 198 k8s.io.api.core.v1.NodeDaemonEndpoints
+    m(11741, 31, S::None, 759, 1), // 199 k8s.io.api.core.v1.NodeFeatures
+    m(11796, 35, S::None, 760, 1), // 200 k8s.io.api.core.v1.NodeProxyOptions
+    m(11831, 37, S::None, 761, 2), // 201 k8s.io.api.core.v1.NodeRuntimeHandler
+    m(11876, 45, S::None, 763, 2), // 202 k8s.io.api.core.v1.NodeRuntimeHandlerFeatures
+    m(11958, 31, S::None, 765, 1), // 203 k8s.io.api.core.v1.NodeSelector
+    m(12006, 42, S::None, 766, 3), // 204 k8s.io.api.core.v1.NodeSelectorRequirement
+    m(12048, 35, S::None, 769, 2), // 205 k8s.io.api.core.v1.NodeSelectorTerm
+    m(12110, 27, S::None, 771, 7), // 206 k8s.io.api.core.v1.NodeSpec
+    m(12203, 29, S::None, 778, 13), // 207 k8s.io.api.core.v1.NodeStatus
+    m(12328, 33, S::None, 791, 1), // 208 k8s.io.api.core.v1.NodeSwapStatus
+    m(12361, 33, S::None, 792, 11), // 209 k8s.io.api.core.v1.NodeSystemInfo
+    m(12523, 38, S::None, 803, 2), // 210 k8s.io.api.core.v1.ObjectFieldSelector
+    m(12570, 34, S::None, 805, 7), // 211 k8s.io.api.core.v1.ObjectReference
+    m(12604, 35, S::None, 812, 3), // 212 k8s.io.api.core.v1.PersistentVolume
+    m(12639, 40, S::None, 815, 3), // 213 k8s.io.api.core.v1.PersistentVolumeClaim
+    m(12679, 49, S::None, 818, 6), // 214 k8s.io.api.core.v1.PersistentVolumeClaimCondition
+    m(12728, 44, S::None, 824, 9), // 215 k8s.io.api.core.v1.PersistentVolumeClaimSpec
+    m(12867, 46, S::None, 833, 8), // 216 k8s.io.api.core.v1.PersistentVolumeClaimStatus
+    m(12988, 48, S::None, 841, 2), // 217 k8s.io.api.core.v1.PersistentVolumeClaimTemplate
+    m(13036, 52, S::None, 843, 2), // 218 k8s.io.api.core.v1.PersistentVolumeClaimVolumeSource
+    m(13097, 41, S::None, 845, 22), // 219 k8s.io.api.core.v1.PersistentVolumeSource
+    m(13330, 39, S::None, 867, 10), // 220 k8s.io.api.core.v1.PersistentVolumeSpec
+    m(13418, 41, S::None, 877, 4), // 221 k8s.io.api.core.v1.PersistentVolumeStatus
+    m(13482, 51, S::None, 881, 2), // 222 k8s.io.api.core.v1.PhotonPersistentDiskVolumeSource
+    m(13537, 22, S::None, 883, 3), // 223 k8s.io.api.core.v1.Pod
+    m(13559, 30, S::None, 886, 2), // 224 k8s.io.api.core.v1.PodAffinity
+    m(13589, 34, S::None, 888, 6), // 225 k8s.io.api.core.v1.PodAffinityTerm
+    m(13692, 34, S::None, 894, 2), // 226 k8s.io.api.core.v1.PodAntiAffinity
+    m(13726, 35, S::None, 896, 5), // 227 k8s.io.api.core.v1.PodAttachOptions
+    m(13773, 31, S::None, 901, 7), // 228 k8s.io.api.core.v1.PodCondition
+    m(13804, 31, S::None, 908, 3), // 229 k8s.io.api.core.v1.PodDNSConfig
+    m(13854, 37, S::None, 911, 2), // 230 k8s.io.api.core.v1.PodDNSConfigOption
+    m(13891, 33, S::None, 913, 6), // 231 k8s.io.api.core.v1.PodExecOptions
+    m(13924, 24, S::None, 919, 1), // 232 k8s.io.api.core.v1.PodIP
+    m(13948, 32, S::None, 920, 10), // 233 k8s.io.api.core.v1.PodLogOptions
+    m(14078, 24, S::None, 930, 1), // 234 k8s.io.api.core.v1.PodOS
+    m(14102, 40, S::None, 931, 1), // 235 k8s.io.api.core.v1.PodPortForwardOptions
+    m(14142, 34, S::None, 932, 1), // 236 k8s.io.api.core.v1.PodProxyOptions
+    m(14176, 35, S::None, 933, 1), // 237 k8s.io.api.core.v1.PodReadinessGate
+    m(14224, 35, S::None, 934, 3), // 238 k8s.io.api.core.v1.PodResourceClaim
+    m(14301, 41, S::None, 937, 2), // 239 k8s.io.api.core.v1.PodResourceClaimStatus
+    m(14342, 36, S::None, 939, 1), // 240 k8s.io.api.core.v1.PodSchedulingGate
+    m(14378, 37, S::None, 940, 13), // 241 k8s.io.api.core.v1.PodSecurityContext
+    m(14555, 26, S::None, 953, 40), // 242 k8s.io.api.core.v1.PodSpec
+    m(15043, 28, S::None, 993, 17), // 243 k8s.io.api.core.v1.PodStatus
+    m(15205, 34, S::None, 1010, 2), // 244 k8s.io.api.core.v1.PodStatusResult
+    m(15239, 30, S::None, 1012, 2), // 245 k8s.io.api.core.v1.PodTemplate
+    m(15269, 34, S::None, 1014, 2), // 246 k8s.io.api.core.v1.PodTemplateSpec
+    m(15303, 29, S::None, 1016, 3), // 247 k8s.io.api.core.v1.PortStatus
+    m(15332, 39, S::None, 1019, 3), // 248 k8s.io.api.core.v1.PortworxVolumeSource
+    m(15371, 42, S::None, 1022, 2), // 249 k8s.io.api.core.v1.PreferredSchedulingTerm
+    m(15429, 24, S::None, 1024, 7), // 250 k8s.io.api.core.v1.Probe
+    m(15504, 31, S::None, 1031, 4), // 251 k8s.io.api.core.v1.ProbeHandler
+    m(15539, 40, S::None, 1035, 2), // 252 k8s.io.api.core.v1.ProjectedVolumeSource
+    m(15586, 38, S::None, 1037, 6), // 253 k8s.io.api.core.v1.QuobyteVolumeSource
+    m(15644, 44, S::None, 1043, 8), // 254 k8s.io.api.core.v1.RBDPersistentVolumeSource
+    m(15699, 34, S::None, 1051, 8), // 255 k8s.io.api.core.v1.RBDVolumeSource
+    m(15733, 34, S::None, 1059, 3), // 256 k8s.io.api.core.v1.RangeAllocation
+    m(15772, 40, S::None, 1062, 3), // 257 k8s.io.api.core.v1.ReplicationController
+    m(15812, 49, S::None, 1065, 5), // 258 k8s.io.api.core.v1.ReplicationControllerCondition
+    m(15861, 44, S::None, 1070, 4), // 259 k8s.io.api.core.v1.ReplicationControllerSpec
+    m(15905, 46, S::None, 1074, 6), // 260 k8s.io.api.core.v1.ReplicationControllerStatus
+    m(15951, 32, S::None, 1080, 2), // 261 k8s.io.api.core.v1.ResourceClaim
+    m(15983, 40, S::None, 1082, 3), // 262 k8s.io.api.core.v1.ResourceFieldSelector
+    m(16030, 33, S::None, 1085, 2), // 263 k8s.io.api.core.v1.ResourceHealth
+    m(16079, 32, S::None, 1087, 3), // 264 k8s.io.api.core.v1.ResourceQuota
+    m(16111, 36, S::None, 1090, 3), // 265 k8s.io.api.core.v1.ResourceQuotaSpec
+    m(16170, 38, S::None, 1093, 2), // 266 k8s.io.api.core.v1.ResourceQuotaStatus
+    m(16212, 39, S::None, 1095, 3), // 267 k8s.io.api.core.v1.ResourceRequirements
+    m(16265, 33, S::None, 1098, 2), // 268 k8s.io.api.core.v1.ResourceStatus
+    m(16298, 33, S::None, 1100, 4), // 269 k8s.io.api.core.v1.SELinuxOptions
+    m(16340, 48, S::None, 1104, 10), // 270 k8s.io.api.core.v1.ScaleIOPersistentVolumeSource
+    m(16449, 38, S::None, 1114, 10), // 271 k8s.io.api.core.v1.ScaleIOVolumeSource
+    m(16487, 32, S::None, 1124, 1), // 272 k8s.io.api.core.v1.ScopeSelector
+    m(16519, 52, S::None, 1125, 3), // 273 k8s.io.api.core.v1.ScopedResourceSelectorRequirement
+    m(16580, 33, S::None, 1128, 2), // 274 k8s.io.api.core.v1.SeccompProfile
+    m(16613, 25, S::None, 1130, 5), // 275 k8s.io.api.core.v1.Secret
+    m(16648, 34, S::None, 1135, 2), // 276 k8s.io.api.core.v1.SecretEnvSource
+    m(16682, 36, S::None, 1137, 3), // 277 k8s.io.api.core.v1.SecretKeySelector
+    m(16718, 35, S::None, 1140, 3), // 278 k8s.io.api.core.v1.SecretProjection
+    m(16753, 34, S::None, 1143, 2), // 279 k8s.io.api.core.v1.SecretReference
+    m(16787, 37, S::None, 1145, 4), // 280 k8s.io.api.core.v1.SecretVolumeSource
+    m(16824, 34, S::None, 1149, 12), // 281 k8s.io.api.core.v1.SecurityContext
+    m(16935, 38, S::None, 1161, 1), // 282 k8s.io.api.core.v1.SerializedReference
+    m(16973, 26, S::None, 1162, 3), // 283 k8s.io.api.core.v1.Service
+    m(16999, 33, S::None, 1165, 4), // 284 k8s.io.api.core.v1.ServiceAccount
+    m(17039, 48, S::None, 1169, 3), // 285 k8s.io.api.core.v1.ServiceAccountTokenProjection
+    m(17095, 30, S::None, 1172, 6), // 286 k8s.io.api.core.v1.ServicePort
+    m(17143, 38, S::None, 1178, 1), // 287 k8s.io.api.core.v1.ServiceProxyOptions
+    m(17181, 30, S::None, 1179, 20), // 288 k8s.io.api.core.v1.ServiceSpec
+    m(17501, 32, S::None, 1199, 2), // 289 k8s.io.api.core.v1.ServiceStatus
+    m(17545, 40, S::None, 1201, 1), // 290 k8s.io.api.core.v1.SessionAffinityConfig
+    m(17593, 30, S::None, 1202, 1), // 291 k8s.io.api.core.v1.SleepAction
+    m(17630, 50, S::None, 1203, 5), // 292 k8s.io.api.core.v1.StorageOSPersistentVolumeSource
+    m(17695, 40, S::None, 1208, 5), // 293 k8s.io.api.core.v1.StorageOSVolumeSource
+    m(17735, 25, S::None, 1213, 2), // 294 k8s.io.api.core.v1.Sysctl
+    m(17760, 34, S::None, 1215, 2), // 295 k8s.io.api.core.v1.TCPSocketAction
+    m(17794, 24, S::None, 1217, 4), // 296 k8s.io.api.core.v1.Taint
+    m(17833, 29, S::None, 1221, 5), // 297 k8s.io.api.core.v1.Toleration
+    m(17879, 51, S::None, 1226, 2), // 298 k8s.io.api.core.v1.TopologySelectorLabelRequirement
+    m(17930, 39, S::None, 1228, 1), // 299 k8s.io.api.core.v1.TopologySelectorTerm
+    m(17990, 43, S::None, 1229, 8), // 300 k8s.io.api.core.v1.TopologySpreadConstraint
+    m(18101, 44, S::None, 1237, 3), // 301 k8s.io.api.core.v1.TypedLocalObjectReference
+    m(18153, 39, S::None, 1240, 4), // 302 k8s.io.api.core.v1.TypedObjectReference
+    m(18192, 25, S::None, 1244, 2), // 303 k8s.io.api.core.v1.Volume
+    m(18217, 31, S::None, 1246, 2), // 304 k8s.io.api.core.v1.VolumeDevice
+    m(18248, 30, S::None, 1248, 7), // 305 k8s.io.api.core.v1.VolumeMount
+    m(18338, 36, S::None, 1255, 4), // 306 k8s.io.api.core.v1.VolumeMountStatus
+    m(18374, 37, S::None, 1259, 1), // 307 k8s.io.api.core.v1.VolumeNodeAffinity
+    m(18419, 35, S::None, 1260, 5), // 308 k8s.io.api.core.v1.VolumeProjection
+    m(18508, 45, S::None, 1265, 2), // 309 k8s.io.api.core.v1.VolumeResourceRequirements
+    m(18553, 31, S::None, 1267, 30), // 310 k8s.io.api.core.v1.VolumeSource
+    m(18638, 49, S::None, 1297, 4), // 311 k8s.io.api.core.v1.VsphereVirtualDiskVolumeSource
+    m(18729, 42, S::None, 1301, 2), // 312 k8s.io.api.core.v1.WeightedPodAffinityTerm
+    m(18786, 48, S::None, 1303, 4), // 313 k8s.io.api.core.v1.WindowsSecurityContextOptions
+    m(18898, 32, S::None, 1307, 8), // 314 k8s.io.api.discovery.v1.Endpoint
+    m(18957, 42, S::None, 1315, 3), // 315 k8s.io.api.discovery.v1.EndpointConditions
+    m(19006, 37, S::None, 1318, 2), // 316 k8s.io.api.discovery.v1.EndpointHints
+    m(19059, 36, S::None, 1320, 4), // 317 k8s.io.api.discovery.v1.EndpointPort
+    m(19095, 37, S::None, 1324, 4), // 318 k8s.io.api.discovery.v1.EndpointSlice
+    m(19143, 31, S::None, 1328, 1), // 319 k8s.io.api.discovery.v1.ForNode
+    m(19174, 31, S::None, 1329, 1), // 320 k8s.io.api.discovery.v1.ForZone
+    m(19205, 26, S::None, 1330, 15), // 321 k8s.io.api.events.v1.Event
+    m(19341, 32, S::None, 1345, 2), // 322 k8s.io.api.events.v1.EventSeries
+    m(19373, 40, S::None, 1347, 3), // 323 k8s.io.api.networking.v1.HTTPIngressPath
+    m(19428, 45, S::None, 1350, 1), // 324 k8s.io.api.networking.v1.HTTPIngressRuleValue
+    m(19478, 34, S::None, 1351, 2), // 325 k8s.io.api.networking.v1.IPAddress
+    m(19512, 38, S::None, 1353, 1), // 326 k8s.io.api.networking.v1.IPAddressSpec
+    m(19559, 32, S::None, 1354, 2), // 327 k8s.io.api.networking.v1.IPBlock
+    m(19601, 32, S::None, 1356, 3), // 328 k8s.io.api.networking.v1.Ingress
+    m(19633, 39, S::None, 1359, 2), // 329 k8s.io.api.networking.v1.IngressBackend
+    m(19672, 37, S::None, 1361, 2), // 330 k8s.io.api.networking.v1.IngressClass
+    m(19709, 56, S::None, 1363, 5), // 331 k8s.io.api.networking.v1.IngressClassParametersReference
+    m(19770, 41, S::None, 1368, 2), // 332 k8s.io.api.networking.v1.IngressClassSpec
+    m(19831, 51, S::None, 1370, 3), // 333 k8s.io.api.networking.v1.IngressLoadBalancerIngress
+    m(19882, 50, S::None, 1373, 1), // 334 k8s.io.api.networking.v1.IngressLoadBalancerStatus
+    m(19932, 42, S::None, 1374, 3), // 335 k8s.io.api.networking.v1.IngressPortStatus
+    m(19974, 36, S::None, 1377, 2), // 336 k8s.io.api.networking.v1.IngressRule
+    m(20010, 41, S::None, 1379, 1), // 337 k8s.io.api.networking.v1.IngressRuleValue
+    m(20055, 46, S::None, 1380, 2), // 338 k8s.io.api.networking.v1.IngressServiceBackend
+    m(20101, 36, S::None, 1382, 4), // 339 k8s.io.api.networking.v1.IngressSpec
+    m(20170, 38, S::None, 1386, 1), // 340 k8s.io.api.networking.v1.IngressStatus
+    m(20208, 35, S::None, 1387, 2), // 341 k8s.io.api.networking.v1.IngressTLS
+    m(20248, 38, S::None, 1389, 2), // 342 k8s.io.api.networking.v1.NetworkPolicy
+    m(20286, 48, S::None, 1391, 2), // 343 k8s.io.api.networking.v1.NetworkPolicyEgressRule
+    m(20336, 49, S::None, 1393, 2), // 344 k8s.io.api.networking.v1.NetworkPolicyIngressRule
+    m(20389, 42, S::None, 1395, 3), // 345 k8s.io.api.networking.v1.NetworkPolicyPeer
+    m(20449, 42, S::None, 1398, 3), // 346 k8s.io.api.networking.v1.NetworkPolicyPort
+    m(20498, 42, S::None, 1401, 4), // 347 k8s.io.api.networking.v1.NetworkPolicySpec
+    m(20557, 40, S::None, 1405, 4), // 348 k8s.io.api.networking.v1.ParentReference
+    m(20597, 43, S::None, 1409, 2), // 349 k8s.io.api.networking.v1.ServiceBackendPort
+    m(20646, 36, S::None, 1411, 3), // 350 k8s.io.api.networking.v1.ServiceCIDR
+    m(20682, 40, S::None, 1414, 1), // 351 k8s.io.api.networking.v1.ServiceCIDRSpec
+    m(20727, 42, S::None, 1415, 1), // 352 k8s.io.api.networking.v1.ServiceCIDRStatus
+    m(20769, 29, S::None, 1416, 2), // 353 k8s.io.api.policy.v1.Eviction
+    m(20811, 40, S::None, 1418, 3), // 354 k8s.io.api.policy.v1.PodDisruptionBudget
+    m(20851, 44, S::None, 1421, 4), // 355 k8s.io.api.policy.v1.PodDisruptionBudgetSpec
+    m(20933, 46, S::None, 1425, 7), // 356 k8s.io.api.policy.v1.PodDisruptionBudgetStatus
+    m(21050, 34, S::None, 1432, 1), // 357 k8s.io.api.rbac.v1.AggregationRule
+    m(21104, 30, S::None, 1433, 3), // 358 k8s.io.api.rbac.v1.ClusterRole
+    m(21149, 37, S::None, 1436, 3), // 359 k8s.io.api.rbac.v1.ClusterRoleBinding
+    m(21201, 29, S::None, 1439, 5), // 360 k8s.io.api.rbac.v1.PolicyRule
+    m(21230, 23, S::None, 1444, 2), // 361 k8s.io.api.rbac.v1.Role
+    m(21253, 30, S::None, 1446, 3), // 362 k8s.io.api.rbac.v1.RoleBinding
+    m(21283, 26, S::None, 1449, 3), // 363 k8s.io.api.rbac.v1.RoleRef
+    m(21309, 26, S::None, 1452, 4), // 364 k8s.io.api.rbac.v1.Subject
+    m(21335, 38, S::None, 1456, 5), // 365 k8s.io.api.scheduling.v1.PriorityClass
+    m(21397, 31, S::None, 1461, 2), // 366 k8s.io.api.storage.v1.CSIDriver
+    m(21428, 35, S::None, 1463, 9), // 367 k8s.io.api.storage.v1.CSIDriverSpec
+    m(21615, 29, S::None, 1472, 2), // 368 k8s.io.api.storage.v1.CSINode
+    m(21644, 35, S::None, 1474, 4), // 369 k8s.io.api.storage.v1.CSINodeDriver
+    m(21697, 33, S::None, 1478, 1), // 370 k8s.io.api.storage.v1.CSINodeSpec
+    m(21737, 40, S::None, 1479, 5), // 371 k8s.io.api.storage.v1.CSIStorageCapacity
+    m(21806, 34, S::None, 1484, 8), // 372 k8s.io.api.storage.v1.StorageClass
+    m(21918, 34, S::None, 1492, 2), // 373 k8s.io.api.storage.v1.TokenRequest
+    m(21952, 38, S::None, 1494, 3), // 374 k8s.io.api.storage.v1.VolumeAttachment
+    m(21990, 44, S::None, 1497, 2), // 375 k8s.io.api.storage.v1.VolumeAttachmentSource
+    m(22070, 42, S::None, 1499, 3), // 376 k8s.io.api.storage.v1.VolumeAttachmentSpec
+    m(22120, 44, S::None, 1502, 4), // 377 k8s.io.api.storage.v1.VolumeAttachmentStatus
+    m(22212, 33, S::None, 1506, 3), // 378 k8s.io.api.storage.v1.VolumeError
+    m(22258, 41, S::None, 1509, 1), // 379 k8s.io.api.storage.v1.VolumeNodeResources
+    m(22299, 45, S::Quantity, 1510, 0), // 380 k8s.io.apimachinery.pkg.api.resource.Quantity
+    m(22344, 46, S::None, 1510, 6), // 381 k8s.io.apimachinery.pkg.apis.meta.v1.Condition
+    m(22390, 50, S::None, 1516, 6), // 382 k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions
+    m(22558, 61, S::None, 1522, 3), // 383 k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement
+    m(22619, 45, S::Json, 1525, 0), // 384 k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1
+    m(22664, 50, S::None, 1525, 2), // 385 k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector
+    m(22725, 61, S::None, 1527, 3), // 386 k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement
+    m(22786, 55, S::None, 1530, 7), // 387 k8s.io.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry
+    m(22875, 46, S::MicroTime, 1537, 0), // 388 k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime
+    m(22921, 47, S::None, 1537, 15), // 389 k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+    m(23103, 51, S::None, 1552, 6), // 390 k8s.io.apimachinery.pkg.apis.meta.v1.OwnerReference
+    m(23172, 50, S::None, 1558, 2), // 391 k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions
+    m(23222, 41, S::Time, 1560, 0), // 392 k8s.io.apimachinery.pkg.apis.meta.v1.Time
+    m(23263, 44, S::Json, 1560, 0), // 393 k8s.io.apimachinery.pkg.runtime.RawExtension
+    m(23307, 47, S::IntOrString, 1560, 0), // 394 k8s.io.apimachinery.pkg.util.intstr.IntOrString
 ];
 
 /// Kinds by `apiVersion` and `kind`; an empty `apiVersion` matches any (meta/v1 options).
 #[rustfmt::skip]
 pub(super) static KINDS: &[K] = &[
-    K { api_version: "", kind: "DeleteOptions", msg: 377 },
+    K { api_version: "", kind: "DeleteOptions", msg: 382 },
     K { api_version: "apps/v1", kind: "ControllerRevision", msg: 0 },
     K { api_version: "apps/v1", kind: "DaemonSet", msg: 1 },
     K { api_version: "apps/v1", kind: "Deployment", msg: 6 },
@@ -2606,51 +2639,52 @@ pub(super) static KINDS: &[K] = &[
     K { api_version: "autoscaling/v2", kind: "HorizontalPodAutoscaler", msg: 66 },
     K { api_version: "batch/v1", kind: "CronJob", msg: 82 },
     K { api_version: "batch/v1", kind: "Job", msg: 85 },
-    K { api_version: "coordination.k8s.io/v1", kind: "Lease", msg: 97 },
-    K { api_version: "discovery.k8s.io/v1", kind: "EndpointSlice", msg: 313 },
-    K { api_version: "events.k8s.io/v1", kind: "Event", msg: 316 },
-    K { api_version: "networking.k8s.io/v1", kind: "IPAddress", msg: 320 },
-    K { api_version: "networking.k8s.io/v1", kind: "Ingress", msg: 323 },
-    K { api_version: "networking.k8s.io/v1", kind: "IngressClass", msg: 325 },
-    K { api_version: "networking.k8s.io/v1", kind: "NetworkPolicy", msg: 337 },
-    K { api_version: "networking.k8s.io/v1", kind: "ServiceCIDR", msg: 345 },
-    K { api_version: "policy/v1", kind: "Eviction", msg: 348 },
-    K { api_version: "policy/v1", kind: "PodDisruptionBudget", msg: 349 },
-    K { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", msg: 353 },
-    K { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding", msg: 354 },
-    K { api_version: "rbac.authorization.k8s.io/v1", kind: "Role", msg: 356 },
-    K { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", msg: 357 },
-    K { api_version: "scheduling.k8s.io/v1", kind: "PriorityClass", msg: 360 },
-    K { api_version: "storage.k8s.io/v1", kind: "CSIDriver", msg: 361 },
-    K { api_version: "storage.k8s.io/v1", kind: "CSINode", msg: 363 },
-    K { api_version: "storage.k8s.io/v1", kind: "CSIStorageCapacity", msg: 366 },
-    K { api_version: "storage.k8s.io/v1", kind: "StorageClass", msg: 367 },
-    K { api_version: "storage.k8s.io/v1", kind: "VolumeAttachment", msg: 369 },
-    K { api_version: "v1", kind: "Binding", msg: 106 },
-    K { api_version: "v1", kind: "ComponentStatus", msg: 117 },
-    K { api_version: "v1", kind: "ConfigMap", msg: 118 },
-    K { api_version: "v1", kind: "Endpoints", msg: 142 },
-    K { api_version: "v1", kind: "Event", msg: 149 },
-    K { api_version: "v1", kind: "LimitRange", msg: 173 },
-    K { api_version: "v1", kind: "Namespace", msg: 183 },
-    K { api_version: "v1", kind: "Node", msg: 187 },
-    K { api_version: "v1", kind: "NodeProxyOptions", msg: 195 },
-    K { api_version: "v1", kind: "PersistentVolume", msg: 207 },
-    K { api_version: "v1", kind: "PersistentVolumeClaim", msg: 208 },
-    K { api_version: "v1", kind: "Pod", msg: 218 },
-    K { api_version: "v1", kind: "PodAttachOptions", msg: 222 },
-    K { api_version: "v1", kind: "PodExecOptions", msg: 226 },
-    K { api_version: "v1", kind: "PodLogOptions", msg: 228 },
-    K { api_version: "v1", kind: "PodPortForwardOptions", msg: 230 },
-    K { api_version: "v1", kind: "PodProxyOptions", msg: 231 },
-    K { api_version: "v1", kind: "PodStatusResult", msg: 239 },
-    K { api_version: "v1", kind: "PodTemplate", msg: 240 },
-    K { api_version: "v1", kind: "RangeAllocation", msg: 251 },
-    K { api_version: "v1", kind: "ReplicationController", msg: 252 },
-    K { api_version: "v1", kind: "ResourceQuota", msg: 259 },
-    K { api_version: "v1", kind: "Secret", msg: 270 },
-    K { api_version: "v1", kind: "SerializedReference", msg: 277 },
-    K { api_version: "v1", kind: "Service", msg: 278 },
-    K { api_version: "v1", kind: "ServiceAccount", msg: 279 },
-    K { api_version: "v1", kind: "ServiceProxyOptions", msg: 282 },
+    K { api_version: "certificates.k8s.io/v1", kind: "CertificateSigningRequest", msg: 97 },
+    K { api_version: "coordination.k8s.io/v1", kind: "Lease", msg: 102 },
+    K { api_version: "discovery.k8s.io/v1", kind: "EndpointSlice", msg: 318 },
+    K { api_version: "events.k8s.io/v1", kind: "Event", msg: 321 },
+    K { api_version: "networking.k8s.io/v1", kind: "IPAddress", msg: 325 },
+    K { api_version: "networking.k8s.io/v1", kind: "Ingress", msg: 328 },
+    K { api_version: "networking.k8s.io/v1", kind: "IngressClass", msg: 330 },
+    K { api_version: "networking.k8s.io/v1", kind: "NetworkPolicy", msg: 342 },
+    K { api_version: "networking.k8s.io/v1", kind: "ServiceCIDR", msg: 350 },
+    K { api_version: "policy/v1", kind: "Eviction", msg: 353 },
+    K { api_version: "policy/v1", kind: "PodDisruptionBudget", msg: 354 },
+    K { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", msg: 358 },
+    K { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding", msg: 359 },
+    K { api_version: "rbac.authorization.k8s.io/v1", kind: "Role", msg: 361 },
+    K { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", msg: 362 },
+    K { api_version: "scheduling.k8s.io/v1", kind: "PriorityClass", msg: 365 },
+    K { api_version: "storage.k8s.io/v1", kind: "CSIDriver", msg: 366 },
+    K { api_version: "storage.k8s.io/v1", kind: "CSINode", msg: 368 },
+    K { api_version: "storage.k8s.io/v1", kind: "CSIStorageCapacity", msg: 371 },
+    K { api_version: "storage.k8s.io/v1", kind: "StorageClass", msg: 372 },
+    K { api_version: "storage.k8s.io/v1", kind: "VolumeAttachment", msg: 374 },
+    K { api_version: "v1", kind: "Binding", msg: 111 },
+    K { api_version: "v1", kind: "ComponentStatus", msg: 122 },
+    K { api_version: "v1", kind: "ConfigMap", msg: 123 },
+    K { api_version: "v1", kind: "Endpoints", msg: 147 },
+    K { api_version: "v1", kind: "Event", msg: 154 },
+    K { api_version: "v1", kind: "LimitRange", msg: 178 },
+    K { api_version: "v1", kind: "Namespace", msg: 188 },
+    K { api_version: "v1", kind: "Node", msg: 192 },
+    K { api_version: "v1", kind: "NodeProxyOptions", msg: 200 },
+    K { api_version: "v1", kind: "PersistentVolume", msg: 212 },
+    K { api_version: "v1", kind: "PersistentVolumeClaim", msg: 213 },
+    K { api_version: "v1", kind: "Pod", msg: 223 },
+    K { api_version: "v1", kind: "PodAttachOptions", msg: 227 },
+    K { api_version: "v1", kind: "PodExecOptions", msg: 231 },
+    K { api_version: "v1", kind: "PodLogOptions", msg: 233 },
+    K { api_version: "v1", kind: "PodPortForwardOptions", msg: 235 },
+    K { api_version: "v1", kind: "PodProxyOptions", msg: 236 },
+    K { api_version: "v1", kind: "PodStatusResult", msg: 244 },
+    K { api_version: "v1", kind: "PodTemplate", msg: 245 },
+    K { api_version: "v1", kind: "RangeAllocation", msg: 256 },
+    K { api_version: "v1", kind: "ReplicationController", msg: 257 },
+    K { api_version: "v1", kind: "ResourceQuota", msg: 264 },
+    K { api_version: "v1", kind: "Secret", msg: 275 },
+    K { api_version: "v1", kind: "SerializedReference", msg: 282 },
+    K { api_version: "v1", kind: "Service", msg: 283 },
+    K { api_version: "v1", kind: "ServiceAccount", msg: 284 },
+    K { api_version: "v1", kind: "ServiceProxyOptions", msg: 287 },
 ];

@@ -668,11 +668,13 @@ fn proto_subject_access_review_extra_values_are_arrays() {
     );
 }
 
-/// Drops `null`s and empty lists and objects: upstream's JSON has `null` for unset
-/// non-omitempty fields where k8s-openapi has nothing, `[]` or `{}` (required fields).
+/// Drops `null`s, empty strings and empty lists and objects: upstream's JSON has `null` for
+/// unset non-omitempty fields where k8s-openapi has nothing, `""` (a required `[]byte`, such
+/// as a CSR's `spec.request`), `[]` or `{}` (required fields).
 fn without_empty(v: &Value) -> Value {
     let empty = |v: &Value| {
         v.is_null()
+            || v.as_str() == Some("")
             || v.as_array().is_some_and(Vec::is_empty)
             || v.as_object().is_some_and(Map::is_empty)
     };

@@ -12,6 +12,7 @@
 //!
 //! Errors are returned as [`Cause`]s; wrap them with [`crate::ApiError::invalid`].
 
+pub mod certificates;
 mod cluster;
 mod container;
 mod core;
@@ -72,8 +73,22 @@ pub fn validate_status_update(info: &ResourceInfo, new: &Value, old: &Value) -> 
         ("", "Namespace") => core::validate_namespace_status(new),
         ("", "PersistentVolumeClaim") => core::validate_pvc_status(new),
         ("networking.k8s.io", "Ingress") => networking::validate_ingress_status(new),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            certificates::validate(new, Some(old), certificates::Door::Status)
+        }
         _ => Vec::new(),
     });
+    errs
+}
+
+/// Validates a write to a CertificateSigningRequest's `approval` subresource.
+pub fn validate_approval_update(new: &Value, old: &Value) -> Vec<Cause> {
+    let mut errs = meta::validate_update(new, old);
+    errs.extend(certificates::validate(
+        new,
+        Some(old),
+        certificates::Door::Approval,
+    ));
     errs
 }
 
@@ -83,6 +98,8 @@ pub fn name_rule(info: &ResourceInfo) -> NameRule {
         ("", "Namespace") => NameRule::Label,
         ("", "Service") => NameRule::Dns1035,
         ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
+        // upstream: "We don't care what you call your certificate requests."
+        ("certificates.k8s.io", _) => NameRule::PathSegment,
         _ => NameRule::Subdomain,
     }
 }
@@ -133,6 +150,14 @@ fn validate_kind(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<C
         ("networking.k8s.io", "Ingress") => networking::validate_ingress(obj, old),
         ("networking.k8s.io", "IngressClass") => networking::validate_ingress_class(obj, old),
         ("networking.k8s.io", "NetworkPolicy") => networking::validate_network_policy(obj),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            let door = if old.is_some() {
+                certificates::Door::Update
+            } else {
+                certificates::Door::Create
+            };
+            certificates::validate(obj, old, door)
+        }
         _ => Vec::new(),
     }
 }
@@ -516,6 +541,11 @@ mod tests {
                 "networking.k8s.io/v1",
                 "NetworkPolicy",
                 ns(json!({"spec": {}})),
+            ),
+            (
+                "certificates.k8s.io/v1",
+                "CertificateSigningRequest",
+                cluster(certificates::tests::valid_csr()),
             ),
         ];
         let registry = crate::Registry::builtin();
