@@ -285,6 +285,8 @@ fn three_nodes_join_and_act_as_one_cluster() {
     lost_node_pods_move(&mut c);
     let s = &c.server;
     drain_respects_the_budget(s, "n1");
+    deleted_node_rejoins_with_its_identity(&mut c);
+    let s = &c.server;
     // The certificates live 90 s here: by now each joined node renewed its own.
     let renewed = eventually(Duration::from_secs(60), || {
         let csrs = s.kubectl(&["get", "csr", "-o", "jsonpath={range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].type}{\"\\n\"}{end}"]);
@@ -610,6 +612,40 @@ fn drain_respects_the_budget(s: &Server, node: &str) {
     assert_eq!(
         jsonpath(s, &format!("node/{node}"), "{.spec.unschedulable}"),
         "true"
+    );
+}
+
+/// `kubectl delete node` removes the Node; its agent, restarted, registers it again with the
+/// identity it keeps (no new join: still one bootstrap CSR per node).
+fn deleted_node_rejoins_with_its_identity(c: &mut Cluster) {
+    let s = &c.server;
+    s.kubectl(&["delete", "node", "n1"]);
+    let gone = eventually(Duration::from_secs(20), || {
+        s.kubectl(&["get", "node", "n1", "--ignore-not-found"])
+            .trim()
+            .is_empty()
+    });
+    assert!(gone, "n1 still there after kubectl delete node");
+    c.agents[0].kill();
+    c.agents[0].spawn().expect("restart n1's agent");
+    let back = eventually(Duration::from_secs(60), || node_ready(&c.server, "n1"));
+    assert!(back, "n1 did not come back: {}", c.agents[0].log());
+    let s = &c.server;
+    let csrs = s.kubectl(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.username}{\"\\n\"}{end}",
+    ]);
+    let joins = csrs
+        .lines()
+        .filter(|l| l.starts_with("system:bootstrap:"))
+        .count();
+    assert_eq!(joins, 2, "n1 rejoined with a new bootstrap CSR:\n{csrs}");
+    assert_eq!(
+        jsonpath(s, "node/n1", "{.spec.unschedulable}"),
+        "",
+        "a new Node object"
     );
 }
 
