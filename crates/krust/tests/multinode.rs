@@ -556,9 +556,14 @@ fn drain_respects_the_budget(s: &Server, node: &str) {
         &["apply", "-f", "-"],
         Some("apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\nspec:\n  minAvailable: 6\n  selector: {matchLabels: {app: web}}\n"),
     );
-    let _ = eventually(Duration::from_secs(20), || {
+    let counted = eventually(Duration::from_secs(20), || {
         jsonpath(s, "pdb/web", "{.status.currentHealthy}") == "6"
     });
+    assert!(
+        counted,
+        "the budget never counted 6 healthy pods: {}",
+        s.kubectl(&["get", "pdb", "web", "-o", "yaml"])
+    );
     let out = s.kubectl_with(
         KUBECTL,
         &[

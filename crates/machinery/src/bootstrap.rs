@@ -249,17 +249,6 @@ pub fn parse_time(s: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
-/// Seconds since the epoch to RFC 3339 (UTC, whole seconds).
-pub fn format_time(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -295,7 +284,7 @@ mod tests {
         let s = TokenSecret {
             id: "abcdef".into(),
             secret: "0123456789abcdef".into(),
-            expiration: Some(format_time(1_000)),
+            expiration: Some(crate::object::format_unix(1_000)),
             description: Some("join".into()),
             extra_groups: vec![DEFAULT_EXTRA_GROUP.into()],
             authentication: true,

@@ -98,6 +98,18 @@ pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
 }
 
 /// The current time as Kubernetes writes it (RFC 3339, seconds).
+/// Seconds since the epoch, now.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Seconds since the epoch as RFC 3339 (UTC, whole seconds).
+pub fn format_unix(secs: i64) -> String {
+    format_time(
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     format_time(now)

@@ -131,7 +131,9 @@ pub async fn request(
             let mut issued = Issued::new(cert, key.serialize_pem())?;
             // Signers backdate NotBefore (upstream by 5 minutes); renewal counts from now, or
             // a short-lived certificate would be due the moment it arrives.
-            issued.not_before = issued.not_before.max(super::now().min(issued.not_after));
+            issued.not_before = issued
+                .not_before
+                .max(krust_machinery::object::now_unix().min(issued.not_after));
             tracing::info!(csr = %name, not_after = issued.not_after, "certificate issued");
             return Ok(issued);
         }

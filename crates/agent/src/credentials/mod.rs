@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use krust_machinery::object::now_unix as now;
 use kube::client::ConfigExt;
 
 pub use join::JoinToken;
@@ -240,14 +241,6 @@ impl NodeCredentials {
 async fn request_client(boot: &kube::Client, node: &str) -> Result<Issued, CredentialsError> {
     tracing::info!(node, "requesting the node's client certificate");
     csr::request(boot, &csr::Request::node_client(node), JOIN_TIMEOUT).await
-}
-
-/// Seconds since the epoch.
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// The kept client certificate, if the kept CA is `ca_pem` and it has not expired.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::csr::{self, Request};
-use super::{now, NodeCredentials};
+use super::NodeCredentials;
+use krust_machinery::object::now_unix as now;
 
 /// How long one renewal waits for its certificate.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);

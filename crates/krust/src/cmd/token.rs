@@ -72,12 +72,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             groups,
         } => {
             let token = Token::from_random(&rand::random());
-            let now = now();
+            let now = krust_machinery::object::now_unix();
             let stored = TokenSecret {
                 id: token.id.clone(),
                 secret: token.secret.clone(),
                 expiration: (!ttl.is_zero())
-                    .then(|| bootstrap::format_time(now + ttl.as_secs() as i64)),
+                    .then(|| krust_machinery::object::format_unix(now + ttl.as_secs() as i64)),
                 description,
                 extra_groups: groups,
                 authentication: true,
@@ -119,7 +119,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn list(secrets: &Api<Secret>) -> anyhow::Result<()> {
     let lp = ListParams::default().fields(&format!("type={}", bootstrap::SECRET_TYPE));
-    let now = now();
+    let now = krust_machinery::object::now_unix();
     println!(
         "{:<8} {:<10} {:<22} {:<28} {:<24} EXTRA GROUPS",
         "ID", "TTL", "EXPIRES", "USAGES", "DESCRIPTION"
@@ -157,11 +157,4 @@ fn human(secs: i64) -> String {
         s if s >= 60 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
