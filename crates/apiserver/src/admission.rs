@@ -19,12 +19,15 @@
 //!   default IngressClass.
 //! - NodeRestriction ([`noderestriction`]): what a node identity may write; called by the
 //!   server before a request and by `rest` on the objects of a node's create or update.
+//! - Dynamic admission ([`webhooks`]): Mutating and ValidatingWebhookConfigurations, called
+//!   by `rest` after the built-in plugins and after validation (through krust-webhook).
 //!
 //! What the plugins need from the store is read first ([`lookups`]), so that
 //! [`admit_create`] and the plugins stay pure functions of the object and those reads.
 
 pub mod defaultingressclass;
 pub mod noderestriction;
+pub mod webhooks;
 
 use krust_machinery::{storage, ResourceInfo};
 use serde_json::{json, Value};
@@ -112,7 +115,7 @@ pub async fn service_account_of(rest: &Rest, info: &ResourceInfo, pod: &Value) -
     let sa_info = rest.registry.lookup("", "v1", "serviceaccounts")?;
     let name = pod_service_account_name(pod).to_string();
     let rp = ResourcePath {
-        info: sa_info,
+        info: &sa_info,
         namespace: krust_machinery::object::namespace(pod).map(str::to_string),
         name: Some(name.clone()),
         subresource: None,

@@ -7,13 +7,21 @@ use serde_json::Value;
 
 /// Defaults, then the zero values of required fields that are still unset (upstream
 /// decodes them into Go structs first; filling them after defaulting gives the same result).
+/// A custom resource gets only its schema's defaults (upstream decodes it unstructured).
 pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
-    defaults::apply_defaults(info, obj);
-    krust_machinery::zeros::fill_required(info, obj);
+    if !info.ops.is_custom() {
+        defaults::apply_defaults(info, obj);
+    }
+    info.ops.apply_defaults(obj);
+    if !info.ops.is_custom() {
+        krust_machinery::zeros::fill_required(info, obj);
+    }
 }
 
 pub fn validate_create(info: &ResourceInfo, obj: &Value) -> Vec<Cause> {
-    validation::validate_create(info, obj)
+    let mut causes = validation::validate_create(info, obj);
+    causes.extend(info.ops.validate(obj, None));
+    causes
 }
 
 /// Validation of a write to the object (`None`) or to one of its subresources.
@@ -23,14 +31,16 @@ pub fn validate_update(
     new: &Value,
     old: &Value,
 ) -> Vec<Cause> {
-    match subresource {
+    let mut causes = match subresource {
         Some("status") => validation::validate_status_update(info, new, old),
         Some("finalize") => validation::validate_namespace_finalizers(new),
         Some(crate::strategy::certificates::APPROVAL) => {
             validation::validate_approval_update(new, old)
         }
         _ => validation::validate_update(info, new, old),
-    }
+    };
+    causes.extend(info.ops.validate(new, Some(old)));
+    causes
 }
 
 /// Label and field selectors of a list or watch.

@@ -441,7 +441,7 @@ async fn node_endpoint(rest: &Rest, node: &str) -> Result<Endpoint, ApiError> {
         .lookup("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("nodes are not served"))?;
     let rp = ResourcePath {
-        info,
+        info: &info,
         namespace: None,
         name: None,
         subresource: None,

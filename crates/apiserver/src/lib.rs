@@ -15,13 +15,15 @@
 //!   its paged lists' tokens;
 //!   `strategy`: kind-specific rules; `admission`: mutating admission plugins on create
 //!   (DefaultTolerationSeconds, ServiceAccount, DefaultIngressClass, ...); `alloc`: Service
-//!   IPs and node ports.
+//!   IPs and node ports; `serviceresolver`: a Service reference resolved to an endpoint,
+//!   for webhooks.
 //! - `cache`: the watch cache every list and watch is served from; `watch`: watch streams;
 //!   `compactor`: the store's history compacted every interval, one server at a time.
 //! - `discovery` and `openapi`: the documents clients learn the API from.
 
 pub mod admission;
 pub mod alloc;
+pub mod apiextensions;
 pub mod auth;
 pub mod body;
 pub mod bootstraptoken;
@@ -39,6 +41,7 @@ pub mod request;
 pub mod rest;
 pub mod server;
 pub mod serviceaccount;
+pub mod serviceresolver;
 pub mod spdy;
 pub mod strategy;
 pub mod streamtranslator;

@@ -36,8 +36,8 @@
 //! [`CONTENT_TYPE_V2_PROTOBUF`]) and [`openapi_v2_json`] are an empty swagger 2.0 document, which
 //! is what kubectl 1.27 and 1.28 need before they use v3.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use k8s_openapi::api::{
@@ -46,7 +46,7 @@ use k8s_openapi::api::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use krust_machinery::patch::facts::{self, FieldFacts, Granularity, ListType};
-use krust_machinery::registry::{Registry, ResourceInfo};
+use krust_machinery::registry::{Registry, ResourceInfo, SharedRegistry};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{json, Map, Value};
 
@@ -83,58 +83,76 @@ impl Document {
 /// The OpenAPI v3 endpoints for one registry. Cheap to create; see the module docs for what
 /// is computed when and what is kept.
 pub struct OpenApi {
-    registry: Arc<Registry>,
-    /// `(path, hash)` of every group-version, filled on first use.
-    hashes: OnceLock<Vec<(String, String)>>,
+    registry: Arc<SharedRegistry>,
+    /// Per document path: the fingerprint of the resources it was rendered from and its
+    /// hash. A group-version is hashed again only when its resources change (a custom
+    /// resource's schema), so a new CRD costs one document, not all of them.
+    hashes: Mutex<HashMap<String, (String, String)>>,
+}
+
+/// What a group-version's document depends on: its resources and their schemas.
+fn fingerprint(registry: &Registry, group: &str, version: &str) -> String {
+    registry
+        .in_group_version(group, version)
+        .map(|r| format!("{}={}", r.plural, r.ops.schema_key()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl OpenApi {
-    pub fn new(registry: Arc<Registry>) -> Self {
+    pub fn new(registry: Arc<SharedRegistry>) -> Self {
         OpenApi {
             registry,
-            hashes: OnceLock::new(),
+            hashes: Mutex::default(),
         }
     }
 
     /// The document paths served: `api/v1`, `apis/apps/v1`, ...
     pub fn paths(&self) -> Vec<String> {
         self.registry
+            .load()
             .group_versions()
             .into_iter()
             .map(|(g, v)| doc_path(g, v))
             .collect()
     }
 
-    fn hashes(&self) -> &[(String, String)] {
-        self.hashes.get_or_init(|| {
-            self.registry
-                .group_versions()
-                .into_iter()
-                .filter_map(|(g, v)| {
-                    // Hash while writing: no buffer for the document.
-                    let mut h = Fnv128::new();
-                    match write_document(&self.registry, g, v, &mut h) {
-                        Ok(true) => Some((doc_path(g, v), h.hex())),
-                        _ => None,
-                    }
-                })
-                .collect()
-        })
+    fn hashes(&self) -> Vec<(String, String)> {
+        let registry = self.registry.load();
+        let mut cache = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (g, v) in registry.group_versions() {
+            let path = doc_path(g, v);
+            let print = fingerprint(&registry, g, v);
+            if let Some((p, hash)) = cache.get(&path) {
+                if *p == print {
+                    out.push((path, hash.clone()));
+                    continue;
+                }
+            }
+            // Hash while writing: no buffer for the document.
+            let mut h = Fnv128::new();
+            if let Ok(true) = write_document(&registry, g, v, &mut h) {
+                cache.insert(path.clone(), (print, h.hex()));
+                out.push((path, h.hex()));
+            }
+        }
+        out
     }
 
     /// The current hash of the document at `path`; `None` if not served.
-    pub fn hash(&self, path: &str) -> Option<&str> {
+    pub fn hash(&self, path: &str) -> Option<String> {
         self.hashes()
-            .iter()
+            .into_iter()
             .find(|(p, _)| p == path)
-            .map(|(_, h)| h.as_str())
+            .map(|(_, h)| h)
     }
 
     /// `GET /openapi/v3`.
     pub fn index(&self) -> Value {
         let paths: Map<String, Value> = self
             .hashes()
-            .iter()
+            .into_iter()
             .map(|(path, hash)| {
                 (
                     path.clone(),
@@ -148,12 +166,12 @@ impl OpenApi {
     /// `GET /openapi/v3/<path>` with `path` like `api/v1` or `apis/apps/v1` (no leading slash,
     /// no query); `None` if not served.
     pub fn group_version(&self, path: &str) -> Option<Document> {
-        let (g, v) = self
-            .registry
+        let registry = self.registry.load();
+        let (g, v) = registry
             .group_versions()
             .into_iter()
             .find(|(g, v)| doc_path(g, v) == path)?;
-        render(&self.registry, g, v)
+        render(&registry, g, v)
     }
 }
 
@@ -1345,7 +1363,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn doc(reg: &Registry, path: &str) -> Value {
-        let api = OpenApi::new(Arc::new(reg.clone()));
+        let api = OpenApi::new(Arc::new(SharedRegistry::new(reg.clone())));
         let d = api
             .group_version(path)
             .unwrap_or_else(|| panic!("{path} served"));
@@ -1413,7 +1431,7 @@ mod tests {
     #[test]
     fn every_document_is_self_contained() {
         let reg = Registry::builtin();
-        let api = OpenApi::new(Arc::new(reg.clone()));
+        let api = OpenApi::new(Arc::new(SharedRegistry::new(reg.clone())));
         assert!(!api.paths().is_empty());
         for path in api.paths() {
             let d = doc(&reg, &path);
@@ -1636,7 +1654,7 @@ mod tests {
 
     #[test]
     fn index_hashes_match_documents() {
-        let reg = Arc::new(Registry::builtin());
+        let reg = Arc::new(SharedRegistry::new(Registry::builtin()));
         let api = OpenApi::new(reg.clone());
         let index = api.index();
         let paths = index["paths"].as_object().expect("paths");
@@ -1648,7 +1666,7 @@ mod tests {
                 entry["serverRelativeURL"],
                 format!("/openapi/v3/{path}?hash={}", d.hash)
             );
-            assert_eq!(api.hash(path), Some(d.hash.as_str()));
+            assert_eq!(api.hash(path).as_deref(), Some(d.hash.as_str()));
             assert_eq!(d.hash.len(), 32);
             assert_eq!(d.etag(), format!("\"{}\"", d.hash));
         }
@@ -1743,7 +1761,7 @@ mod tests {
         );
 
         // Every document, every property: exactly what the facts say, nothing else.
-        let api = OpenApi::new(Arc::new(reg.clone()));
+        let api = OpenApi::new(Arc::new(SharedRegistry::new(reg.clone())));
         let mut seen = BTreeSet::new();
         for path in api.paths() {
             let d = doc(&reg, &path);
@@ -1802,7 +1820,7 @@ mod tests {
     #[test]
     #[ignore]
     fn sizes_and_timings() {
-        let reg = Arc::new(Registry::builtin());
+        let reg = Arc::new(SharedRegistry::new(Registry::builtin()));
         let api = OpenApi::new(reg.clone());
         let t = std::time::Instant::now();
         let index = api.index();
@@ -1835,6 +1853,7 @@ mod tests {
         if let Ok(dir) = std::env::var("KRUST_OPENAPI_DUMP") {
             std::fs::write(format!("{dir}/index.json"), index.to_string()).expect("write");
             std::fs::write(format!("{dir}/openapi_v2.pb"), openapi_v2_protobuf()).expect("write");
+            let reg = reg.load();
             let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
             let write = |name: &str, v: Value| {
                 std::fs::write(format!("{dir}/{name}.json"), v.to_string()).expect("write")

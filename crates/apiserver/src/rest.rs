@@ -8,10 +8,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use krust_machinery::codec::{self, FieldValidation};
 use krust_machinery::object::{self, metadata_mut, set_meta};
-use krust_machinery::{ApiError, Cause, Registry, ResourceInfo};
+use krust_machinery::registry::SharedRegistry;
+use krust_machinery::{ApiError, Cause, ResourceInfo};
 use krust_store::{KeyValue, Revision, Store, StoreError};
+use krust_webhook::Operation;
 use serde_json::{json, Value};
 
+use crate::admission::webhooks::AdmissionRequest;
 use crate::alloc::Allocators;
 use crate::cache::{Cache, CacheError};
 use crate::continuetoken::continue_err;
@@ -72,10 +75,12 @@ pub struct WriteCtx<'a> {
 }
 
 pub struct Rest {
-    pub registry: Arc<Registry>,
+    pub registry: Arc<SharedRegistry>,
     pub store: Arc<dyn Store>,
     pub cache: Arc<Cache>,
     pub alloc: Allocators,
+    /// Admission webhooks.
+    pub admission: Arc<crate::admission::webhooks::DynamicAdmission>,
 }
 
 /// 409 for a write based on an outdated resourceVersion, in upstream's words.
@@ -104,6 +109,15 @@ pub(crate) fn store_err(info: &ResourceInfo, name: &str, e: StoreError) -> ApiEr
     }
 }
 
+/// A stored encoding as served: resourceVersion spliced in, in the addressed version.
+fn served(info: &ResourceInfo, value: &[u8], rv: Revision) -> Vec<u8> {
+    let out = codec::splice_resource_version(value, rv);
+    if info.ops.storage_api_version().is_none() {
+        return out;
+    }
+    crate::strategy::customresource::Conversion::of(info).apply(out)
+}
+
 /// Decodes a stored value into an object with its resourceVersion.
 pub fn decode_stored(value: &[u8], rv: Revision) -> Result<Value, ApiError> {
     let mut v: Value = serde_json::from_slice(value).map_err(ApiError::internal)?;
@@ -124,6 +138,9 @@ pub(crate) fn random_suffix() -> String {
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
 }
+
+/// How often [`Rest::guaranteed_update`] reads again after losing a race.
+const GUARANTEED_UPDATE_TRIES: usize = 8;
 
 /// Fields of metadata that only the server sets.
 const SYSTEM_META: &[&str] = &[
@@ -230,7 +247,7 @@ impl Rest {
             .store
             .get(&ns_info.key(None, ns))
             .await
-            .map_err(|e| store_err(ns_info, ns, e))?;
+            .map_err(|e| store_err(&ns_info, ns, e))?;
         let Some(kv) = kv else {
             return Err(ApiError::not_found("", "namespaces", ns));
         };
@@ -318,12 +335,28 @@ impl Rest {
         }
         let lookups = crate::admission::lookups(self, info, &obj).await;
         crate::admission::admit_create(info, &mut obj, &lookups);
+        let areq = AdmissionRequest {
+            operation: Operation::Create,
+            rp,
+            name: &name,
+            who: ctx.who,
+            dry_run: ctx.dry_run,
+            options: AdmissionRequest::write_options("CreateOptions", ctx.dry_run, &ctx.manager),
+        };
+        let mut warnings = self.mutating_webhooks(&areq, &mut obj, None).await?;
+        // What a webhook changed is defaulted again, as upstream decodes its patch.
+        glue::apply_defaults(info, &mut obj);
         let causes = glue::validate_create(info, &obj);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, &name, causes));
         }
         self.namespace_admits(info, rp.namespace.as_deref(), &name)
             .await?;
+        warnings.extend(self.validating_webhooks(&areq, Some(&obj), None).await?);
+        let with_warnings = |mut r: Reply| {
+            r.warnings.extend(warnings.iter().cloned());
+            r
+        };
         if !ctx.applied {
             crate::managed::record_update(info, None, None, &mut obj, &ctx.manager);
         }
@@ -338,19 +371,20 @@ impl Rest {
             {
                 return Err(ApiError::already_exists(info.group, info.plural, &name));
             }
-            return Ok(Reply::json(201, codec::encode(&obj)));
+            return Ok(with_warnings(Reply::json(201, codec::encode(&obj))));
         }
         let allocated = self.alloc.allocate(info, &mut obj).await?;
+        crate::strategy::customresource::Conversion::to_storage(info, &mut obj);
         let encoded = codec::encode(&obj);
         if let Err(e) = check_stored_size(encoded.len()) {
             self.alloc.release_list(allocated).await;
             return Err(e);
         }
         match self.store.create(&key, Bytes::from(encoded)).await {
-            Ok(kv) => Ok(Reply::json(
+            Ok(kv) => Ok(with_warnings(Reply::json(
                 201,
-                codec::splice_resource_version(&kv.value, kv.mod_revision),
-            )),
+                served(rp.info, &kv.value, kv.mod_revision),
+            ))),
             Err(e) => {
                 self.alloc.release_list(allocated).await;
                 Err(store_err(info, &name, e))
@@ -369,7 +403,7 @@ impl Rest {
 
     pub async fn get(&self, rp: &ResourcePath<'_>, name: &str) -> Result<(Value, Bytes), ApiError> {
         let kv = self.get_kv(rp, name).await?;
-        let bytes = Bytes::from(codec::splice_resource_version(&kv.value, kv.mod_revision));
+        let bytes = Bytes::from(served(rp.info, &kv.value, kv.mod_revision));
         Ok((decode_stored(&kv.value, kv.mod_revision)?, bytes))
     }
 
@@ -431,7 +465,7 @@ impl Rest {
                 ));
             }
             return self
-                .list_continued(&prefix, &key, rv, limit, opts, &filter)
+                .list_continued(info, &prefix, &key, rv, limit, opts, &filter)
                 .await;
         }
         match opts.resource_version.as_deref() {
@@ -463,7 +497,7 @@ impl Rest {
         let items = snap
             .items
             .iter()
-            .map(|(_, c)| Bytes::from(codec::splice_resource_version(&c.value, c.mod_revision)))
+            .map(|(_, c)| Bytes::from(served(rp.info, &c.value, c.mod_revision)))
             .collect();
         Ok(ListPage {
             items,
@@ -476,8 +510,10 @@ impl Rest {
     /// The pages after the first, read from the store at the first page's revision (as
     /// upstream: one consistent list while that revision is not compacted, then 410 with a
     /// token that continues at the latest revision; `rv` -1 is such a token).
+    #[allow(clippy::too_many_arguments)]
     async fn list_continued(
         &self,
+        info: &ResourceInfo,
         prefix: &str,
         start: &str,
         rv: Revision,
@@ -506,10 +542,7 @@ impl Rest {
                 taken += 1;
                 after.clone_from(&kv.key);
                 if filter.matches_encoded(&kv.value) {
-                    items.push(Bytes::from(codec::splice_resource_version(
-                        &kv.value,
-                        kv.mod_revision,
-                    )));
+                    items.push(Bytes::from(served(info, &kv.value, kv.mod_revision)));
                     if limit > 0 && items.len() == limit {
                         break;
                     }
@@ -553,6 +586,35 @@ impl Rest {
         }
         let old = decode_stored(&current.value, current.mod_revision)?;
         self.write_update(rp, name, &current, &old, obj, ctx).await
+    }
+
+    /// Reads the object, lets `change` derive its new form from the stored one and writes
+    /// it, again from a fresh read whenever another write got in between (upstream's
+    /// `GuaranteedUpdate`). `change` answering `None` leaves the object as it is.
+    pub async fn guaranteed_update(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        ctx: &WriteCtx<'_>,
+        mut change: impl FnMut(&Value) -> Result<Option<Value>, ApiError>,
+    ) -> Result<Option<Reply>, ApiError> {
+        for _ in 0..GUARANTEED_UPDATE_TRIES {
+            let current = self.get_kv(rp, name).await?;
+            let old = decode_stored(&current.value, current.mod_revision)?;
+            let Some(new) = change(&old)? else {
+                return Ok(None);
+            };
+            match self.write_update(rp, name, &current, &old, new, ctx).await {
+                Err(ApiError::Conflict { .. }) => continue,
+                other => return other.map(Some),
+            }
+        }
+        Err(ApiError::conflict(
+            rp.info.group,
+            rp.info.plural,
+            name,
+            "too many concurrent changes; try again",
+        ))
     }
 
     /// The shared tail of update and patch: merge system fields, validate, CAS-write.
@@ -635,6 +697,16 @@ impl Rest {
                 .unwrap_or(0);
             set_meta(&mut obj, "generation", g + 1);
         }
+        let areq = AdmissionRequest {
+            operation: Operation::Update,
+            rp,
+            name,
+            who: ctx.who,
+            dry_run: ctx.dry_run,
+            options: AdmissionRequest::write_options("UpdateOptions", ctx.dry_run, &ctx.manager),
+        };
+        let mut warnings = self.mutating_webhooks(&areq, &mut obj, Some(old)).await?;
+        glue::apply_defaults(info, &mut obj);
         // Validation sees the stored resourceVersion, as upstream's does; it is not stored.
         set_meta(
             &mut obj,
@@ -649,6 +721,26 @@ impl Rest {
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, name, causes));
         }
+        warnings.extend(
+            self.validating_webhooks(&areq, Some(&obj), Some(old))
+                .await?,
+        );
+        let reply = self.store_update(rp, name, current, old, obj, ctx).await?;
+        Ok(Reply { warnings, ..reply })
+    }
+
+    /// The end of [`Rest::write_update`], after admission: managed fields, then the write
+    /// (or the delete of an object whose last finalizer went).
+    async fn store_update(
+        &self,
+        rp: &ResourcePath<'_>,
+        name: &str,
+        current: &KeyValue,
+        old: &Value,
+        mut obj: Value,
+        ctx: &WriteCtx<'_>,
+    ) -> Result<Reply, ApiError> {
+        let info = rp.info;
         metadata_mut(&mut obj).remove("resourceVersion");
         if !ctx.applied {
             crate::managed::record_update(
@@ -684,13 +776,14 @@ impl Rest {
             set_meta(&mut out, "resourceVersion", kv.mod_revision.to_string());
             return Ok(Reply::value(200, &out));
         }
+        crate::strategy::customresource::Conversion::to_storage(info, &mut obj);
         let encoded = Bytes::from(codec::encode(&obj));
         check_stored_size(encoded.len())?;
         if encoded == current.value {
             // No change: upstream answers without writing.
             return Ok(Reply::json(
                 200,
-                codec::splice_resource_version(&current.value, current.mod_revision),
+                served(rp.info, &current.value, current.mod_revision),
             ));
         }
         let kv = self
@@ -700,7 +793,7 @@ impl Rest {
             .map_err(|e| store_err(info, name, e))?;
         Ok(Reply::json(
             200,
-            codec::splice_resource_version(&kv.value, kv.mod_revision),
+            served(rp.info, &kv.value, kv.mod_revision),
         ))
     }
 
@@ -712,11 +805,24 @@ impl Rest {
         name: &str,
         opts: &Value,
         dry_run: bool,
+        who: Option<&crate::auth::Identity>,
     ) -> Result<Reply, ApiError> {
         let info = rp.info;
-        for _attempt in 0..5 {
+        for attempt in 0..5 {
             let current = self.get_kv(rp, name).await?;
             let obj = decode_stored(&current.value, current.mod_revision)?;
+            if attempt == 0 {
+                let areq = AdmissionRequest {
+                    operation: Operation::Delete,
+                    rp,
+                    name,
+                    who,
+                    dry_run,
+                    options: opts.clone(),
+                };
+                // A delete's webhook warnings are not passed on (not implemented).
+                self.validating_webhooks(&areq, None, Some(&obj)).await?;
+            }
             if let Some(uid) = object::path(opts, "preconditions.uid").and_then(Value::as_str) {
                 if object::uid(&obj) != Some(uid) {
                     return Err(ApiError::conflict(info.group, info.plural, name, format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&obj).unwrap_or(""))));
@@ -745,6 +851,9 @@ impl Rest {
             } else {
                 Vec::new()
             };
+            if !object::deletion_timestamp(&obj).is_some() {
+                crate::strategy::deletion_finalizers(info, &mut finalizers);
+            }
             match policy {
                 Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
                     finalizers.push("orphan".into())
@@ -823,7 +932,7 @@ impl Rest {
             if encoded == current.value {
                 return Ok(Reply::json(
                     200,
-                    codec::splice_resource_version(&current.value, current.mod_revision),
+                    served(rp.info, &current.value, current.mod_revision),
                 ));
             }
             match self
@@ -834,7 +943,7 @@ impl Rest {
                 Ok(kv) => {
                     return Ok(Reply::json(
                         200,
-                        codec::splice_resource_version(&kv.value, kv.mod_revision),
+                        served(rp.info, &kv.value, kv.mod_revision),
                     ))
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -856,6 +965,7 @@ impl Rest {
         list_opts: &ListOptions,
         opts: &Value,
         dry_run: bool,
+        who: Option<&crate::auth::Identity>,
     ) -> Result<Reply, ApiError> {
         let page = self.list(rp, list_opts).await?;
         let mut deleted = Vec::new();
@@ -871,7 +981,7 @@ impl Rest {
                 subresource: None,
                 legacy_watch: false,
             };
-            match self.delete(&sub, &name, opts, dry_run).await {
+            match self.delete(&sub, &name, opts, dry_run, who).await {
                 Ok(r) => {
                     deleted.push(serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null))
                 }

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use krust_machinery::codec::{self, FieldValidation};
 use krust_machinery::object::{self, set_meta};
+use krust_machinery::registry::SharedRegistry;
 use krust_machinery::{ApiError, Registry, ResourceInfo};
 use krust_store::Store;
 use serde_json::{json, Value};
@@ -34,8 +35,8 @@ use crate::strategy::certificates::APPROVAL;
 pub const KUBE_VERSION: &str = "v1.33.0";
 
 pub struct ApiServer {
-    pub rest: Rest,
-    pub registry: Arc<Registry>,
+    pub rest: Arc<Rest>,
+    pub registry: Arc<SharedRegistry>,
     pub(crate) authorizer: Box<dyn Authorizer>,
     openapi: OpenApi,
     /// `host:port` clients reach this server at, for discovery documents.
@@ -164,7 +165,7 @@ impl ApiServer {
         let openapi = OpenApi::new(rest.registry.clone());
         ApiServer {
             registry: rest.registry.clone(),
-            rest,
+            rest: Arc::new(rest),
             authorizer,
             openapi,
             server_address,
@@ -324,7 +325,9 @@ impl ApiServer {
         {
             return r.map(reply);
         }
-        let target = parse_path(&self.registry, &path)?;
+        // One snapshot of the served kinds for the whole request.
+        let registry = self.registry.load();
+        let target = parse_path(&registry, &path)?;
         if !matches!(target, Target::Resource(_)) {
             auth::check(self.authorizer.as_ref(), who, &non_resource)?;
         }
@@ -334,23 +337,23 @@ impl ApiServer {
                 if discovery::negotiate(&accept).is_none() {
                     return Err(ApiError::NotAcceptable);
                 }
-                if let Some((doc, ct)) = discovery::aggregated(&self.registry, core, &accept) {
+                if let Some((doc, ct)) = discovery::aggregated(&registry, core, &accept) {
                     return Ok(status_response(200, Bytes::from(doc.to_string()), ct, &[]));
                 }
                 let doc = if core {
                     discovery::api_versions(&self.server_address)
                 } else {
-                    discovery::api_group_list(&self.registry)
+                    discovery::api_group_list(&registry)
                 };
                 return Ok(json_ok(doc));
             }
             Target::Group(g) => {
-                return discovery::api_group(&self.registry, &g)
+                return discovery::api_group(&registry, &g)
                     .map(json_ok)
                     .ok_or(ApiError::NoRoute)
             }
             Target::GroupVersion(g, v) => {
-                return discovery::resource_list(&self.registry, &g, &v)
+                return discovery::resource_list(&registry, &g, &v)
                     .map(json_ok)
                     .ok_or(ApiError::NoRoute)
             }
@@ -423,7 +426,7 @@ impl ApiServer {
             }
             ("get", Some(name), Some("scale")) => {
                 let (obj, _) = self.rest.get(&rp, &name).await?;
-                Ok(json_ok(scale_of(&obj)))
+                Ok(json_ok(scale_of(info, &obj)))
             }
             ("create", None, None) => {
                 let (obj, warnings) = self.decode_object(info, &ct, &body, validation)?;
@@ -479,7 +482,7 @@ impl ApiServer {
                 let opts = delete_options(&q, &body)?;
                 Ok(reply(
                     self.rest
-                        .delete(&rp, &name, &opts, ctx.dry_run || is_dry_run(&opts))
+                        .delete(&rp, &name, &opts, ctx.dry_run || is_dry_run(&opts), ctx.who)
                         .await?,
                 ))
             }
@@ -488,7 +491,13 @@ impl ApiServer {
                 let opts = delete_options(&q, &body)?;
                 Ok(reply(
                     self.rest
-                        .delete_collection(&rp, &list_opts, &opts, ctx.dry_run || is_dry_run(&opts))
+                        .delete_collection(
+                            &rp,
+                            &list_opts,
+                            &opts,
+                            ctx.dry_run || is_dry_run(&opts),
+                            ctx.who,
+                        )
                         .await?,
                 ))
             }
@@ -754,7 +763,7 @@ impl ApiServer {
         for _ in 0..8 {
             let current = self.rest.get_kv(&main, name).await?;
             let old = decode_stored(&current.value, current.mod_revision)?;
-            let scale = change(&scale_of(&old))?;
+            let scale = change(&scale_of(info, &old))?;
             let replicas = scale
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)
@@ -777,7 +786,7 @@ impl ApiServer {
                 }
             }
             let mut new = old.clone();
-            new["spec"]["replicas"] = json!(replicas);
+            set_path(&mut new, &scale_paths(info).spec_replicas, json!(replicas));
             match self
                 .rest
                 .write_update(&main, name, &current, &old, new, ctx)
@@ -785,7 +794,7 @@ impl ApiServer {
             {
                 Ok(r) => {
                     let obj: Value = serde_json::from_slice(&r.body).map_err(ApiError::internal)?;
-                    return Ok(Reply::value(200, &scale_of(&obj)));
+                    return Ok(Reply::value(200, &scale_of(info, &obj)));
                 }
                 Err(ApiError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
@@ -850,7 +859,7 @@ impl ApiServer {
                 }),
             )));
         }
-        self.rest.delete(&main, name, &opts, dry_run).await?;
+        self.rest.delete(&main, name, &opts, dry_run, None).await?;
         Ok(reply(Reply::value(
             201,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -880,7 +889,7 @@ impl ApiServer {
             return Ok(None);
         };
         let prp = ResourcePath {
-            info,
+            info: &info,
             namespace: Some(ns.to_string()),
             name: None,
             subresource: None,
@@ -958,7 +967,7 @@ impl ApiServer {
             }
             pdb["status"]["disruptedPods"][name] = json!(object::now_rfc3339());
             let srp = ResourcePath {
-                info,
+                info: &info,
                 namespace: Some(ns.to_string()),
                 name: object::name(&pdb).map(String::from),
                 subresource: Some("status".into()),
@@ -1110,21 +1119,53 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<Value, ApiError> {
     Ok(opts)
 }
 
+/// Where a kind's scale subresource reads and writes: its own paths (a custom resource's)
+/// or the built-in workloads'.
+fn scale_paths(info: &ResourceInfo) -> krust_machinery::registry::ScalePaths {
+    info.ops
+        .scale_paths()
+        .unwrap_or_else(|| krust_machinery::registry::ScalePaths {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            label_selector: None,
+        })
+}
+
+/// `.spec.replicas` as a JSON pointer.
+fn pointer(path: &str) -> String {
+    path.replace('.', "/")
+}
+
+/// Sets the value at a `.a.b` path, creating the objects on the way.
+fn set_path(obj: &mut Value, path: &str, value: Value) {
+    let mut at = obj;
+    let mut parts = path.trim_start_matches('.').split('.').peekable();
+    while let Some(part) = parts.next() {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        let Some(map) = at.as_object_mut() else {
+            return;
+        };
+        if parts.peek().is_none() {
+            map.insert(part.to_string(), value);
+            return;
+        }
+        at = map.entry(part.to_string()).or_insert_with(|| json!({}));
+    }
+}
+
 /// The `autoscaling/v1` Scale view of a workload.
-fn scale_of(obj: &Value) -> Value {
-    let selector = obj.pointer("/spec/selector").map(|s| {
-        // Deployments carry a LabelSelector; ReplicationControllers a plain map.
-        let labels = s.get("matchLabels").unwrap_or(s);
-        labels
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default()
-    });
+fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
+    let paths = scale_paths(info);
+    let selector = match &paths.label_selector {
+        // A custom resource keeps its selector serialised already.
+        Some(p) => obj
+            .pointer(&pointer(p))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        None => builtin_selector(obj),
+    };
     let meta = object::metadata(obj).cloned().unwrap_or_default();
     let keep = [
         "name",
@@ -1137,13 +1178,32 @@ fn scale_of(obj: &Value) -> Value {
         .into_iter()
         .filter(|(k, _)| keep.contains(&k.as_str()))
         .collect();
+    let replicas = |p: &str| obj.pointer(&pointer(p)).cloned().unwrap_or(json!(0));
     let mut scale = json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
-        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
-        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0))}});
+        "spec": {"replicas": replicas(&paths.spec_replicas)},
+        "status": {"replicas": replicas(&paths.status_replicas)}});
     if let Some(sel) = selector.filter(|s| !s.is_empty()) {
         scale["status"]["selector"] = json!(sel);
     }
     scale
+}
+
+/// A built-in workload's selector as a string: Deployments carry a LabelSelector,
+/// ReplicationControllers a plain map.
+fn builtin_selector(obj: &Value) -> Option<String> {
+    obj.pointer("/spec/selector").map(|s| {
+        // Deployments carry a LabelSelector; ReplicationControllers a plain map.
+        let labels = s.get("matchLabels").unwrap_or(s);
+        labels
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    })
 }
 
 /// Rewrites a watch's events so that each object is a one-row Table (`kubectl get -w`).
@@ -1243,13 +1303,23 @@ pub async fn start(
     if let Some(interval) = config.compaction_interval {
         tokio::spawn(crate::compactor::run(store.clone(), interval));
     }
-    let registry = Arc::new(Registry::builtin());
+    // The built-in kinds, CustomResourceDefinitions and the admission configurations; the
+    // definitions stored now are served from the first request, later ones as the
+    // apiextensions controller sees them.
+    let builtin = Registry::builtin().extended(crate::strategy::extension_resources());
+    let registry = Arc::new(SharedRegistry::new(builtin.clone()));
+    let admission = Arc::new(crate::admission::webhooks::DynamicAdmission::new(
+        registry.clone(),
+        cache.clone(),
+    ));
     let rest = Rest {
         registry: registry.clone(),
         store: store.clone(),
         cache,
         alloc,
+        admission,
     };
+    registry.replace(crate::apiextensions::initial_registry(&rest, &builtin).await?);
     let kubelet = crate::kubelet::KubeletClient::new(&pki.ca_cert_pem, &pki.ca_key_pem)?;
     let mut server = ApiServer::new(
         rest,
@@ -1262,6 +1332,7 @@ pub async fn start(
         crate::token::DEFAULT_ISSUER,
     )?));
     let server = Arc::new(server);
+    tokio::spawn(crate::apiextensions::run(server.rest.clone(), builtin));
     server.bootstrap().await?;
     // Not fatal: the API works without it, and another server may be writing it too.
     if let Err(e) = server
@@ -1305,8 +1376,7 @@ impl ApiServer {
         let ns = self
             .registry
             .lookup("", "v1", "namespaces")
-            .ok_or_else(|| anyhow::anyhow!("namespaces not served"))?
-            .clone();
+            .ok_or_else(|| anyhow::anyhow!("namespaces not served"))?;
         let rp = ResourcePath {
             info: &ns,
             namespace: None,
@@ -1371,8 +1441,7 @@ impl ApiServer {
             let info = self
                 .registry
                 .lookup(group, version, plural)
-                .ok_or_else(|| anyhow::anyhow!("{plural} not served"))?
-                .clone();
+                .ok_or_else(|| anyhow::anyhow!("{plural} not served"))?;
             let rp = ResourcePath {
                 info: &info,
                 namespace: Some("default".to_string()),

@@ -79,7 +79,7 @@ impl ApiServer {
             .lookup("", "v1", plural)
             .ok_or(ApiError::NoRoute)?;
         let rp = ResourcePath {
-            info,
+            info: &info,
             namespace: Some(namespace.to_string()),
             name: Some(name.to_string()),
             subresource: None,

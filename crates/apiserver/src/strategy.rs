@@ -3,10 +3,34 @@
 //! (requester, status and approval doors) are [`certificates`]'.
 
 pub mod certificates;
+pub mod customresource;
+pub mod customresourcedefinition;
 
+use k8s_openapi::api::admissionregistration::v1 as admissionregistration;
 use krust_machinery::object;
+use krust_machinery::registry::typed_resource;
 use krust_machinery::ResourceInfo;
 use serde_json::{json, Value};
+
+/// The kinds served beside the built-in ones: CustomResourceDefinitions and the
+/// admission configurations.
+pub fn extension_resources() -> Vec<ResourceInfo> {
+    const NONE: &[&str] = &[];
+    const API_EXTENSIONS: &[&str] = &["api-extensions"];
+    vec![
+        customresourcedefinition::resource(),
+        typed_resource::<admissionregistration::MutatingWebhookConfiguration>(
+            NONE,
+            API_EXTENSIONS,
+            NONE,
+        ),
+        typed_resource::<admissionregistration::ValidatingWebhookConfiguration>(
+            NONE,
+            API_EXTENSIONS,
+            NONE,
+        ),
+    ]
+}
 
 /// Resets what clients may not set at creation.
 pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
@@ -136,6 +160,21 @@ pub fn grace_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>) ->
 pub fn prepare_for_delete(info: &ResourceInfo, obj: &mut Value) {
     if (info.group, info.kind) == ("", "Namespace") {
         obj["status"] = json!({"phase": "Terminating"});
+    }
+    if customresourcedefinition::is_crd(info) {
+        customresourcedefinition::prepare_for_delete(obj);
+    }
+}
+
+/// Finalizers a deletion adds before it marks the object: a CustomResourceDefinition
+/// stays until its custom resources are gone.
+pub fn deletion_finalizers(info: &ResourceInfo, finalizers: &mut Vec<String>) {
+    if customresourcedefinition::is_crd(info)
+        && !finalizers
+            .iter()
+            .any(|f| f == customresourcedefinition::CLEANUP_FINALIZER)
+    {
+        finalizers.push(customresourcedefinition::CLEANUP_FINALIZER.into());
     }
 }
 

@@ -20,6 +20,7 @@ use crate::cache::{Cache, Cached, Change, ChangeKind};
 use crate::glue::ObjectFilter;
 use crate::options::ListOptions;
 use crate::request::ResourcePath;
+use crate::strategy::customresource::Conversion;
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 
@@ -30,6 +31,8 @@ pub const DEFAULT_TIMEOUT_SECONDS: u64 = 1800;
 pub struct Filter {
     prefix: String,
     objects: ObjectFilter,
+    /// Into the watched version, for custom resources stored in another one.
+    conversion: Conversion,
 }
 
 impl Filter {
@@ -44,6 +47,7 @@ impl Filter {
         Ok(Filter {
             prefix,
             objects: ObjectFilter::new(rp.info, opts.label_selector.as_deref(), fields)?,
+            conversion: Conversion::of(rp.info),
         })
     }
 
@@ -57,8 +61,10 @@ impl Filter {
     }
 }
 
-fn event(kind: &str, value: &[u8], rv: Revision) -> Bytes {
-    let obj = codec::splice_resource_version(value, rv);
+fn event(filter: &Filter, kind: &str, value: &[u8], rv: Revision) -> Bytes {
+    let obj = filter
+        .conversion
+        .apply(codec::splice_resource_version(value, rv));
     let mut out = Vec::with_capacity(obj.len() + 32);
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
@@ -98,8 +104,9 @@ fn translate(filter: &Filter, change: &Change) -> Option<Bytes> {
         _ => false,
     };
     match (before, now) {
-        (false, true) => Some(event("ADDED", &change.value, change.revision)),
+        (false, true) => Some(event(filter, "ADDED", &change.value, change.revision)),
         (true, true) => Some(event(
+            filter,
             if change.kind == ChangeKind::Added {
                 "ADDED"
             } else {
@@ -108,7 +115,7 @@ fn translate(filter: &Filter, change: &Change) -> Option<Bytes> {
             &change.value,
             change.revision,
         )),
-        (true, false) => Some(event("DELETED", &change.value, change.revision)),
+        (true, false) => Some(event(filter, "DELETED", &change.value, change.revision)),
         (false, false) => None,
     }
 }
@@ -184,7 +191,7 @@ pub fn start(
             if filter.key_matches(&key)
                 && filter.object_matches(&c.value)
                 && tx
-                    .send(event("ADDED", &c.value, c.mod_revision))
+                    .send(event(&filter, "ADDED", &c.value, c.mod_revision))
                     .await
                     .is_err()
             {

@@ -135,7 +135,8 @@ impl Queue {
 
 struct Gc {
     client: kube::Client,
-    resources: Vec<(ApiResource, bool)>,
+    /// Append-only (nodes name resources by index); new kinds join as discovery finds them.
+    resources: std::sync::RwLock<Vec<(ApiResource, bool)>>,
     graph: Mutex<Graph>,
     queue: Queue,
 }
@@ -156,13 +157,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: Shutdown) {
     };
     let gc = Arc::new(Gc {
         client,
-        resources,
+        resources: std::sync::RwLock::new(Vec::new()),
         graph: Mutex::default(),
         queue: Queue::default(),
     });
-    for i in 0..gc.resources.len() {
-        tokio::spawn(feed(gc.clone(), i));
-    }
+    gc.add_resources(resources);
+    tokio::spawn(rediscover(gc.clone()));
     let worker = async {
         loop {
             let uid = gc.queue.next().await;
@@ -227,8 +227,23 @@ fn node_of(resource: usize, obj: &DynamicObject) -> Option<(String, Node)> {
 }
 
 /// Keeps the graph current from one resource's watch.
+/// Upstream's GC resyncs discovery every 30 s: kinds defined later (custom resources) join.
+const REDISCOVERY: Duration = Duration::from_secs(30);
+
+async fn rediscover(gc: Arc<Gc>) {
+    loop {
+        tokio::time::sleep(REDISCOVERY).await;
+        match discover(&gc.client).await {
+            Ok(found) => gc.add_resources(found),
+            Err(e) => tracing::debug!(error = %e, "garbage collector rediscovery failed"),
+        }
+    }
+}
+
 async fn feed(gc: Arc<Gc>, i: usize) {
-    let ar = gc.resources[i].0.clone();
+    let Some((ar, _)) = gc.resource(i) else {
+        return;
+    };
     let api: Api<DynamicObject> = Api::all_with(gc.client.clone(), &ar);
     let mut events = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
@@ -267,8 +282,33 @@ async fn feed(gc: Arc<Gc>, i: usize) {
 }
 
 impl Gc {
+    fn resource(&self, i: usize) -> Option<(ApiResource, bool)> {
+        self.resources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(i)
+            .cloned()
+    }
+
+    /// Watches the resources not watched yet.
+    fn add_resources(self: &Arc<Self>, found: Vec<(ApiResource, bool)>) {
+        let mut resources = self.resources.write().unwrap_or_else(|p| p.into_inner());
+        for r in found {
+            if resources
+                .iter()
+                .any(|(ar, _)| ar.api_version == r.0.api_version && ar.plural == r.0.plural)
+            {
+                continue;
+            }
+            resources.push(r);
+            tokio::spawn(feed(self.clone(), resources.len() - 1));
+        }
+    }
+
     fn api_for(&self, node: &Node) -> Api<DynamicObject> {
-        let (ar, namespaced) = &self.resources[node.resource];
+        // Nodes only name resources that were pushed, and none is ever removed.
+        let resources = self.resources.read().unwrap_or_else(|p| p.into_inner());
+        let (ar, namespaced) = &resources[node.resource];
         match (&node.namespace, namespaced) {
             (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, ar),
             _ => Api::all_with(self.client.clone(), ar),
@@ -278,6 +318,8 @@ impl Gc {
     /// The resource an owner reference points at.
     fn resource_of(&self, r: &OwnerReference) -> Option<usize> {
         self.resources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .position(|(ar, _)| ar.api_version == r.api_version && ar.kind == r.kind)
     }
@@ -304,7 +346,7 @@ impl Gc {
         };
         let probe = Node {
             resource: res,
-            namespace: if self.resources[res].1 {
+            namespace: if self.resource(res).is_some_and(|(_, namespaced)| namespaced) {
                 dependent.namespace.clone()
             } else {
                 None

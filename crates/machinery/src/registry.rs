@@ -1,9 +1,11 @@
 //! The registry of served kinds. Serving a new built-in kind is one `entry::<T>(...)` line
-//! in [`Registry::builtin`] plus its validation and defaulting.
+//! in [`Registry::builtin`] plus its validation and defaulting. Kinds defined while the
+//! server runs (CustomResourceDefinitions) come as [`ResourceInfo`]s whose [`KindOps`]
+//! carry their schema, and a [`SharedRegistry`] swaps in a new [`Registry`] when they change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
@@ -23,6 +25,83 @@ pub trait KindOps: Send + Sync {
     fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
     /// The OpenAPI definition name, e.g. `io.k8s.api.core.v1.Pod`.
     fn schema_name(&self) -> String;
+    /// What caches of schema-derived data (server-side apply's type trees) are keyed by:
+    /// it changes whenever the schema does, as a custom resource's may.
+    fn schema_key(&self) -> String {
+        self.schema_name()
+    }
+    /// Defaulting beyond the built-in tables: a custom resource's schema defaults.
+    fn apply_defaults(&self, _obj: &mut Value) {}
+    /// Validation beyond the built-in rules: a custom resource's schema and CEL rules.
+    /// `old` is the stored object on updates.
+    fn validate(&self, _obj: &Value, _old: Option<&Value>) -> Vec<crate::Cause> {
+        Vec::new()
+    }
+    /// Where the scale subresource reads and writes; `None` for the built-in kinds' paths.
+    fn scale_paths(&self) -> Option<ScalePaths> {
+        None
+    }
+    /// Table columns and cells of a kind printed by its own definition (a custom
+    /// resource's additionalPrinterColumns); `None` for the built-in printers.
+    fn printer(&self) -> Option<&dyn Printer> {
+        None
+    }
+    /// The `apiVersion` objects of this kind are stored in, when it is not the served one
+    /// (a custom resource served in several versions).
+    fn storage_api_version(&self) -> Option<&str> {
+        None
+    }
+    /// A kind defined while the server runs rather than built in.
+    fn is_custom(&self) -> bool {
+        false
+    }
+}
+
+/// Server-side printing of a kind that describes its own columns.
+pub trait Printer: Send + Sync {
+    /// Column definitions, as a Table's `columnDefinitions`.
+    fn columns(&self) -> Vec<Value>;
+    /// One row's cells, in the order of [`Printer::columns`].
+    fn cells(&self, obj: &Value, now: time::OffsetDateTime) -> Vec<Value>;
+}
+
+/// JSON paths (`.spec.replicas`) of a scale subresource's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    pub label_selector: Option<String>,
+}
+
+static INTERNED: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Default::default);
+static INTERNED_LISTS: LazyLock<Mutex<HashSet<&'static [&'static str]>>> =
+    LazyLock::new(Default::default);
+
+/// The one `'static` copy of a name. Kinds' names are `&'static str` so that the many
+/// `match (group, kind)` arms over built-in kinds stay plain; names of kinds defined at
+/// run time are interned here, once per distinct string, so rebuilding the registry after
+/// every CustomResourceDefinition change copies nothing and memory is bounded by the
+/// distinct names ever defined (a few per CRD).
+pub fn intern(s: &str) -> &'static str {
+    let mut set = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = set.get(s) {
+        return v;
+    }
+    let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+/// [`intern`] for a list of names (short names, categories, subresources).
+pub fn intern_list<S: AsRef<str>>(items: &[S]) -> &'static [&'static str] {
+    let names: Vec<&'static str> = items.iter().map(|s| intern(s.as_ref())).collect();
+    let mut set = INTERNED_LISTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = set.get(names.as_slice()) {
+        return v;
+    }
+    let leaked: &'static [&'static str] = Box::leak(names.into_boxed_slice());
+    set.insert(leaked);
+    leaked
 }
 
 struct Typed<T>(PhantomData<fn() -> T>);
@@ -141,6 +220,44 @@ pub struct Registry {
     resources: Vec<ResourceInfo>,
     by_path: HashMap<(String, String, String), usize>,
     by_kind: HashMap<(String, String), usize>,
+    /// Counts the registries a [`SharedRegistry`] has held, so that documents derived
+    /// from one (discovery, OpenAPI) know when to be rebuilt.
+    generation: u64,
+}
+
+/// The registry of a running server: read as a snapshot per request, replaced whole when
+/// the served kinds change (a CustomResourceDefinition established or removed).
+#[derive(Debug)]
+pub struct SharedRegistry {
+    current: RwLock<Arc<Registry>>,
+}
+
+impl SharedRegistry {
+    pub fn new(registry: Registry) -> Self {
+        SharedRegistry {
+            current: RwLock::new(Arc::new(registry)),
+        }
+    }
+
+    /// The registry as it is now; it does not change under the caller.
+    pub fn load(&self) -> Arc<Registry> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The resource served at `/apis/<group>/<version>/<plural>` now.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<ResourceInfo> {
+        self.load().lookup(group, version, plural).cloned()
+    }
+
+    /// Serves `registry` from now on, with the next generation number.
+    pub fn replace(&self, mut registry: Registry) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        registry.generation = current.generation + 1;
+        *current = Arc::new(registry);
+    }
 }
 
 struct Entry {
@@ -171,6 +288,24 @@ where
         subresources: e.subresources,
         ops: Arc::new(Typed::<T>(PhantomData)),
     }
+}
+
+/// A kind served from its k8s-openapi type outside [`Registry::builtin`] (JSON only: the
+/// protobuf decoder's table covers the built-in kinds), for [`Registry::extended`].
+pub fn typed_resource<T>(
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    subresources: &'static [&'static str],
+) -> ResourceInfo
+where
+    T: k8s_openapi::Resource + Serialize + DeserializeOwned + schemars::JsonSchema + 'static,
+    T::Scope: Scope,
+{
+    entry::<T>(Entry {
+        short_names,
+        categories,
+        subresources,
+    })
 }
 
 /// Maps k8s-openapi's scope marker types to a flag.
@@ -276,7 +411,28 @@ impl Registry {
             resources,
             by_path,
             by_kind,
+            generation: 0,
         }
+    }
+
+    /// These resources and `extra` (which lose to them on a clash of path or kind).
+    pub fn extended(&self, extra: impl IntoIterator<Item = ResourceInfo>) -> Self {
+        let mut resources = self.resources.clone();
+        for r in extra {
+            let clash = resources.iter().any(|o| {
+                (o.group, o.version, o.plural) == (r.group, r.version, r.plural)
+                    || (o.group, o.version, o.kind) == (r.group, r.version, r.kind)
+            });
+            if !clash {
+                resources.push(r);
+            }
+        }
+        Self::new(resources)
+    }
+
+    /// See [`SharedRegistry::replace`].
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn resources(&self) -> &[ResourceInfo] {
@@ -297,7 +453,8 @@ impl Registry {
             .map(|&i| &self.resources[i])
     }
 
-    /// Served group/versions in discovery order: core first, then groups by name.
+    /// Served group/versions in discovery order: core first, then groups by name; versions
+    /// of one group in the order they were registered (preferred first).
     pub fn group_versions(&self) -> Vec<(&'static str, &'static str)> {
         let mut out: Vec<(&'static str, &'static str)> = Vec::new();
         for r in &self.resources {

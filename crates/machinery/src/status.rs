@@ -145,6 +145,13 @@ pub enum ApiError {
     ServiceUnavailable { message: String },
     #[error("Timeout: {message}")]
     Timeout { message: String },
+    /// A refusal whose code and reason come from elsewhere (an admission webhook's answer).
+    #[error("{message}")]
+    Status {
+        code: u16,
+        reason: String,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -218,10 +225,11 @@ impl ApiError {
             ApiError::Internal { .. } => 500,
             ApiError::ServiceUnavailable { .. } => 503,
             ApiError::Timeout { .. } => 504,
+            ApiError::Status { code, .. } => *code,
         }
     }
 
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> &str {
         match self {
             ApiError::BadRequest { .. } => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
@@ -239,6 +247,7 @@ impl ApiError {
             ApiError::Internal { .. } => "InternalError",
             ApiError::ServiceUnavailable { .. } => "ServiceUnavailable",
             ApiError::Timeout { .. } => "Timeout",
+            ApiError::Status { reason, .. } => reason,
         }
     }
 

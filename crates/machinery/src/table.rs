@@ -1437,10 +1437,15 @@ pub fn table(
     resource_version: Option<&str>,
     continue_token: Option<&str>,
 ) -> Value {
+    let printer = info.ops.printer();
     let rows: Vec<Value> = objs
         .iter()
         .map(|obj| {
-            let mut r = json!({ "cells": row(info, obj, now) });
+            let cells = match printer {
+                Some(p) => p.cells(obj, now),
+                None => row(info, obj, now),
+            };
+            let mut r = json!({ "cells": cells });
             if let Some(c) = row_conditions(info, obj) {
                 r["conditions"] = c;
             }
@@ -1461,7 +1466,10 @@ pub fn table(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "columnDefinitions": serde_json::to_value(columns(info)).unwrap_or_else(|_| json!([])),
+        "columnDefinitions": match printer {
+            Some(p) => Value::Array(p.columns()),
+            None => serde_json::to_value(columns(info)).unwrap_or_else(|_| json!([])),
+        },
         "rows": rows,
     })
 }

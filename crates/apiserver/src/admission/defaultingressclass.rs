@@ -77,7 +77,7 @@ pub async fn classes_for(rest: &Rest, info: &ResourceInfo, obj: &Value) -> Vec<V
     }
     let Some(classes) = rest
         .registry
-        .by_kind("networking.k8s.io/v1", "IngressClass")
+        .lookup("networking.k8s.io", "v1", "ingressclasses")
     else {
         return Vec::new();
     };
@@ -171,11 +171,18 @@ mod tests {
     async fn create_reads_classes_from_the_store() {
         let store = Arc::new(MemoryStore::new());
         let registry = Arc::new(Registry::builtin());
+        let shared = Arc::new(krust_machinery::registry::SharedRegistry::new(
+            Registry::builtin(),
+        ));
+        let cache = Cache::new();
         let rest = Rest {
-            registry: registry.clone(),
+            registry: shared.clone(),
             store: store.clone(),
-            cache: Cache::new(),
+            cache: cache.clone(),
             alloc: Allocators::new(store, "10.96.0.0/12").expect("cidr"),
+            admission: Arc::new(crate::admission::webhooks::DynamicAdmission::new(
+                shared, cache,
+            )),
         };
         let query = Query::default();
         let ctx = WriteCtx {

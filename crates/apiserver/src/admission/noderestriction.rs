@@ -186,7 +186,7 @@ pub async fn admit_create(
         ("", "pods") => match rest.registry.lookup("", "v1", "nodes") {
             Some(info) => {
                 let nodes = ResourcePath {
-                    info,
+                    info: &info,
                     namespace: None,
                     name: Some(node.to_string()),
                     subresource: None,

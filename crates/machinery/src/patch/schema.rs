@@ -103,7 +103,7 @@ static TREES: LazyLock<Mutex<HashMap<String, Arc<TypeTree>>>> = LazyLock::new(De
 
 /// The type tree of `info`'s kind, built once per kind and shared.
 pub fn type_tree(info: &ResourceInfo) -> Arc<TypeTree> {
-    let name = info.ops.schema_name();
+    let name = info.ops.schema_key();
     let mut trees = TREES
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
